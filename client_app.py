@@ -1,0 +1,43 @@
+"""fedcredit ClientApp: a bank answers the ServerApp's messages.
+
+Only statistics, weights and metric summaries leave the bank; its rows never do.
+"""
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedcredit import client
+from fedcredit.config import parse_run_config
+from fedcredit.stats import stats_to_record
+
+app = ClientApp()
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Sufficient statistics of the bank's training rows, for federated preprocessing."""
+    cfg = parse_run_config(context.run_config)
+    name, stats = client.statistics(cfg, context.node_config)
+    content = stats_to_record(stats)
+    content["bank-info"] = ConfigRecord({"name": name})
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Fit the global model on the bank's training rows."""
+    cfg = parse_run_config(context.run_config)
+    config = msg.content["config"]
+    weights, metrics = client.train(cfg, context.node_config, msg.content["arrays"].to_numpy_ndarrays(),
+                                    str(config["preprocessing"]), int(config["server-round"]))
+    content = RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Summarise the global model's scores on the bank's validation rows."""
+    cfg = parse_run_config(context.run_config)
+    summary = client.evaluate(cfg, context.node_config, msg.content["arrays"].to_numpy_ndarrays(),
+                              str(msg.content["config"]["preprocessing"]))
+    return Message(content=RecordDict({"metrics": MetricRecord(summary)}), reply_to=msg)

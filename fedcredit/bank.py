@@ -1,0 +1,78 @@
+"""Which rows a ClientApp trains and validates on.
+
+In simulation (node config has `partition-id`) a bank is a slice of the
+embedded data set, cut identically in every process from the run config; in
+a deployment (node config has `data-path`) it is the bank's own CSV. Either
+way the bank splits its rows into training and validation itself; in
+simulation a common hold-out test set is kept out of every bank, for the
+ServerApp's evaluation only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from fedcredit.config import RunConfig
+from fedcredit.data import load_csv
+from fedcredit.partition import partition, stratified_split
+from fedcredit.schema import Schema, load_schema
+
+
+@dataclass(frozen=True)
+class BankData:
+    name: str
+    train: pd.DataFrame
+    val: pd.DataFrame
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, schema_path: str, mtime: float = 0.0) -> tuple[Schema, pd.DataFrame]:
+    """Cached per process; `mtime` makes a bank's corrected file be read again."""
+    schema = load_schema(schema_path)
+    return schema, load_csv(path, schema)
+
+
+@lru_cache(maxsize=4)
+def simulation_split(data_path: str, schema_path: str, test_fraction: float, seed: int,
+                     scheme: str, num_banks: int, alpha: float) -> tuple[pd.DataFrame, list[tuple[str, pd.DataFrame]]]:
+    """(hold-out test set, [(bank name, bank rows)]) for a simulated federation."""
+    schema, frame = _load(data_path, schema_path)
+    pool, test = stratified_split(frame, schema.target, test_fraction, seed)
+    banks = partition(pool, scheme, num_banks, seed, schema.target, schema.partition, alpha)
+    return test, [(b.name, pool.iloc[b.rows].reset_index(drop=True)) for b in banks]
+
+
+def holdout_set(cfg: RunConfig) -> pd.DataFrame:
+    schema, frame = _load(cfg.data_path, cfg.schema_path)
+    return stratified_split(frame, schema.target, cfg.test_fraction, cfg.seed)[1]
+
+
+def schema_of(cfg: RunConfig) -> Schema:
+    return load_schema(cfg.schema_path)
+
+
+def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
+    """This node's training and validation rows, from node and run config."""
+    schema = schema_of(cfg)
+    if "data-path" in node_config:
+        path = str(node_config["data-path"])
+        mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
+        _, frame = _load(path, cfg.schema_path, mtime)
+        name = str(node_config.get("bank-name", path))
+    elif "partition-id" in node_config and "num-partitions" in node_config:
+        pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
+        _, banks = simulation_split(cfg.data_path, cfg.schema_path, cfg.test_fraction, cfg.seed,
+                                    cfg.partitioning, n, cfg.dirichlet_alpha)
+        name, frame = banks[pid]
+    else:
+        raise ValueError(
+            "this SuperNode has no data: start it with --node-config 'data-path=\"/path/to/loans.csv\"' "
+            f"(node config seen: {dict(node_config)})"
+        )
+    train, val = stratified_split(frame, schema.target, cfg.val_fraction, cfg.seed)
+    return BankData(name, train, val)

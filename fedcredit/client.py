@@ -1,0 +1,78 @@
+"""What a bank does when the ServerApp asks: statistics, training, evaluation.
+
+The Keras model is built once per process and reused across messages (and
+across banks in a simulation worker); `model.fit` resets its optimizer and
+random state from a per-message seed so that results never depend on what the
+process ran before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from fedcredit import metrics
+from fedcredit import model as mdl
+from fedcredit.bank import BankData, load_bank, schema_of
+from fedcredit.config import RunConfig
+from fedcredit.stats import Preprocessing, compute_stats
+
+_MODELS: dict[str, Any] = {}
+_INPUTS: dict[tuple[str, str, str], Any] = {}
+
+
+def _model(cfg: RunConfig, prep_json: str):
+    """The process's model for this preprocessing and architecture (built on first use)."""
+    key = hashlib.sha256(f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()).hexdigest()
+    if key not in _MODELS:
+        _MODELS.clear()
+        _INPUTS.clear()
+        schema = schema_of(cfg)
+        _MODELS[key] = mdl.build_model(Preprocessing.from_json(prep_json), schema.numeric, schema.categorical,
+                                       cfg.hidden_layers, cfg.dropout, cfg.l2, cfg.learning_rate, cfg.seed)
+    return key, _MODELS[key]
+
+
+def _inputs(key: str, bank: BankData, split: str, model):
+    cache_key = (key, bank.name, split)
+    if cache_key not in _INPUTS:
+        _INPUTS[cache_key] = mdl.to_inputs(getattr(bank, split), model)
+    return _INPUTS[cache_key]
+
+
+def message_seed(cfg: RunConfig, server_round: int, bank_name: str) -> int:
+    """Distinct per run seed, round and bank; stable across processes."""
+    return (cfg.seed * 1_000_003 + server_round * 10_007 + zlib.crc32(bank_name.encode())) % (2**31 - 1)
+
+
+def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, Any]:
+    """(bank name, sufficient statistics of its training rows)."""
+    bank = load_bank(cfg, node_config)
+    return bank.name, compute_stats(bank.train, schema_of(cfg))
+
+
+def train(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str,
+          server_round: int) -> tuple[list[np.ndarray], dict[str, int | float]]:
+    bank = load_bank(cfg, node_config)
+    key, model = _model(cfg, prep_json)
+    labels = bank.train[schema_of(cfg).target].to_numpy()
+    loss = mdl.fit(model, weights, _inputs(key, bank, "train", model), labels, cfg.local_epochs,
+                   cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name))
+    return model.get_weights(), {"train-loss": loss, "num-examples": len(labels)}
+
+
+def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray],
+             prep_json: str) -> dict[str, int | float | list[int]]:
+    """Shareable summary of the global model's scores on this bank's validation rows."""
+    bank = load_bank(cfg, node_config)
+    key, model = _model(cfg, prep_json)
+    model.set_weights(list(weights))
+    labels = bank.val[schema_of(cfg).target].to_numpy()
+    scores = mdl.predict(model, _inputs(key, bank, "val", model))
+    summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
+    summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
+    summary["auc"] = metrics.exact_auc(scores, labels)
+    return summary

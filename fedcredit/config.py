@@ -1,0 +1,133 @@
+"""Typed, checked view of `[tool.flwr.app.config]`.
+
+The run config is the single place to tweak a run. It is parsed once, in the
+ServerApp before round 1 and in each ClientApp, so a wrong value stops the
+run with a message naming the key and the valid range instead of failing
+somewhere in round 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from fedcredit.partition import SCHEMES
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_server_rounds: int = 5
+    seed: int = 42
+    # data
+    data_path: str = ""
+    schema_path: str = ""
+    partitioning: str = "region"
+    dirichlet_alpha: float = 0.5
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    min_category_count: int = 10
+    # model
+    hidden_units: str = "64,32"
+    dropout: float = 0.2
+    l2: float = 1e-4
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    local_epochs: int = 3
+    positive_weight: float = 1.0
+    # evaluation
+    threshold: float = 0.1
+    histogram_bins: int = 2000
+    holdout_eval: bool = True
+    # federation
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_banks: int = 2
+    round_timeout: float = 600.0
+    node_wait_timeout: float = 300.0
+    output_dir: str = "outputs"
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        return tuple(int(u) for u in self.hidden_units.replace(" ", "").split(",") if u)
+
+    def to_flower(self) -> dict[str, Any]:
+        """The config under its run-config key names (for history and outputs)."""
+        return {f.name.replace("_", "-"): v for f, v in zip(fields(self), asdict(self).values())}
+
+
+# (lower bound, upper bound, inclusive lower?) for numeric keys; None means open.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "num_server_rounds": (1, None, True),
+    "dirichlet_alpha": (0, None, False),
+    "test_fraction": (0, 1, False),
+    "val_fraction": (0, 1, False),
+    "min_category_count": (1, None, True),
+    "dropout": (0, 1, True),
+    "l2": (0, None, True),
+    "learning_rate": (0, None, False),
+    "batch_size": (1, None, True),
+    "local_epochs": (1, None, True),
+    "positive_weight": (0, None, False),
+    "threshold": (0, 1, False),
+    "histogram_bins": (10, None, True),
+    "fraction_train": (0, 1, False),
+    "fraction_evaluate": (0, 1, True),
+    "min_banks": (1, None, True),
+    "round_timeout": (0, None, False),
+    "node_wait_timeout": (0, None, False),
+}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    key = name.replace("_", "-")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false"}:
+            return value.lower() == "true"
+        raise ConfigError(f"run config '{key}' must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"run config '{key}' must be a whole number, got {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"run config '{key}' must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"run config '{key}' must be a string, got {value!r}")
+    return value
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Check every key; unknown keys are rejected so typos do not go unnoticed."""
+    known = {f.name.replace("_", "-"): f for f in fields(RunConfig)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown run-config keys {unknown}; valid keys: {sorted(known)}")
+    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    values: dict[str, Any] = {}
+    for key, f in known.items():
+        if key in raw:
+            values[f.name] = _coerce(f.name, raw[key], kinds[f.type] if isinstance(f.type, str) else f.type)
+    cfg = RunConfig(**values)
+    for name, (low, high, low_inclusive) in _RANGES.items():
+        value = getattr(cfg, name)
+        key = name.replace("_", "-")
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be {'>=' if low_inclusive else '>'} {low}")
+        if high is not None and value > high:
+            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be <= {high}")
+    if cfg.partitioning not in SCHEMES:
+        raise ConfigError(f"run config 'partitioning' = {cfg.partitioning!r}: choose one of {list(SCHEMES)}")
+    try:
+        layers = cfg.hidden_layers
+    except ValueError as err:
+        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give layer sizes separated by commas, e.g. \"64,32\"") from err
+    if not layers or min(layers) < 1:
+        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, e.g. \"32\"")
+    return cfg

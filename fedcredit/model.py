@@ -1,0 +1,153 @@
+"""The Keras loan-default model, with its preprocessing inside.
+
+Normalization (global mean and variance) and StringLookup (global vocabulary)
+layers are part of the model, so the saved `.keras` file scores raw applicant
+columns. The layers are built from the merged federation statistics, which
+makes every bank's model identical without any bank seeing another's rows.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from typing import Mapping, Sequence  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from fedcredit.stats import Preprocessing  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package="fedcredit")
+class FillMissing(keras.layers.Layer):
+    """Replace NaN (missing numeric value) by 0, the global mean after normalisation."""
+
+    def call(self, inputs):
+        return keras.ops.where(keras.ops.isnan(inputs), keras.ops.zeros_like(inputs), inputs)
+
+
+def build_model(
+    prep: Preprocessing,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    hidden_units: Sequence[int],
+    dropout: float,
+    l2: float,
+    learning_rate: float,
+    seed: int,
+) -> keras.Model:
+    """An MLP over standardised numerics and one-hot categoricals (unknown values share one slot)."""
+    keras.utils.set_random_seed(seed)
+    inputs: dict[str, keras.KerasTensor] = {}
+    parts = []
+    if numeric:
+        for col in numeric:
+            inputs[col] = keras.Input(shape=(1,), name=col, dtype="float32")
+        x = keras.layers.Concatenate(name="numeric")([inputs[c] for c in numeric]) if len(numeric) > 1 else inputs[numeric[0]]
+        x = keras.layers.Normalization(
+            mean=[prep.mean[c] for c in numeric],
+            variance=[prep.variance[c] for c in numeric],
+            name="standardise",
+        )(x)
+        parts.append(FillMissing(name="impute_mean")(x))
+    for col in categorical:
+        inputs[col] = keras.Input(shape=(1,), name=col, dtype="string")
+        lookup = keras.layers.StringLookup(
+            vocabulary=list(prep.vocabulary[col]) or None,
+            num_oov_indices=1,
+            output_mode="one_hot",
+            name=f"onehot_{col}",
+        )
+        if not prep.vocabulary[col]:
+            # Every category is rare: the column carries only the unknown slot.
+            lookup = keras.layers.StringLookup(vocabulary=["<none>"], num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}")
+        parts.append(lookup(inputs[col]))
+    x = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    for i, units in enumerate(hidden_units):
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
+    model = keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
+    # Build the optimizer now and remember its pristine state (step 0, zero
+    # moments, the configured learning rate) for `reset_training_state`.
+    model.optimizer.build(model.trainable_variables)
+    model._fedcredit_optimizer_init = [np.array(v.numpy()) for v in model.optimizer.variables]
+    return model
+
+
+def to_inputs(frame: pd.DataFrame, model: keras.Model) -> dict[str, tf.Tensor]:
+    """Model inputs from a raw DataFrame, by the model's own input names and types.
+
+    Every input is a TensorFlow tensor: Keras rejects numpy object (string)
+    arrays, and with a mix of numpy and TF inputs `fit(shuffle=True)`
+    shuffles them differently, silently misaligning rows and labels.
+    """
+    missing = [t.name for t in model.inputs if t.name not in frame.columns]
+    if missing:
+        raise KeyError(f"columns {missing} are missing: the model needs {[t.name for t in model.inputs]}")
+    out = {}
+    for tensor in model.inputs:
+        col = frame[tensor.name]
+        if tensor.dtype == "string":
+            values = col.fillna("").astype(str).to_numpy(dtype=object)
+        else:
+            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float32)
+        out[tensor.name] = tf.constant(values.reshape(-1, 1))
+    return out
+
+
+def reset_training_state(model: keras.Model, seed: int) -> None:
+    """Forget everything a previous fit left behind in this process.
+
+    A model reused across messages carries its optimizer's moments and step
+    count (maybe from another bank) and its dropout generators' positions;
+    zeroing them and reseeding makes a train message's result depend only on
+    the global weights, the bank's rows and the seed.
+    """
+    for var, value in zip(model.optimizer.variables, model._fedcredit_optimizer_init, strict=True):
+        var.assign(value)
+    keras.utils.set_random_seed(seed)
+    for i, layer in enumerate(model.layers):
+        gen = getattr(layer, "seed_generator", None)
+        if gen is not None:
+            gen.state.assign(np.array([seed + i, 0], dtype=gen.state.dtype))
+
+
+def fit(
+    model: keras.Model,
+    weights: Sequence[np.ndarray],
+    inputs: Mapping[str, tf.Tensor],
+    labels: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    positive_weight: float,
+    seed: int,
+) -> float:
+    """Train from the given weights; returns the last epoch's training loss."""
+    model.set_weights(list(weights))
+    reset_training_state(model, seed)
+    class_weight = {0: 1.0, 1: float(positive_weight)} if positive_weight != 1.0 else None
+    hist = model.fit(dict(inputs), tf.constant(labels.astype(np.float32)), epochs=epochs, batch_size=batch_size,
+                     shuffle=True, class_weight=class_weight, verbose=0)
+    return float(hist.history["loss"][-1])
+
+
+def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int = 4096) -> np.ndarray:
+    return model.predict(dict(inputs), batch_size=batch_size, verbose=0).ravel().astype(np.float64)
+
+
+def score(model: keras.Model, frame: pd.DataFrame) -> np.ndarray:
+    """Probability of default for each row of a raw applicant DataFrame."""
+    return predict(model, to_inputs(frame, model))
+
+
+def load(path: str) -> keras.Model:
+    """Load a saved fedcredit model (importing this module registers its layers)."""
+    return keras.saving.load_model(path)

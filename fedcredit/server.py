@@ -1,0 +1,209 @@
+"""The coordinator's side of a run: statistics, rounds, round log, outputs.
+
+`run` is everything `server_app.py` does. It fails loudly (the run ends as
+failed with the reason in the log and in history.json) when banks are too
+few, no round trained, or metrics turn NaN: Flower would otherwise report a
+run with no usable model as completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from logging import INFO, WARNING
+from typing import Any, Mapping
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedcredit import metrics
+from fedcredit import model as mdl
+from fedcredit.bank import holdout_set, schema_of
+from fedcredit.config import RunConfig, parse_run_config
+from fedcredit.outputs import FILES, RunOutputs
+from fedcredit.stats import merge_stats, preprocessing_from_stats, stats_from_record
+from fedcredit.strategy import Tracker, TrackedFedAvg, finite_metrics
+
+
+class FederationError(RuntimeError):
+    """The run cannot produce a trustworthy model; the message says why."""
+
+
+def wait_for_banks(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= minimum:
+            return nodes
+        if time.monotonic() >= deadline:
+            raise FederationError(
+                f"only {len(nodes)} bank(s) connected after {timeout:.0f} s, the run needs min-banks={minimum}: "
+                "start more SuperNodes or lower 'min-banks'"
+            )
+        time.sleep(poll)
+
+
+def collect_statistics(grid: Grid, node_ids: list[int], timeout: float) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """Ask every bank for sufficient statistics: ({node: {name, stats}}, {node: failure})."""
+    query = RecordDict({"config": ConfigRecord({"action": "statistics"})})
+    messages = [Message(content=query, message_type="query", dst_node_id=n) for n in node_ids]
+    banks: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            failed[node] = reply.error.reason
+            log(WARNING, "Bank node %s could not compute statistics: %s", node, reply.error.reason)
+            continue
+        name = str(reply.content.config_records["bank-info"]["name"])
+        banks[node] = {"name": name, "stats": stats_from_record(reply.content)}
+    for node in node_ids:
+        if node not in banks and node not in failed:
+            failed[node] = f"no reply within {timeout:.0f} s"
+    return banks, failed
+
+
+class RoundReporter:
+    """`evaluate_fn` of the strategy: runs after every round to log, evaluate and save."""
+
+    def __init__(self, cfg: RunConfig, model: Any, tracker: Tracker, out: RunOutputs, history: dict[str, Any],
+                 bank_names: dict[int, str]) -> None:
+        self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
+        self.names = bank_names
+        self.best_auc = -1.0
+        self.started = time.monotonic()
+        self.holdout = None
+        if cfg.holdout_eval:
+            test = holdout_set(cfg)
+            self.holdout = (mdl.to_inputs(test, model), test[schema_of(cfg).target].to_numpy())
+
+    def _bank(self, node: int) -> str:
+        return self.names.get(node, f"node-{node}")
+
+    def _phase_record(self, kind: str, server_round: int) -> dict[str, Any]:
+        phase = self.tracker.phase(kind, server_round)
+        return {
+            "ok": [self._bank(n) for n in phase.replies],
+            "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
+            "missing": [self._bank(n) for n in phase.missing],
+            "pooled": phase.aggregated,
+            "banks": {self._bank(n): m for n, m in phase.replies.items()},
+        }
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        weights = arrays.to_numpy_ndarrays()
+        self.model.set_weights(weights)
+        entry: dict[str, Any] = {"round": server_round}
+        holdout = None
+        if self.holdout is not None:
+            scores = mdl.predict(self.model, self.holdout[0])
+            holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
+            entry["holdout"] = holdout
+        if server_round > 0:
+            entry["train"] = self._phase_record("train", server_round)
+            entry["evaluate"] = self._phase_record("evaluate", server_round)
+            entry["seconds"] = round(time.monotonic() - self.started, 2)
+            self.out.save_checkpoint(server_round, weights)
+            self._log_round(server_round, entry)
+            pooled = entry["evaluate"]["pooled"] or {}
+            auc = pooled.get("auc")
+            if auc is not None and np.isfinite(auc) and auc > self.best_auc:
+                self.best_auc = auc
+                self.history["best-round"] = server_round
+                self.model.save(self.out.path("model-best.keras"))
+        self.started = time.monotonic()
+        self.history["rounds"].append(entry)
+        self.out.save_json("history.json", self.history)
+        return MetricRecord({k: float(v) for k, v in holdout.items()}) if holdout is not None else None
+
+    def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
+        tr, ev = entry["train"], entry["evaluate"]
+        n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["missing"])
+        n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["missing"])
+        pooled = ev["pooled"] or {}
+        line = (f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok, "
+                f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
+                f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}")
+        if "holdout" in entry:
+            line += f" | hold-out AUC {entry['holdout']['auc']:.4f}"
+        line += f" | {entry['seconds']:.1f} s"
+        failed = {**tr["failed"], **ev["failed"]}
+        if failed:
+            line += " | failed: " + "; ".join(f"{b}: {r.splitlines()[0] if r else r}" for b, r in failed.items())
+        log(INFO, line)
+
+
+def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
+    if tracker.rounds_trained() == 0:
+        reasons = {r for p in tracker.train.values() for r in p.failed.values()}
+        raise FederationError(f"no round trained: every bank failed or none replied. Reasons: {sorted(reasons) or ['no replies']}")
+    bad_rounds = [e["round"] for e in history["rounds"] if e["round"] > 0 and (
+        (e["evaluate"]["pooled"] is not None and not finite_metrics(e["evaluate"]["pooled"]))
+        or ("holdout" in e and not finite_metrics(e["holdout"])))]
+    if bad_rounds:
+        raise FederationError(f"metrics are NaN or infinite in rounds {bad_rounds}: the model diverged or a "
+                              "validation set lacks one class; see history.json")
+    if cfg.fraction_evaluate > 0 and not any(e.get("evaluate", {}).get("pooled") for e in history["rounds"]):
+        raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
+
+
+def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[str, Any]:
+    """One federated training run; returns the history it also writes to disk."""
+    cfg = parse_run_config(run_config)
+    schema = schema_of(cfg)
+    out = RunOutputs(cfg.output_dir, run_id)
+    log(INFO, "fedcredit: outputs of run %s go to %s", run_id, out.dir)
+    out.save_json("config.json", cfg.to_flower())
+    history: dict[str, Any] = {"run-id": str(run_id), "status": "running", "config": cfg.to_flower(),
+                               "output-dir": str(out.dir), "banks": {}, "rounds": []}
+    started = time.monotonic()
+    try:
+        nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
+        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout)
+        history["banks"] = {b["name"]: {"node-id": str(n), "training-rows": b["stats"].rows} for n, b in banks.items()}
+        history["statistics-failed"] = {f"node-{n}": r for n, r in failed.items()}
+        if len(banks) < cfg.min_banks:
+            raise FederationError(f"{len(banks)} bank(s) sent statistics, min-banks={cfg.min_banks}; failures: {failed}")
+        log(INFO, "fedcredit: statistics from %d bank(s): %s", len(banks),
+            ", ".join(f"{b['name']} ({b['stats'].rows} rows)" for b in banks.values()))
+        prep = preprocessing_from_stats(merge_stats([b["stats"] for b in banks.values()]), cfg.min_category_count)
+        prep_json = prep.to_json()
+        out.save_json("preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
+        model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout,
+                                cfg.l2, cfg.learning_rate, cfg.seed)
+        tracker = Tracker()
+        strategy = TrackedFedAvg(tracker, fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+                                 min_train_nodes=cfg.min_banks, min_evaluate_nodes=cfg.min_banks,
+                                 min_available_nodes=cfg.min_banks)
+        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b["name"] for n, b in banks.items()})
+        bank_config = ConfigRecord({"preprocessing": prep_json})
+        result = strategy.start(grid, ArrayRecord(model.get_weights()), cfg.num_server_rounds,
+                                timeout=cfg.round_timeout, train_config=bank_config,
+                                evaluate_config=ConfigRecord({"preprocessing": prep_json}), evaluate_fn=reporter)
+        _final_checks(cfg, tracker, history)
+        model.set_weights(result.arrays.to_numpy_ndarrays())
+        model.save(out.path("model-final.keras"))
+        history["model-final-sha256"] = hashlib.sha256(out.path("model-final.keras").read_bytes()).hexdigest()
+        history["status"] = "completed"
+    except Exception as err:
+        history["status"] = "failed"
+        history["reason"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        history["seconds"] = round(time.monotonic() - started, 2)
+        out.save_json("history.json", history)
+    final = history["rounds"][-1]
+    log(INFO, "fedcredit: finished %d round(s) in %.1f s; final pooled val AUC %s, hold-out AUC %s; outputs in %s",
+        cfg.num_server_rounds, history["seconds"], _fmt((final.get("evaluate") or {}).get("pooled"), "auc"),
+        _fmt(final.get("holdout"), "auc"), out.dir)
+    for name, what in FILES.items():
+        log(INFO, "fedcredit:   %s: %s", name, what)
+    return history
+
+
+def _fmt(values: dict[str, Any] | None, key: str) -> str:
+    return f"{values[key]:.4f}" if values and values.get(key) is not None else "n/a"
+
+

@@ -1,0 +1,13 @@
+"""fedcredit ServerApp: coordinates the banks' rounds and keeps the global model."""
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedcredit import server
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    server.run(grid, context.run_config, context.run_id)
