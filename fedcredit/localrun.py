@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class LocalFlower:
         self.work = self.home / "work"  # neutral cwd: the ClientApps must import the app from the FAB
         self.work.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
+        # flwr starts flower-superlink, flower-superexec and flwr-simulation by name:
+        # find those of this interpreter first, even in a venv that is not activated.
+        bin_dir = str(Path(sys.executable).parent)
+        self.env["PATH"] = bin_dir + os.pathsep + self.env.get("PATH", "")
         self.env.update(
             FLWR_HOME=str(self.home / "flwr"),
             FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
