@@ -1,0 +1,39 @@
+"""`fedcredit` command line: one subcommand per job, each in its own module.
+
+Each module named in COMMANDS provides `add_arguments(parser)` and
+`run(args) -> int` (the exit code). Modules are imported only when their
+command runs, so `fedcredit validate` does not pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "validate": ("fedcredit.validate", "check a bank's loan CSV against the schema before joining"),
+    "split": ("fedcredit.split", "write per-bank CSVs from the embedded data set (demos, tests)"),
+    "baseline": ("fedcredit.baseline", "pooled and bank-alone baselines on a simulation run's split"),
+    "report": ("fedcredit.report", "model-risk report (HTML + PNG) of a run directory"),
+    "predict": ("fedcredit.predict", "score applicants with a saved model, with reason codes"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedcredit", description="Federated credit-risk modelling with Flower.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen command's module is imported (and only it adds its arguments).
+        if argv and argv[0] == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
