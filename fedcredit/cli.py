@@ -17,6 +17,8 @@ COMMANDS = {
     "baseline": ("fedcredit.baseline", "pooled and bank-alone baselines on a simulation run's split"),
     "report": ("fedcredit.report", "model-risk report (HTML + PNG) of a run directory"),
     "predict": ("fedcredit.predict", "score applicants with a saved model, with reason codes"),
+    "certs": ("fedcredit.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
+    "demo": ("fedcredit.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }
 
 

@@ -99,11 +99,12 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>", req
         problems.append(Problem(None, f"unexpected columns {extra}: remove them (only the schema's columns may be shared)"))
     if len(raw) == 0:
         problems.append(Problem(None, "the file has a header but no data rows"))
-    if missing or len(raw) == 0:
+    if len(raw) == 0:
         return Report(path, None, problems)
 
     frame = pd.DataFrame(index=raw.index)
-    for col in schema.numeric:
+    # Columns that are present are still checked, so one pass shows every problem.
+    for col in (c for c in schema.numeric if c in raw.columns):
         text = raw[col]
         values = pd.to_numeric(text.str.strip(), errors="coerce")
         bad = text.notna() & values.isna()
@@ -117,7 +118,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>", req
         if n_missing:
             problems.append(Problem(col, f"{n_missing} missing values: imputed with the global mean", _lines(text.isna()), blocking=False))
         frame[col] = values.astype("float64")
-    for col in schema.categorical:
+    for col in (c for c in schema.categorical if c in raw.columns):
         text = raw[col].str.strip()
         n_missing = int(text.isna().sum())
         if n_missing:

@@ -27,6 +27,9 @@ class Schema:
     categorical: tuple[str, ...]
     # A column used only to split the built-in data into "banks" (never a feature).
     partition: str | None = None
+    # Category values the consortium agreed on, per categorical column (optional):
+    # `fedcredit validate` lists a bank's other values (typos, new codes).
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         features = list(self.numeric) + list(self.categorical)
@@ -35,11 +38,18 @@ class Schema:
         dupes = sorted({c for c in features if features.count(c) > 1})
         if dupes:
             raise SchemaError(f"schema lists these columns more than once: {dupes}")
+        stray = sorted(set(dict(self.categories)) - set(self.categorical))
+        if stray:
+            raise SchemaError(f"schema lists categories for {stray}, which are not categorical columns")
         for special in (self.target, self.partition):
             if special is not None and special in features:
                 raise SchemaError(f"column '{special}' cannot be both a feature and the target/partition column")
         if self.positive_label == self.negative_label:
             raise SchemaError(f"positive and negative label are both '{self.positive_label}'")
+
+    @property
+    def known_categories(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.categories)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -59,6 +69,9 @@ class Schema:
             negative-label = "good"
             numeric = ["funded_amnt", "int_rate"]
             categorical = ["term"]
+
+            [categories]            # optional: the agreed values per categorical column
+            term = ["36 months", "60 months"]
         """
         path = Path(path)
         try:
@@ -67,7 +80,7 @@ class Schema:
             raise SchemaError(f"schema file {path} does not exist: set 'schema-path' to an existing TOML file") from err
         except tomllib.TOMLDecodeError as err:
             raise SchemaError(f"schema file {path} is not valid TOML: {err}") from err
-        known = {"target", "positive-label", "negative-label", "numeric", "categorical", "partition"}
+        known = {"target", "positive-label", "negative-label", "numeric", "categorical", "partition", "categories"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SchemaError(f"schema file {path}: unknown keys {unknown}; valid keys are {sorted(known)}")
@@ -82,6 +95,7 @@ class Schema:
                 numeric=tuple(str(c) for c in raw.get("numeric", [])),
                 categorical=tuple(str(c) for c in raw.get("categorical", [])),
                 partition=str(raw["partition"]) if raw.get("partition") else None,
+                categories=tuple((str(c), tuple(str(v) for v in vals)) for c, vals in raw.get("categories", {}).items()),
             )
         except SchemaError as err:
             raise SchemaError(f"schema file {path}: {err}") from err
@@ -101,6 +115,12 @@ LENDING_CLUB = Schema(
     # The borrower's state only defines the simulated banks: using it as a
     # feature would let the model key on geography (a fair-lending risk).
     partition="addr_state",
+    categories=(
+        ("term", ("term_36", "term_60")),
+        ("sub_grade", tuple(f"{g}{n}" for g in "ABCDEFG" for n in range(1, 6))),
+        ("verification_status", ("Not_Verified", "Source_Verified", "Verified")),
+        ("emp_length", ("emp_lt_1", *(f"emp_{n}" for n in range(1, 10)), "emp_ge_10", "emp_unk")),
+    ),
 )
 
 

@@ -1,0 +1,68 @@
+"""`fedcredit validate BANK.csv`: what a bank runs before it joins a federation.
+
+Prints the file's size, default rate, missing values per column and category
+values outside the schema, then every blocking problem with its lines and
+columns. Exit code 0 when the file can be used, 1 when it cannot, 2 when the
+schema itself is broken. Reads the file locally; nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fedcredit.data import Report, check_csv, read_text_csv
+from fedcredit.schema import SchemaError, load_schema
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("csv", help="the bank's loan file")
+    parser.add_argument("--schema-path", default="", help="TOML schema (default: the built-in LendingClub schema)")
+
+
+def summary_lines(report: Report, schema) -> list[str]:
+    """Human-readable facts about a usable (or partly usable) file."""
+    lines = []
+    try:
+        raw = read_text_csv(report.path)
+    except Exception:  # the problems below already say why the file cannot be read
+        return lines
+    lines.append(f"rows: {len(raw)}, columns: {len(raw.columns)}")
+    if schema.target in raw.columns:
+        target = raw[schema.target].str.strip()
+        n_bad = int((target == schema.positive_label).sum())
+        lines.append(f"default rate: {n_bad}/{len(raw)} = {n_bad / max(len(raw), 1):.2%} "
+                     f"('{schema.positive_label}' rows)")
+    missing = {c: int(raw[c].isna().sum()) for c in schema.columns if c in raw.columns and raw[c].isna().any()}
+    lines.append("missing values: " + (", ".join(f"{c}={n}" for c, n in missing.items()) if missing else "none"))
+    for col, known in schema.known_categories.items():
+        if col in raw.columns:
+            values = raw[col].dropna().str.strip().value_counts()
+            new = {v: int(n) for v, n in values.items() if v not in known}
+            if new:
+                shown = ", ".join(f"{v!r} ({n} rows)" for v, n in list(new.items())[:10])
+                lines.append(f"column '{col}': values the schema has not seen (scored as unknown): {shown}")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        schema = load_schema(args.schema_path)
+    except SchemaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = check_csv(args.csv, schema)
+    print(f"{report.path}:")
+    for line in summary_lines(report, schema):
+        print(f"  {line}")
+    notes = [p for p in report.problems if not p.blocking]
+    blocking = [p for p in report.problems if p.blocking]
+    for p in notes:
+        print(f"  note: {p}")
+    if blocking:
+        print(f"BLOCKING: {len(blocking)} problem(s); fix them before joining:")
+        for p in blocking:
+            print(f"  - {p}")
+        return 1
+    print("OK: the file follows the schema and can be used for training.")
+    return 0
