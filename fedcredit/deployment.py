@@ -88,8 +88,12 @@ class LocalDeployment:
         while time.monotonic() < deadline:
             if self.superlink is not None and self.superlink.poll() is not None:
                 raise RuntimeError(f"SuperLink exited: {(self.workdir / 'superlink.log').read_text()[-2000:]}")
-            if self.flwr("supernode", "list", "--format", "json", timeout=30).returncode == 0:
-                return
+            done = self.flwr("supernode", "list", CONNECTION, "--format", "json", timeout=30)
+            try:
+                if json.loads(done.stdout).get("success"):  # flwr exits 0 either way
+                    return
+            except json.JSONDecodeError:
+                pass
             time.sleep(1)
         raise TimeoutError(f"SuperLink did not answer on {self.address} within {timeout:.0f} s")
 

@@ -1,0 +1,121 @@
+"""A tiny run directory like the ServerApp's, built in seconds without Flower.
+
+A FedAvg loop over three simulated iid banks cut from 2,500 rows of the
+embedded data (tiny model, 2 rounds x 1 local epoch) writes config.json,
+history.json (same structure as `fedcredit.server.run`), preprocessing.json
+and model-final.keras. Built once per test session; tests copy it before
+writing into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedcredit import metrics
+from fedcredit import model as mdl
+from fedcredit.bank import holdout_set, load_bank, schema_of
+from fedcredit.config import RunConfig, parse_run_config
+from fedcredit.outputs import write_json
+from fedcredit.stats import compute_stats, merge_stats, preprocessing_from_stats
+
+NUM_BANKS = 3
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_config(data_path: Path, output_dir: Path) -> dict[str, Any]:
+    return {**RunConfig().to_flower(), "data-path": str(data_path), "partitioning": "iid", "num-server-rounds": 2,
+            "local-epochs": 1, "hidden-units": "8", "learning-rate": 0.01, "seed": 7, "output-dir": str(output_dir)}
+
+
+def _phase(per_bank: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": list(per_bank), "failed": {}, "missing": [], "pooled": pooled, "banks": per_bank}
+
+
+def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
+    """FedAvg by hand over the simulated banks of `config`; writes a run directory."""
+    cfg = parse_run_config(config)
+    schema = schema_of(cfg)
+    banks = [load_bank(cfg, {"partition-id": i, "num-partitions": NUM_BANKS}) for i in range(NUM_BANKS)]
+    stats = [compute_stats(b.train, schema) for b in banks]
+    prep = preprocessing_from_stats(merge_stats(stats), cfg.min_category_count)
+    model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout, cfg.l2,
+                            cfg.learning_rate, cfg.seed)
+    test = holdout_set(cfg)
+    test_inputs, test_labels = mdl.to_inputs(test, model), test[schema.target].to_numpy()
+    data = {b.name: (mdl.to_inputs(b.train, model), b.train[schema.target].to_numpy(),
+                     mdl.to_inputs(b.val, model), b.val[schema.target].to_numpy()) for b in banks}
+    weights = model.get_weights()
+    rounds = [{"round": 0, "holdout": metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold)}]
+    for r in range(1, cfg.num_server_rounds + 1):
+        updates, train_metrics = [], {}
+        for name, (x, y, _, _) in data.items():
+            loss = mdl.fit(model, weights, x, y, cfg.local_epochs, cfg.batch_size, cfg.positive_weight, cfg.seed + r)
+            updates.append((model.get_weights(), len(y)))
+            train_metrics[name] = {"train-loss": loss, "num-examples": len(y)}
+        total = sum(n for _, n in updates)
+        weights = [sum(w[i] * n for w, n in updates) / total for i in range(len(weights))]
+        model.set_weights(weights)
+        summaries = {name: metrics.summarise(mdl.predict(model, xv), yv, cfg.threshold, cfg.histogram_bins)
+                     for name, (_, _, xv, yv) in data.items()}
+        rounds.append({
+            "round": r,
+            "holdout": metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
+            "train": _phase(train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}),
+            "evaluate": _phase({n: metrics.pooled([s]) for n, s in summaries.items()},
+                               metrics.pooled(list(summaries.values()))),
+            "seconds": 0.1,
+        })
+    run_dir.mkdir(parents=True)
+    model.save(run_dir / "model-final.keras")
+    write_json(run_dir / "config.json", cfg.to_flower())
+    write_json(run_dir / "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
+    write_json(run_dir / "history.json", {
+        "run-id": "424242", "status": "completed", "config": cfg.to_flower(), "output-dir": str(run_dir),
+        "banks": {b.name: {"node-id": str(i + 1), "training-rows": s.rows} for i, (b, s) in enumerate(zip(banks, stats))},
+        "rounds": rounds, "statistics-failed": {}, "best-round": cfg.num_server_rounds,
+        "model-final-sha256": hashlib.sha256((run_dir / "model-final.keras").read_bytes()).hexdigest(),
+        "seconds": 1.0,
+    })
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, raw_frame: pd.DataFrame) -> Path:
+    """The pristine tiny run directory (copy it with `copy_run` before writing into it)."""
+    if "tiny" not in _BUILT:
+        base = tmp_path_factory.mktemp("tinyrun")
+        data = base / "loans.csv"
+        raw_frame.head(2500).to_csv(data, index=False)
+        _BUILT["tiny"] = build_run(base / "run", tiny_config(data, base))
+    return _BUILT["tiny"]
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(run_dir, dest))
+
+
+def as_deployment(run_dir: Path) -> Path:
+    """Rewrite a copied run as a deployment would leave it: own bank names, no hold-out set."""
+    config = json.loads((run_dir / "config.json").read_text())
+    config["holdout-eval"] = False
+    history = json.loads((run_dir / "history.json").read_text())
+    history["config"] = config
+    rename = {old: f"partner-{i}" for i, old in enumerate(history["banks"])}
+    history["banks"] = {rename[k]: v for k, v in history["banks"].items()}
+    for entry in history["rounds"]:
+        entry.pop("holdout", None)
+        for phase in ("train", "evaluate"):
+            if phase in entry:
+                entry[phase]["ok"] = [rename[b] for b in entry[phase]["ok"]]
+                entry[phase]["banks"] = {rename[k]: v for k, v in entry[phase]["banks"].items()}
+    write_json(run_dir / "config.json", config)
+    write_json(run_dir / "history.json", history)
+    return run_dir

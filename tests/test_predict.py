@@ -1,0 +1,143 @@
+"""`fedcredit predict`: PDs, decisions, reason codes and invalid rows, with a tiny run's model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedcredit import model as mdl
+from fedcredit import predict
+from fedcredit.cli import main
+from fedcredit.schema import LENDING_CLUB
+from runfixture import tiny_run  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_run):  # noqa: F811
+    return tiny_run / "model-final.keras"
+
+
+@pytest.fixture(scope="module")
+def loaded(model_path):
+    return mdl.load(str(model_path))
+
+
+@pytest.fixture()
+def applicants(raw_frame):
+    """40 applicants without the target, with an id column the bank keeps."""
+    a = raw_frame.iloc[3000:3040].drop(columns=["Class"]).reset_index(drop=True)
+    a.insert(0, "applicant_id", [f"A{i:03d}" for i in range(len(a))])
+    return a
+
+
+def _predict(model_path, csv, tmp_path, *extra, fmt="csv"):
+    out = tmp_path / f"out.{fmt}"
+    code = main(["predict", str(model_path), str(csv), "--output", str(out), "--format", fmt, *extra])
+    if fmt == "jsonl":
+        return code, [json.loads(line) for line in out.read_text().splitlines()]
+    return code, pd.read_csv(out, dtype={"reason_1_value": str, "reason_1_reference": str})
+
+
+def test_scores_decisions_and_ids(model_path, loaded, applicants, write_csv, tmp_path):
+    expected = mdl.score(loaded, predict.validate_rows(applicants, LENDING_CLUB, "x")[0])
+    threshold = float(np.round(np.median(expected), 4))
+    code, out = _predict(model_path, write_csv(applicants), tmp_path, "--threshold", str(threshold))
+    assert code == 0
+    assert out["applicant_id"].tolist() == applicants["applicant_id"].tolist()
+    assert out["line"].tolist() == list(range(2, 42))
+    assert (out["status"] == "scored").all()
+    np.testing.assert_allclose(out["pd"], expected, atol=1e-6)
+    assert ((expected >= threshold) == (out["decision"] == "decline")).all()
+    assert set(out["decision"]) == {"approve", "decline"}
+
+
+def test_top_reason_at_its_reference_lowers_the_score(model_path, applicants, write_csv, tmp_path):
+    _, out = _predict(model_path, write_csv(applicants), tmp_path)
+    assert out["reason_1"].notna().sum() >= 30
+    with_reason = out[out["reason_1_impact"] > 1e-4]  # well above the output's 6 decimals
+    assert len(with_reason) >= 20
+    impacts = out[["reason_1_impact", "reason_2_impact", "reason_3_impact"]].to_numpy()
+    assert (np.nan_to_num(impacts[:, :-1], nan=0) >= np.nan_to_num(impacts[:, 1:], nan=0)).all()  # largest first
+    assert (impacts[~np.isnan(impacts)] > 0).all()
+    # Set each applicant's top reason feature to its reference value: the PD drops by the stated impact.
+    changed = applicants.copy()
+    for i, row in with_reason.iterrows():
+        changed.loc[i, row["reason_1"]] = row["reason_1_reference"]
+    _, again = _predict(model_path, write_csv(changed, "changed.csv"), tmp_path)
+    idx = with_reason.index
+    assert (again.loc[idx, "pd"] < out.loc[idx, "pd"]).all()
+    np.testing.assert_allclose(out.loc[idx, "pd"] - again.loc[idx, "pd"], with_reason["reason_1_impact"], atol=2e-5)
+    # The other features' reasons remain, the changed one no longer raises the score.
+    assert all(r != f for r, f in zip(again.loc[idx, "reason_1"], with_reason["reason_1"]))
+
+
+def test_numeric_references_are_the_global_means(loaded, tiny_run):  # noqa: F811
+    refs = predict.references(loaded)
+    prep = json.loads((tiny_run / "preprocessing.json").read_text())
+    assert set(refs.numeric) == set(LENDING_CLUB.numeric)
+    for col, mean in prep["mean"].items():
+        assert refs.numeric[col] == pytest.approx(mean, rel=1e-6)  # float32 in the layer
+    assert refs.categorical["sub_grade"] == prep["vocabulary"]["sub_grade"]
+
+
+def test_categorical_reference_is_the_middle_category(loaded, applicants):
+    refs = predict.references(loaded)
+    frame = predict.validate_rows(applicants, LENDING_CLUB, "x")[0]
+    base, reasons = predict.explain(loaded, frame, refs)
+    checked = 0
+    for i, why in enumerate(reasons):
+        for r in (r for r in why if r.feature in refs.categorical):
+            vocab = refs.categorical[r.feature]
+            pds = mdl.score(loaded, pd.concat([frame.iloc[[i]].assign(**{r.feature: v}) for v in vocab]))
+            middle = int(np.argsort(pds, kind="stable")[(len(vocab) - 1) // 2])
+            assert r.reference == vocab[middle]
+            assert r.impact == pytest.approx(base[i] - pds[middle], abs=1e-6)
+            checked += 1
+        if checked >= 8:
+            break
+    assert checked >= 3
+
+
+def test_invalid_rows_are_flagged_not_dropped(model_path, applicants, write_csv, tmp_path, capsys):
+    a = applicants.head(8).copy()
+    a.loc[1, "int_rate"] = "12,5%"  # line 3
+    a.loc[4, "funded_amnt"] = "inf"  # line 6
+    a.loc[4, "revol_util"] = "n.a."
+    a.loc[5, "annual_inc"] = None  # missing numeric: imputed, scored
+    a.loc[6, "sub_grade"] = "Z9"  # unknown category: scored as unknown
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1  # output complete, some rows not scored
+    assert len(out) == 8 and out["applicant_id"].tolist() == a["applicant_id"].tolist()
+    assert out["status"].tolist() == ["scored", "invalid", "scored", "scored", "invalid", "scored", "scored", "scored"]
+    assert out.loc[[1, 4], "pd"].isna().all() and out.loc[[1, 4], "decision"].isna().all()
+    assert out.loc[1, "problem"] == "column 'int_rate': value '12,5%' is not a number"
+    assert "funded_amnt" in out.loc[4, "problem"] and "revol_util" in out.loc[4, "problem"]
+    assert out.drop(index=[1, 4])["pd"].notna().all() and out.drop(index=[1, 4])["problem"].isna().all()
+    assert "line 3: column 'int_rate': value '12,5%' is not a number" in err
+    assert "line 6: column 'funded_amnt': value 'inf' is infinite" in err
+    assert "scored 6 of 8 applicants" in err
+
+
+def test_target_column_is_optional_and_ignored(model_path, raw_frame, write_csv, tmp_path):
+    a = raw_frame.iloc[3000:3005].reset_index(drop=True)
+    a.loc[0, "Class"] = "unknown-yet"  # not a label: irrelevant for scoring
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
+    assert code == 0
+    assert [r["Class"] for r in out] == a["Class"].tolist()
+    assert all(r["status"] == "scored" and 0 < r["pd"] < 1 and len(r["reasons"]) <= 3 for r in out)
+    assert all(set(reason) == {"feature", "value", "reference", "impact"} for r in out for reason in r["reasons"])
+
+
+def test_file_level_problems_stop_with_one_line(model_path, applicants, write_csv, tmp_path, capsys):
+    code = main(["predict", str(model_path), str(write_csv(applicants.drop(columns=["int_rate"])))])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "missing columns ['int_rate']" in lines[-1] and lines[-1].startswith("fedcredit predict: error:")
+    assert main(["predict", str(tmp_path / "nope.keras"), str(write_csv(applicants))]) == 2
+    assert "nope.keras does not exist" in capsys.readouterr().err
+    assert main(["predict", str(model_path), str(tmp_path / "none.csv")]) == 2
+    assert "none.csv: file does not exist" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""`fedcredit report`: one self-contained HTML file with every section, and the PNGs beside it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from fedcredit.cli import main
+from fedcredit.outputs import write_json
+from fedcredit.report import PNG_NAMES
+from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
+
+SECTIONS = ("summary", "baseline", "rounds", "holdout", "calibration", "distributions", "gains", "stability",
+            "config", "privacy")
+HOLDOUT_SECTIONS = ("holdout", "calibration", "distributions", "gains")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _sections(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.S))
+
+
+@pytest.fixture(scope="module")
+def simulation(tiny_run, tmp_path_factory):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path_factory.mktemp("report") / "run")
+    history = json.loads((run_dir / "history.json").read_text())
+    history["privacy"] = {"mechanism": "central DP (test)", "epsilon": 3.25, "delta": 1e-5}
+    history["config"]["strategy"] = "fedprox"
+    write_json(run_dir / "history.json", history)
+    assert main(["report", str(run_dir)]) == 0
+    return run_dir, (run_dir / "report.html").read_text(), history
+
+
+def test_every_section_is_present_and_images_are_embedded(simulation):
+    run_dir, page, _ = simulation
+    sections = _sections(page)
+    assert list(sections) == list(SECTIONS)
+    assert all(f'href="#{s}"' in page for s in SECTIONS)
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    files = sorted((run_dir / "report").glob("*.png"))
+    assert sorted(p.name for p in files) == sorted(PNG_NAMES)
+    assert len(embedded) == len(files)
+    assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in embedded)
+    assert {base64.b64decode(data) for data in embedded} == {p.read_bytes() for p in files}
+    assert "<script" not in page and not re.search(r'(src|href)="(https?:|file:)', page)  # self-contained
+
+
+def test_figures_match_the_run(simulation):
+    _, page, history = simulation
+    s = _sections(page)
+    assert history["model-final-sha256"] in s["summary"] and "matches model-final.keras" in s["summary"]
+    assert "fedprox" in s["summary"]
+    assert "epsilon" in s["privacy"] and "3.25" in s["privacy"]
+    last = history["rounds"][-1]
+    assert f"{last['holdout']['auc']:.4f}" in s["holdout"]
+    assert f"{last['evaluate']['pooled']['auc']:.4f}" in s["rounds"]
+    for bank in history["banks"]:
+        assert bank in s["rounds"] and bank in s["stability"]
+    assert s["gains"].count("<tr>") == 1 + 10  # header and ten deciles
+    assert "expected calibration error" in s["calibration"] and f"{last['holdout']['brier']:.4f}" in s["calibration"]
+    assert "num-server-rounds" in s["config"] and "hidden-units" in s["config"]
+    assert "Not computed" in s["baseline"] and "fedcredit baseline" in s["baseline"]
+
+
+def test_deployment_run_says_what_is_missing(tiny_run, tmp_path):  # noqa: F811
+    run_dir = as_deployment(copy_run(tiny_run, tmp_path / "run"))
+    assert main(["report", str(run_dir)]) == 0
+    s = _sections((run_dir / "report.html").read_text())
+    assert list(s) == list(SECTIONS)
+    for name in HOLDOUT_SECTIONS:
+        assert "No hold-out set in this run" in s[name] and "<img" not in s[name]
+    assert "Not available" in s["stability"] and "simulation run" in s["stability"]
+    assert "<img" in s["rounds"] and "partner-0" in s["rounds"]
+    assert sorted(p.name for p in (run_dir / "report").glob("*.png")) == ["bank_auc.png", "rounds.png"]
+    assert "No privacy figures" in s["privacy"] and "fedavg" in s["summary"]
+
+
+def test_failed_run_without_model(tiny_run, tmp_path):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    (run_dir / "model-final.keras").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    s = _sections((run_dir / "report.html").read_text())
+    assert "model-final.keras does not exist" in s["holdout"] and "model-final.keras is missing" in s["summary"]
+
+
+def test_not_a_run_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
