@@ -19,7 +19,9 @@ def query(msg: Message, context: Context) -> Message:
     cfg = parse_run_config(context.run_config)
     name, stats = client.statistics(cfg, context.node_config)
     content = stats_to_record(stats)
-    content["bank-info"] = ConfigRecord({"name": name})
+    # "file": a real bank's CSV (deployment); "simulation": a slice of the embedded data set.
+    source = "file" if "data-path" in context.node_config else "simulation"
+    content["bank-info"] = ConfigRecord({"name": name, "source": source})
     return Message(content=content, reply_to=msg)
 
 

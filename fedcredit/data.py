@@ -79,9 +79,13 @@ class Report:
         return self.frame is not None and not any(p.blocking for p in self.problems)
 
 
-def _lines(mask: pd.Series | np.ndarray) -> tuple[int, ...]:
-    """CSV line numbers of the rows where mask is true (header is line 1)."""
-    return tuple(int(i) + 2 for i in np.flatnonzero(np.asarray(mask)))
+def _lines(mask: pd.Series) -> tuple[int, ...]:
+    """CSV line numbers of the rows where mask is true (header is line 1).
+
+    The frame's index is the row's position in the file, blank lines included
+    (see `read_text_csv`), so the numbers match what an editor shows.
+    """
+    return tuple(int(i) + 2 for i in mask.index[mask.to_numpy(dtype=bool)])
 
 
 def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>", require_target: bool = True) -> Report:
@@ -111,7 +115,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>", req
         if bad.any():
             examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
             problems.append(Problem(col, f"non-numeric values such as {examples}", _lines(bad)))
-        inf = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+        inf = pd.Series(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)), index=values.index)
         if inf.any():
             problems.append(Problem(col, "infinite values", _lines(inf)))
         n_missing = int(text.isna().sum())
@@ -164,7 +168,9 @@ def read_text_csv(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataValidationError(path, [Problem(None, "file does not exist: check the path (node config 'data-path' or run config 'data-path')")])
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
+        # Blank lines are read (then dropped) so that the index stays the line position.
+        raw = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True, skip_blank_lines=False)
+        return raw.dropna(how="all")
     except pd.errors.EmptyDataError as err:
         raise DataValidationError(path, [Problem(None, "the file is empty: it needs a header line and data rows")]) from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:

@@ -155,7 +155,7 @@ class LocalDeployment:
 
     def submit(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> str:
         done = self.flwr("run", str(app_dir), CONNECTION, "--format", "json", "--run-config",
-                         config_string({"holdout-eval": False, **run_config}))
+                         config_string(run_config))
         answer = json.loads(done.stdout or "{}")
         if not answer.get("success"):
             raise RuntimeError(f"flwr run was refused: {answer.get('error-message')} {done.stderr}")

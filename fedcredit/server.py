@@ -8,7 +8,9 @@ run with no usable model as completed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import time
 from logging import INFO, WARNING
 from typing import Any, Mapping
@@ -25,6 +27,13 @@ from fedcredit.config import RunConfig, parse_run_config
 from fedcredit.outputs import FILES, RunOutputs
 from fedcredit.stats import merge_stats, preprocessing_from_stats, stats_from_record
 from fedcredit.strategy import Tracker, TrackedFedAvg, finite_metrics
+
+
+def short_reason(reason: str, limit: int = 200) -> str:
+    """One line of a ClientApp error for the round log (history.json keeps it whole)."""
+    text = re.sub(r"^<class '[\w.]+'>:<'(.*)'>$", r"\1", reason.strip(), flags=re.S)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class FederationError(RuntimeError):
@@ -57,8 +66,9 @@ def collect_statistics(grid: Grid, node_ids: list[int], timeout: float) -> tuple
             failed[node] = reply.error.reason
             log(WARNING, "Bank node %s could not compute statistics: %s", node, reply.error.reason)
             continue
-        name = str(reply.content.config_records["bank-info"]["name"])
-        banks[node] = {"name": name, "stats": stats_from_record(reply.content)}
+        info = reply.content.config_records["bank-info"]
+        banks[node] = {"name": str(info["name"]), "source": str(info["source"]),
+                       "stats": stats_from_record(reply.content)}
     for node in node_ids:
         if node not in banks and node not in failed:
             failed[node] = f"no reply within {timeout:.0f} s"
@@ -131,7 +141,7 @@ class RoundReporter:
         line += f" | {entry['seconds']:.1f} s"
         failed = {**tr["failed"], **ev["failed"]}
         if failed:
-            line += " | failed: " + "; ".join(f"{b}: {r.splitlines()[0] if r else r}" for b, r in failed.items())
+            line += " | failed: " + "; ".join(f"{b}: {short_reason(r)}" for b, r in failed.items())
         log(INFO, line)
 
 
@@ -168,6 +178,14 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[st
             raise FederationError(f"{len(banks)} bank(s) sent statistics, min-banks={cfg.min_banks}; failures: {failed}")
         log(INFO, "fedcredit: statistics from %d bank(s): %s", len(banks),
             ", ".join(f"{b['name']} ({b['stats'].rows} rows)" for b in banks.values()))
+        if cfg.holdout_eval and any(b["source"] == "file" for b in banks.values()):
+            # Banks train on their own files: the embedded data set is not their population,
+            # and a real coordinator holds no loan data. Evaluation is federated only.
+            log(WARNING, "fedcredit: banks use their own CSVs (deployment): hold-out evaluation on the "
+                         "embedded data set is switched off; evaluation is federated only")
+            cfg = dataclasses.replace(cfg, holdout_eval=False)
+            history["config"] = cfg.to_flower()
+            out.save_json("config.json", history["config"])
         prep = preprocessing_from_stats(merge_stats([b["stats"] for b in banks.values()]), cfg.min_category_count)
         prep_json = prep.to_json()
         out.save_json("preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})

@@ -117,3 +117,12 @@ def test_bad_schema_files(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(SchemaError, match=match):
         load_schema(str(path))
+
+
+def test_line_numbers_count_blank_lines(raw_frame, write_csv):
+    rows = raw_frame.head(6).copy()
+    rows.loc[4, "annual_inc"] = "lots"
+    text = rows.to_csv(index=False).splitlines()
+    text.insert(2, "")  # a blank line after the first data row
+    with pytest.raises(DataValidationError, match=r"'lots' \(lines 7\)"):
+        load_csv(write_csv("\n".join(text) + "\n"), LENDING_CLUB)
