@@ -17,6 +17,7 @@ FILES = {
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
     "model-best.keras": "the global model of the round with the best pooled validation AUC",
     "checkpoints/round-NNN.npz": "the global weights after each round",
+    "tensorboard/": "pooled, hold-out and per-bank metrics per round as TensorBoard scalars",
 }
 
 
@@ -60,3 +61,20 @@ class RunOutputs:
 def load_checkpoint(path: str | Path) -> list[np.ndarray]:
     with np.load(path) as data:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def write_scalars(log_dir: Path, server_round: int, groups: dict[str, dict[str, Any] | None]) -> None:
+    """Per-round metrics as TensorBoard scalars, e.g. pooled/auc, holdout/auc, bank/acme/auc.
+
+    Uses TensorFlow's own summary writer (TensorFlow is loaded already for the
+    model); viewing needs the `tensorboard` package only.
+    """
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        for group, values in groups.items():
+            for key, value in (values or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    tf.summary.scalar(f"{group}/{key}", float(value), step=server_round)
+    writer.close()

@@ -24,7 +24,7 @@ from fedcredit import metrics
 from fedcredit import model as mdl
 from fedcredit.bank import holdout_set, schema_of
 from fedcredit.config import RunConfig, parse_run_config
-from fedcredit.outputs import FILES, RunOutputs
+from fedcredit.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.stats import merge_stats, preprocessing_from_stats, stats_from_record
 from fedcredit.strategy import Tracker, TrackedFedAvg, finite_metrics
 
@@ -117,6 +117,9 @@ class RoundReporter:
             entry["seconds"] = round(time.monotonic() - self.started, 2)
             self.out.save_checkpoint(server_round, weights)
             self._log_round(server_round, entry)
+            write_scalars(self.out.path("tensorboard"), server_round, {
+                "pooled": entry["evaluate"]["pooled"], "holdout": holdout, "train": entry["train"]["pooled"],
+                **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()}})
             pooled = entry["evaluate"]["pooled"] or {}
             auc = pooled.get("auc")
             if auc is not None and np.isfinite(auc) and auc > self.best_auc:

@@ -40,6 +40,7 @@ def test_simulation_completes_with_outputs_and_exact_pooled_auc(flower, tmp_path
                  "checkpoints/round-001.npz", "checkpoints/round-002.npz"):
         assert (run_dir / name).is_file(), name
     assert "fedcredit round 2/2: banks train 3/3 ok, evaluate 3/3 ok" in result.logs
+    _assert_tensorboard_scalars(run_dir / "tensorboard")
 
     history = json.loads((run_dir / "history.json").read_text())
     assert history["status"] == "completed" and [r["round"] for r in history["rounds"]] == [0, 1, 2]
@@ -58,6 +59,18 @@ def test_simulation_completes_with_outputs_and_exact_pooled_auc(flower, tmp_path
     # The saved model scores raw applicant columns.
     raw = val.drop(columns=["Class"]).head(10)
     assert np.all((mdl.score(model, raw) > 0) & (mdl.score(model, raw) < 1))
+
+
+def _assert_tensorboard_scalars(log_dir) -> None:
+    import tensorflow as tf
+
+    tags = {}
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    assert tags["pooled/auc"] == {1, 2} and tags["holdout/auc"] == {1, 2}
+    assert sum(1 for t in tags if t.startswith("bank/") and t.endswith("/auc")) == 3
 
 
 def test_unservable_split_fails_the_run_with_the_reason(flower, tmp_path):
