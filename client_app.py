@@ -25,13 +25,14 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.train()
+@app.train(mods=[client.privacy_mod])
 def train(msg: Message, context: Context) -> Message:
-    """Fit the global model on the bank's training rows."""
+    """Fit the global model on the bank's training rows (FedProx: with the proximal term)."""
     cfg = parse_run_config(context.run_config)
     config = msg.content["config"]
     weights, metrics = client.train(cfg, context.node_config, msg.content["arrays"].to_numpy_ndarrays(),
-                                    str(config["preprocessing"]), int(config["server-round"]))
+                                    str(config["preprocessing"]), int(config["server-round"]),
+                                    float(config.get("proximal-mu", 0.0)))
     content = RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

@@ -14,11 +14,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from flwr.app import Context, Message
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+
 from fedcredit import metrics
 from fedcredit import model as mdl
 from fedcredit.bank import BankData, load_bank, schema_of
 from fedcredit.config import RunConfig
 from fedcredit.stats import Preprocessing, compute_stats
+from fedcredit.strategy import UNIT_WEIGHT
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
@@ -55,13 +59,14 @@ def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, Any
 
 
 def train(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str,
-          server_round: int) -> tuple[list[np.ndarray], dict[str, int | float]]:
+          server_round: int, proximal_mu: float = 0.0) -> tuple[list[np.ndarray], dict[str, int | float]]:
+    """Local training from the global weights; FedProx's `proximal-mu` adds the proximal term."""
     bank = load_bank(cfg, node_config)
     key, model = _model(cfg, prep_json)
     labels = bank.train[schema_of(cfg).target].to_numpy()
     loss = mdl.fit(model, weights, _inputs(key, bank, "train", model), labels, cfg.local_epochs,
-                   cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name))
-    return model.get_weights(), {"train-loss": loss, "num-examples": len(labels)}
+                   cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name), proximal_mu)
+    return model.get_weights(), {"train-loss": loss, "num-examples": len(labels), UNIT_WEIGHT: 1}
 
 
 def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray],
@@ -75,4 +80,19 @@ def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[n
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
     summary["auc"] = metrics.exact_auc(scores, labels)
+    summary[UNIT_WEIGHT] = 1
     return summary
+
+
+def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """Client-side DP clipping on train messages, when the run config asks for it.
+
+    Flower's clipping mods fail on messages without a clipping norm, so they
+    are applied only in the client-side privacy modes.
+    """
+    mode = context.run_config.get("privacy.mode", "none")
+    if mode == "client-fixed":
+        return fixedclipping_mod(msg, context, call_next)
+    if mode == "client-adaptive":
+        return adaptiveclipping_mod(msg, context, call_next)
+    return call_next(msg, context)

@@ -30,6 +30,32 @@ class FillMissing(keras.layers.Layer):
         return keras.ops.where(keras.ops.isnan(inputs), keras.ops.zeros_like(inputs), inputs)
 
 
+class _Anchor:
+    """FedProx state kept outside Keras tracking, so it never enters get_weights() or the saved file."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.mu = tf.Variable(0.0, trainable=False, dtype="float32")
+        self.weights = [tf.Variable(v, trainable=False) for v in model.trainable_variables]
+
+
+@keras.saving.register_keras_serializable(package="fedcredit")
+class CreditModel(keras.Model):
+    """A functional Keras model whose training loss can carry FedProx's proximal term.
+
+    loss = data loss + mu/2 * ||w - w_global||^2 over the trainable weights,
+    with mu and w_global held in variables so that changing them never
+    retraces the training step; mu = 0 is plain training.
+    """
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        anchor = self.__dict__.get("_fedcredit_anchor")
+        if training and anchor is not None:
+            distance = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.trainable_variables, anchor.weights)])
+            loss = loss + 0.5 * anchor.mu * distance
+        return loss
+
+
 def build_model(
     prep: Preprocessing,
     numeric: Sequence[str],
@@ -73,7 +99,8 @@ def build_model(
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
-    model = keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+    model = CreditModel(inputs=inputs, outputs=out, name="fedcredit")
+    object.__setattr__(model, "_fedcredit_anchor", _Anchor(model))  # not tracked by Keras
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
     # Build the optimizer now and remember its pristine state (step 0, zero
     # moments, the configured learning rate) for `reset_training_state`.
@@ -129,10 +156,19 @@ def fit(
     batch_size: int,
     positive_weight: float,
     seed: int,
+    proximal_mu: float = 0.0,
 ) -> float:
-    """Train from the given weights; returns the last epoch's training loss."""
+    """Train from the given weights; returns the last epoch's training loss.
+
+    With proximal_mu > 0 (FedProx) the loss also pulls the weights towards
+    the given (global) ones: mu/2 * ||w - w_global||^2.
+    """
     model.set_weights(list(weights))
     reset_training_state(model, seed)
+    anchor = model.__dict__["_fedcredit_anchor"]
+    anchor.mu.assign(float(proximal_mu))
+    for a, w in zip(anchor.weights, model.trainable_variables):
+        a.assign(w)
     class_weight = {0: 1.0, 1: float(positive_weight)} if positive_weight != 1.0 else None
     hist = model.fit(dict(inputs), tf.constant(labels.astype(np.float32)), epochs=epochs, batch_size=batch_size,
                      shuffle=True, class_weight=class_weight, verbose=0)

@@ -319,7 +319,7 @@ def summary_section(run: Run) -> str:
     rows = [
         ["run id", h.get("run-id")],
         ["status", h.get("status") + (f" ({h['reason']})" if h.get("reason") else "")],
-        ["strategy", run.config.get("strategy") or (h.get("config") or {}).get("strategy") or "fedavg"],
+        ["strategy", _strategy_text(run)],
         ["rounds", f"{len([e for e in h['rounds'] if e.get('round', 0) > 0])} of {run.cfg.num_server_rounds}"],
         ["banks", ", ".join(f"{b} ({m.get('training-rows')} training rows)" for b, m in banks.items()) or "none"],
         ["best round (pooled validation AUC)", h.get("best-round", "n/a")],
@@ -328,6 +328,16 @@ def summary_section(run: Run) -> str:
         ["seconds", h.get("seconds", "n/a")],
     ]
     return section("summary", "Summary", html_table(["item", "value"], rows, numeric_from=2))
+
+
+def _strategy_text(run: Run) -> str:
+    """Strategy and privacy mechanism as recorded by the run (older runs: FedAvg)."""
+    info = run.history.get("strategy")
+    if isinstance(info, dict):
+        privacy = info.get("privacy", "none")
+        text = f"{info.get('name', 'fedavg')} (Flower {info.get('flower-class', '?')})"
+        return text if privacy == "none" else f"{text}, differential privacy: {privacy}"
+    return str(run.config.get("strategy.name") or "fedavg")
 
 
 def baseline_section(run: Run) -> str:

@@ -26,7 +26,7 @@ from fedcredit.bank import holdout_set, schema_of
 from fedcredit.config import RunConfig, parse_run_config
 from fedcredit.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.stats import merge_stats, preprocessing_from_stats, stats_from_record
-from fedcredit.strategy import Tracker, TrackedFedAvg, finite_metrics
+from fedcredit.strategy import Tracker, TrackingGrid, finite_metrics, make_strategy, privacy_summary
 
 
 def short_reason(reason: str, limit: int = 200) -> str:
@@ -79,9 +79,10 @@ class RoundReporter:
     """`evaluate_fn` of the strategy: runs after every round to log, evaluate and save."""
 
     def __init__(self, cfg: RunConfig, model: Any, tracker: Tracker, out: RunOutputs, history: dict[str, Any],
-                 bank_names: dict[int, str]) -> None:
+                 bank_names: dict[int, str], privacy: Any = lambda: None) -> None:
         self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
         self.names = bank_names
+        self.privacy = privacy
         self.best_auc = -1.0
         self.started = time.monotonic()
         self.holdout = None
@@ -98,7 +99,7 @@ class RoundReporter:
             "ok": [self._bank(n) for n in phase.replies],
             "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
             "missing": [self._bank(n) for n in phase.missing],
-            "pooled": phase.aggregated,
+            "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
             "banks": {self._bank(n): m for n, m in phase.replies.items()},
         }
 
@@ -115,6 +116,9 @@ class RoundReporter:
             entry["train"] = self._phase_record("train", server_round)
             entry["evaluate"] = self._phase_record("evaluate", server_round)
             entry["seconds"] = round(time.monotonic() - self.started, 2)
+            if (privacy := self.privacy()) is not None:
+                entry["privacy"] = privacy
+                self.history["privacy"] = privacy
             self.out.save_checkpoint(server_round, weights)
             self._log_round(server_round, entry)
             write_scalars(self.out.path("tensorboard"), server_round, {
@@ -141,6 +145,8 @@ class RoundReporter:
                 f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}")
         if "holdout" in entry:
             line += f" | hold-out AUC {entry['holdout']['auc']:.4f}"
+        if entry.get("privacy", {}).get("epsilon") is not None:
+            line += f" | epsilon {entry['privacy']['epsilon']:.3g} (delta {entry['privacy']['delta']:g})"
         line += f" | {entry['seconds']:.1f} s"
         failed = {**tr["failed"], **ev["failed"]}
         if failed:
@@ -195,12 +201,13 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[st
         model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout,
                                 cfg.l2, cfg.learning_rate, cfg.seed)
         tracker = Tracker()
-        strategy = TrackedFedAvg(tracker, fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
-                                 min_train_nodes=cfg.min_banks, min_evaluate_nodes=cfg.min_banks,
-                                 min_available_nodes=cfg.min_banks)
-        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b["name"] for n, b in banks.items()})
+        strategy, accountant = make_strategy(cfg, len(banks))
+        history["strategy"] = {"name": cfg.strategy_name, "flower-class": type(strategy).__name__,
+                               "privacy": cfg.privacy_mode}
+        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b["name"] for n, b in banks.items()},
+                                 lambda: privacy_summary(cfg, accountant))
         bank_config = ConfigRecord({"preprocessing": prep_json})
-        result = strategy.start(grid, ArrayRecord(model.get_weights()), cfg.num_server_rounds,
+        result = strategy.start(TrackingGrid(grid, tracker), ArrayRecord(model.get_weights()), cfg.num_server_rounds,
                                 timeout=cfg.round_timeout, train_config=bank_config,
                                 evaluate_config=ConfigRecord({"preprocessing": prep_json}), evaluate_fn=reporter)
         _final_checks(cfg, tracker, history)

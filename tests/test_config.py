@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from flwr.common.config import flatten_dict
 
 from fedcredit.config import ConfigError, RunConfig, parse_run_config
 
@@ -13,7 +14,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def test_pyproject_config_covers_every_key_and_parses():
-    raw = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    raw = flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])  # as Flower does
     cfg = parse_run_config(raw)
     assert set(raw) == set(RunConfig().to_flower())
     assert cfg.hidden_layers == (64, 32) and cfg.partitioning == "region"

@@ -73,6 +73,20 @@ def _assert_tensorboard_scalars(log_dir) -> None:
     assert sum(1 for t in tags if t.startswith("bank/") and t.endswith("/auc")) == 3
 
 
+def test_fedprox_with_client_side_privacy_runs_and_reports_epsilon(flower, tmp_path):
+    out = tmp_path / "out"
+    result = flower.run({"num-server-rounds": 1, "partitioning": "iid", "local-epochs": 1, "output-dir": str(out),
+                         "strategy.name": "fedprox", "privacy.mode": "client-fixed",
+                         "privacy.noise-multiplier": 0.5, "privacy.clipping-norm": 5.0},
+                        "num-supernodes=3 client-resources-num-cpus=1")
+    assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    history = json.loads((_run_dir(out) / "history.json").read_text())
+    assert history["strategy"] == {"name": "fedprox", "flower-class": "DifferentialPrivacyClientSideFixedClipping",
+                                   "privacy": "client-fixed"}
+    assert history["privacy"]["epsilon"] > 0 and history["privacy"]["releases"] == 1
+    assert "epsilon" in result.logs and "fixedclipping_mod: parameters are clipped" in result.logs
+
+
 def test_unservable_split_fails_the_run_with_the_reason(flower, tmp_path):
     out = tmp_path / "out"
     result = flower.run({"num-server-rounds": 1, "partitioning": "region", "output-dir": str(out)},

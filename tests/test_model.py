@@ -95,3 +95,18 @@ def test_scoring_names_missing_columns(prep):
     m = _build(prep)
     with pytest.raises(KeyError, match="int_rate"):
         mdl.score(m, pd.DataFrame({"term": ["term_36"]}))
+
+
+def test_fedprox_proximal_term_keeps_weights_near_the_global_ones(split, prep):
+    pool, _ = split
+    bank = pool.head(800)
+    m = _build(prep)
+    w0 = m.get_weights()
+    inputs, labels = mdl.to_inputs(bank, m), bank["Class"].to_numpy()
+    distance = {}
+    for mu in (0.0, 0.1, 10.0):
+        mdl.fit(m, w0, inputs, labels, 2, 64, 1.0, seed=3, proximal_mu=mu)
+        distance[mu] = sum(float(np.sum((a - b) ** 2)) for a, b in zip(m.get_weights(), w0))
+    assert distance[0.0] > distance[0.1] > distance[10.0] > 0
+    # The proximal state is not part of the model's weights or its saved file.
+    assert len(m.get_weights()) == len(w0)

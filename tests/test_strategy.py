@@ -1,14 +1,16 @@
-"""Per-bank tracking: failures recorded, non-finite weights kept out of the global model."""
+"""Strategies from the run config, driven through a fake Grid; per-bank tracking at the Grid."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
+from flwr.serverapp import strategy as fl
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit import metrics
-from fedcredit.strategy import Tracker, TrackedFedAvg, pooled_metric_record
+from fedcredit.config import STRATEGY_PARAMS, ConfigError, parse_run_config
+from fedcredit.strategy import Tracker, TrackingGrid, make_strategy, pooled_metric_record, privacy_summary
 
 
 @pytest.fixture(autouse=True)
@@ -20,57 +22,142 @@ def task_identity():
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
-def _ask(node: int, kind: str) -> Message:
-    return Message(content=RecordDict({"config": ConfigRecord({"x": 1})}), dst_node_id=node, message_type=kind)
+def _summary(rng, n=300):
+    y = rng.random(n) < 0.1
+    s = np.clip(rng.normal(0.1 + 0.1 * y, 0.05), 0, 1)
+    out = metrics.summarise(s, y, 0.1, 200)
+    out.update(loss=0.3, auc=metrics.exact_auc(s, y), **{"unit-weight": 1})
+    return out, s, y
 
 
-def _train_reply(node: int, weights: list[np.ndarray], n: int) -> Message:
-    content = RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord({"train-loss": 0.2, "num-examples": n})})
-    return Message(content=content, reply_to=_ask(node, "train"))
+class FakeGrid:
+    """Banks that answer at once: train adds a bank-specific step, evaluate sends a summary.
+
+    `fail` answers with an error, `nan` returns NaN weights: both must be left out.
+    """
+
+    def __init__(self, nodes=(11, 12, 13, 14, 15, 16, 17), fail=(), nan=()):
+        self.nodes, self.fail, self.nan = list(nodes), set(fail), set(nan)
+        self.rng = np.random.default_rng(0)
+        self.seen = []
+
+    def get_node_ids(self):
+        return self.nodes
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            self.seen.append((msg.metadata.message_type, node, dict(msg.content["config"])))
+            if node in self.fail:
+                replies.append(Message(Error(code=2, reason=f"bank {node}: missing columns ['int_rate']"), reply_to=msg))
+                continue
+            if msg.metadata.message_type == "train":
+                arrays = [a + 0.01 * (node - 10) for a in msg.content["arrays"].to_numpy_ndarrays()]
+                if node in self.nan:
+                    arrays[0] = arrays[0] * np.nan
+                rec = {"train-loss": 0.2 + 0.01 * node, "num-examples": 100 * (node - 10), "unit-weight": 1}
+                content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(rec)})
+            else:
+                content = RecordDict({"metrics": MetricRecord(_summary(self.rng)[0])})
+            replies.append(Message(content=content, reply_to=msg))
+        return replies
 
 
-def test_failed_and_non_finite_replies_are_recorded_and_excluded():
+def _start(strategy, grid, rounds=2):
+    init = ArrayRecord([np.zeros((3, 2)), np.zeros(2)])
+    return strategy.start(grid, init, num_rounds=rounds, timeout=10)
+
+
+@pytest.mark.parametrize("name", list(STRATEGY_PARAMS))
+def test_every_strategy_runs_rounds_through_the_tracking_grid(name):
+    cfg = parse_run_config({"strategy.name": name})
+    strategy, accountant = make_strategy(cfg, 7)
     tracker = Tracker()
-    strategy = TrackedFedAvg(tracker)
-    good_a = _train_reply(11, [np.full(3, 1.0)], 100)
-    good_b = _train_reply(12, [np.full(3, 3.0)], 300)
-    nan = _train_reply(13, [np.array([np.nan, 1.0, 1.0])], 10_000)
-    failed = Message(Error(code=2, reason="bank.csv: missing columns ['int_rate']"), reply_to=_ask(14, "train"))
-    arrays, agg = strategy.aggregate_train(1, [good_a, good_b, nan, failed])
-    assert np.allclose(arrays.to_numpy_ndarrays()[0], 2.5)  # weighted by examples, NaN bank left out
+    result = _start(strategy, TrackingGrid(FakeGrid(), tracker))
+    assert accountant is None and len(result.arrays) == 2
+    assert tracker.rounds_trained() == 2 and len(tracker.evaluate[2].replies) == 7
+    assert np.all(np.isfinite(result.arrays.to_numpy_ndarrays()[0]))
+    assert 0.5 < tracker.evaluate[2].pooled()["auc"] < 1.0
+
+
+def test_failed_and_non_finite_replies_are_recorded_and_left_out():
+    tracker = Tracker()
+    grid = FakeGrid(nodes=(11, 12, 13, 14), fail=(13,), nan=(14,))
+    result = _start(fl.FedAvg(min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2), TrackingGrid(grid, tracker), 1)
+    weights = result.arrays.to_numpy_ndarrays()[0]
+    assert np.allclose(weights, (100 * 0.01 + 200 * 0.02) / 300)  # weighted by rows; banks 13 and 14 left out
     phase = tracker.train[1]
-    assert set(phase.replies) == {11, 12}
-    assert "non-finite" in phase.failed[13] and "int_rate" in phase.failed[14]
-    assert tracker.rounds_trained() == 1
+    assert set(phase.replies) == {11, 12} and "non-finite" in phase.failed[14] and "int_rate" in phase.failed[13]
+    assert sorted(phase.sampled) == [11, 12, 13, 14] and phase.missing == []
 
 
-def test_all_replies_failing_leaves_no_aggregate():
-    tracker = Tracker()
-    failed = Message(Error(code=2, reason="boom"), reply_to=_ask(5, "train"))
-    arrays, agg = TrackedFedAvg(tracker).aggregate_train(1, [failed])
-    assert arrays is None and agg is None and tracker.rounds_trained() == 0
+def test_fedprox_sends_mu_and_fedavgm_uses_its_momentum():
+    cfg = parse_run_config({"strategy.name": "fedprox", "strategy.proximal-mu": 0.7})
+    strategy, _ = make_strategy(cfg, 7)
+    grid = FakeGrid()
+    _start(strategy, TrackingGrid(grid, Tracker()), 1)
+    assert {c["proximal-mu"] for kind, _, c in grid.seen if kind == "train"} == {0.7}
+    avgm, _ = make_strategy(parse_run_config({"strategy.name": "fedavgm", "strategy.server-momentum": 0.5}), 7)
+    assert isinstance(avgm, fl.FedAvgM) and avgm.server_momentum == 0.5
 
 
 def test_evaluate_pools_summaries_and_keeps_bank_figures():
-    rng = np.random.default_rng(0)
-    replies, all_s, all_y = [], [], []
-    for node in (21, 22):
-        y = rng.random(400) < 0.1
-        s = np.clip(rng.normal(0.1 + 0.1 * y, 0.05), 0, 1)
-        summary = metrics.summarise(s, y, 0.1, 2000)
-        summary["loss"] = 0.3
-        summary["auc"] = metrics.exact_auc(s, y)
-        replies.append(Message(content=RecordDict({"metrics": MetricRecord(summary)}), reply_to=_ask(node, "evaluate")))
-        all_s.append(s)
-        all_y.append(y)
     tracker = Tracker()
-    agg = TrackedFedAvg(tracker).aggregate_evaluate(2, replies)
-    exact = metrics.exact_auc(np.concatenate(all_s), np.concatenate(all_y))
-    assert agg["auc"] == pytest.approx(exact, abs=1e-3)
-    assert tracker.evaluate[2].replies[21]["auc"] == pytest.approx(metrics.exact_auc(all_s[0], all_y[0]))
+    rng = np.random.default_rng(1)
+    pieces = [_summary(rng) for _ in range(2)]
+    grid = FakeGrid(nodes=(21, 22))
+    grid.rng = np.random.default_rng(1)  # the fake banks send exactly these summaries
+    _start(fl.FedAvg(evaluate_metrics_aggr_fn=pooled_metric_record), TrackingGrid(grid, tracker), 1)
+    exact = metrics.exact_auc(np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]))
+    assert tracker.evaluate[1].pooled()["auc"] == pytest.approx(exact, abs=2e-3)
+    assert tracker.evaluate[1].replies[21]["auc"] == pytest.approx(metrics.exact_auc(pieces[0][1], pieces[0][2]))
 
 
-def test_pooled_metric_record_is_a_valid_metric_record():
-    summary = metrics.summarise(np.array([0.2, 0.8]), np.array([0, 1]), 0.5, 10)
-    record = pooled_metric_record([RecordDict({"m": MetricRecord(summary)})], "num-examples")
-    assert record["auc"] == 1.0 and record["num-examples"] == 2
+def test_server_side_dp_with_accounting_reports_epsilon():
+    cfg = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 1.0, "privacy.clipping-norm": 0.5})
+    strategy, accountant = make_strategy(cfg, 7)
+    assert isinstance(strategy, fl.DifferentialPrivacyServerSideFixedClipping) and accountant is not None
+    _start(strategy, TrackingGrid(FakeGrid(), Tracker()), 2)
+    spent = privacy_summary(cfg, accountant)
+    assert spent["releases"] == 2 and 0 < spent["epsilon"] < float("inf") and spent["delta"] == 1e-5
+    # More noise, less privacy spent.
+    cfg2 = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 3.0, "privacy.clipping-norm": 0.5})
+    strategy2, accountant2 = make_strategy(cfg2, 7)
+    _start(strategy2, TrackingGrid(FakeGrid(), Tracker()), 2)
+    assert privacy_summary(cfg2, accountant2)["epsilon"] < spent["epsilon"]
+
+
+def test_adaptive_dp_and_dp_with_other_strategies_say_epsilon_is_not_accounted():
+    for raw in ({"privacy.mode": "server-adaptive"}, {"privacy.mode": "server-fixed", "strategy.name": "fedmedian"}):
+        cfg = parse_run_config(raw)
+        strategy, accountant = make_strategy(cfg, 7)
+        _start(strategy, TrackingGrid(FakeGrid(), Tracker()), 1)
+        assert accountant is None and "not accounted" in privacy_summary(cfg, None)["accounting"]
+
+
+@pytest.mark.parametrize("raw,banks,match", [
+    ({"strategy.name": "krum", "strategy.num-malicious-nodes": 2}, 6, "needs at least 7 banks"),
+    ({"strategy.name": "bulyan", "strategy.num-malicious-nodes": 1}, 6, "needs at least 7 banks"),
+    ({"strategy.name": "multikrum", "strategy.num-nodes-to-select": 5}, 4, "exceeds banks minus malicious"),
+    ({"min-banks": 5}, 4, "min-banks=5 but only 4"),
+])
+def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
+    with pytest.raises(ConfigError, match=match):
+        make_strategy(parse_run_config(raw), banks)
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"strategy.name": "fedsgd"}, "is not a strategy: choose one of \\['fedavg', 'fedprox'"),
+    ({"strategy.name": "fedavg", "strategy.proximal-mu": 0.5}, "'strategy.proximal-mu' is a parameter of \\['fedprox'\\]"),
+    ({"strategy.name": "fedprox", "strategy.eta": 0.5}, "parameter of \\['fedadam', 'fedyogi', 'fedadagrad'\\]"),
+    ({"strategy.name": "fedprox", "strategy.proximal-mu": -0.1}, "'strategy.proximal-mu' = -0.1 is out of range"),
+    ({"fraction-train": 1.2}, "'fraction-train' = 1.2 is out of range"),
+    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, "'strategy.trim-beta' = 0.6 is out of range"),
+    ({"privacy.mode": "local"}, "choose one of \\['none', 'server-fixed'"),
+    ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
+    ({"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0}, "parameter of \\['server-fixed', 'client-fixed'\\]"),
+])
+def test_invalid_strategy_and_privacy_choices(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_run_config(raw)
