@@ -28,7 +28,8 @@ def simulation(tiny_run, tmp_path_factory):  # noqa: F811
     run_dir = copy_run(tiny_run, tmp_path_factory.mktemp("report") / "run")
     history = json.loads((run_dir / "history.json").read_text())
     history["privacy"] = {"mechanism": "central DP (test)", "epsilon": 3.25, "delta": 1e-5}
-    history["config"]["strategy"] = "fedprox"
+    history["strategy"] = {"name": "fedprox", "flower-class": "DifferentialPrivacyServerSideFixedClipping",
+                           "privacy": "server-fixed"}
     write_json(run_dir / "history.json", history)
     assert main(["report", str(run_dir)]) == 0
     return run_dir, (run_dir / "report.html").read_text(), history
@@ -52,7 +53,7 @@ def test_figures_match_the_run(simulation):
     _, page, history = simulation
     s = _sections(page)
     assert history["model-final-sha256"] in s["summary"] and "matches model-final.keras" in s["summary"]
-    assert "fedprox" in s["summary"]
+    assert "fedprox" in s["summary"] and "differential privacy: server-fixed" in s["summary"]
     assert "epsilon" in s["privacy"] and "3.25" in s["privacy"]
     last = history["rounds"][-1]
     assert f"{last['holdout']['auc']:.4f}" in s["holdout"]
