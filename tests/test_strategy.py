@@ -38,7 +38,6 @@ class FakeGrid:
 
     def __init__(self, nodes=(11, 12, 13, 14, 15, 16, 17), fail=(), nan=()):
         self.nodes, self.fail, self.nan = list(nodes), set(fail), set(nan)
-        self.rng = np.random.default_rng(0)
         self.seen = []
 
     def get_node_ids(self):
@@ -59,7 +58,7 @@ class FakeGrid:
                 rec = {"train-loss": 0.2 + 0.01 * node, "num-examples": 100 * (node - 10), "unit-weight": 1}
                 content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(rec)})
             else:
-                content = RecordDict({"metrics": MetricRecord(_summary(self.rng)[0])})
+                content = RecordDict({"metrics": MetricRecord(_summary(np.random.default_rng(node))[0])})
             replies.append(Message(content=content, reply_to=msg))
         return replies
 
@@ -104,10 +103,8 @@ def test_fedprox_sends_mu_and_fedavgm_uses_its_momentum():
 
 def test_evaluate_pools_summaries_and_keeps_bank_figures():
     tracker = Tracker()
-    rng = np.random.default_rng(1)
-    pieces = [_summary(rng) for _ in range(2)]
+    pieces = [_summary(np.random.default_rng(node)) for node in (21, 22)]  # what the fake banks send
     grid = FakeGrid(nodes=(21, 22))
-    grid.rng = np.random.default_rng(1)  # the fake banks send exactly these summaries
     _start(fl.FedAvg(evaluate_metrics_aggr_fn=pooled_metric_record), TrackingGrid(grid, tracker), 1)
     exact = metrics.exact_auc(np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]))
     assert tracker.evaluate[1].pooled()["auc"] == pytest.approx(exact, abs=2e-3)
