@@ -17,6 +17,7 @@ COMMANDS = {
     "baseline": ("fedcredit.baseline", "pooled and bank-alone baselines on a simulation run's split"),
     "report": ("fedcredit.report", "model-risk report (HTML + PNG) of a run directory"),
     "predict": ("fedcredit.predict", "score applicants with a saved model, with reason codes"),
+    "compare": ("fedcredit.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
     "certs": ("fedcredit.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
     "demo": ("fedcredit.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }

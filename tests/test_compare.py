@@ -1,0 +1,47 @@
+"""The comparison command's planning, summary and plot (the runs themselves are `flwr run`s)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from fedcredit.compare import add_arguments, plot, summarise_run, variants
+from fedcredit.config import ConfigError
+from fedcredit.outputs import write_json
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([*argv, "--out", "/tmp/unused"])
+
+
+def test_variants_cross_strategies_and_noise_levels():
+    todo = variants(_args("--strategies", "fedavg", "fedprox", "--privacy", "server-fixed", "--noise", "0.5", "1.0",
+                          "--set", "num-server-rounds=2"))
+    assert [label for label, _ in todo] == ["fedavg server-fixed z=0.5", "fedavg server-fixed z=1",
+                                            "fedprox server-fixed z=0.5", "fedprox server-fixed z=1"]
+    assert todo[1][1] == {"num-server-rounds": 2, "strategy.name": "fedavg", "privacy.mode": "server-fixed",
+                          "privacy.noise-multiplier": 1.0}
+
+
+def test_a_bad_variant_is_refused_before_any_run():
+    with pytest.raises(ConfigError, match="is not a strategy"):
+        variants(_args("--strategies", "fedavg", "fedsgd"))
+
+
+def test_summary_and_plot_of_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rounds = [{"round": 0, "holdout": {"auc": 0.5}}] + [
+        {"round": r, "holdout": {"auc": 0.7 + r / 100}, "evaluate": {"pooled": {"auc": 0.69 + r / 100, "ks": 0.3}}}
+        for r in (1, 2)]
+    write_json(run_dir / "history.json", {"rounds": rounds, "seconds": 12.5, "privacy": {"epsilon": 4.2}})
+    row = summarise_run(run_dir)
+    assert row["hold-out AUC"] == 0.72 and row["rounds"] == 2 and row["epsilon"] == 4.2
+    assert row["auc per round"] == [0.7, 0.71]
+    table = pd.DataFrame([{"variant": v, **row} for v in ("fedavg", "fedprox")])
+    plot(table, tmp_path / "comparison.png")
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000
