@@ -79,6 +79,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     colours = plt.get_cmap("tab10")
@@ -95,11 +96,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     axes[1].set_title("Hold-out AUC per round")
     for ax in axes:
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("ROC AUC (thick: mean over seeds, thin: each seed)")
+    axes[0].set_ylabel("ROC AUC")
+    fig.suptitle("thick lines: mean over seeds; thin lines: each seed", fontsize=9, y=0.995)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
