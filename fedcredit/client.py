@@ -28,10 +28,23 @@ _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
 
 
-def _model(cfg: RunConfig, prep_json: str):
+def _single_threaded() -> None:
+    """Simulation workers share the machine's cores: one TensorFlow thread each avoids oversubscription."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already running in this process: keep its threads
+        pass
+
+
+def _model(cfg: RunConfig, prep_json: str, simulation: bool = False):
     """The process's model for this preprocessing and architecture (built on first use)."""
     key = hashlib.sha256(f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()).hexdigest()
     if key not in _MODELS:
+        if simulation:
+            _single_threaded()
         _MODELS.clear()
         _INPUTS.clear()
         schema = schema_of(cfg)
@@ -41,9 +54,11 @@ def _model(cfg: RunConfig, prep_json: str):
 
 
 def _inputs(key: str, bank: BankData, split: str, model):
+    """The bank's model inputs (validation) or features (training), computed once per process."""
     cache_key = (key, bank.name, split)
     if cache_key not in _INPUTS:
-        _INPUTS[cache_key] = mdl.to_inputs(getattr(bank, split), model)
+        inputs = mdl.to_inputs(getattr(bank, split), model)
+        _INPUTS[cache_key] = mdl.features(model, inputs) if split == "train" else inputs
     return _INPUTS[cache_key]
 
 
@@ -62,7 +77,7 @@ def train(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.n
           server_round: int, proximal_mu: float = 0.0) -> tuple[list[np.ndarray], dict[str, int | float]]:
     """Local training from the global weights; FedProx's `proximal-mu` adds the proximal term."""
     bank = load_bank(cfg, node_config)
-    key, model = _model(cfg, prep_json)
+    key, model = _model(cfg, prep_json, "partition-id" in node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
     loss = mdl.fit(model, weights, _inputs(key, bank, "train", model), labels, cfg.local_epochs,
                    cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name), proximal_mu)
@@ -73,7 +88,7 @@ def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[n
              prep_json: str) -> dict[str, int | float | list[int]]:
     """Shareable summary of the global model's scores on this bank's validation rows."""
     bank = load_bank(cfg, node_config)
-    key, model = _model(cfg, prep_json)
+    key, model = _model(cfg, prep_json, "partition-id" in node_config)
     model.set_weights(list(weights))
     labels = bank.val[schema_of(cfg).target].to_numpy()
     scores = mdl.predict(model, _inputs(key, bank, "val", model))

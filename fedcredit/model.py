@@ -33,14 +33,14 @@ class FillMissing(keras.layers.Layer):
 class _Anchor:
     """FedProx state kept outside Keras tracking, so it never enters get_weights() or the saved file."""
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, variables: Sequence[tf.Variable]) -> None:
         self.mu = tf.Variable(0.0, trainable=False, dtype="float32")
-        self.weights = [tf.Variable(v, trainable=False) for v in model.trainable_variables]
+        self.weights = [tf.Variable(v, trainable=False) for v in variables]
 
 
 @keras.saving.register_keras_serializable(package="fedcredit")
-class CreditModel(keras.Model):
-    """A functional Keras model whose training loss can carry FedProx's proximal term.
+class ProximalHead(keras.Model):
+    """The trainable part of the model (features -> PD), with FedProx's proximal term.
 
     loss = data loss + mu/2 * ||w - w_global||^2 over the trainable weights,
     with mu and w_global held in variables so that changing them never
@@ -54,6 +54,32 @@ class CreditModel(keras.Model):
             distance = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.trainable_variables, anchor.weights)])
             loss = loss + 0.5 * anchor.mu * distance
         return loss
+
+
+class _Training:
+    """What training needs besides the saved model: feature extractor, head, pristine optimizer state.
+
+    Preprocessing (standardisation, one-hot lookup) has no trainable weights,
+    so a bank computes its rows' features once and trains only the head on
+    them: the same arithmetic as training the whole model, without gathering
+    and looking up string columns again in every epoch.
+    """
+
+    def __init__(self, model: keras.Model, learning_rate: float) -> None:
+        features = model.get_layer("features").output
+        self.features = keras.Model(inputs=model.inputs, outputs=features, name="fedcredit_features")
+        self.head = ProximalHead(inputs=features, outputs=model.outputs, name="fedcredit_head")
+        self.anchor = _Anchor(self.head.trainable_variables)
+        object.__setattr__(self.head, "_fedcredit_anchor", self.anchor)  # not tracked by Keras
+        self.head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
+        # Build the optimizer now and remember its pristine state (step 0, zero
+        # moments, the configured learning rate) for `reset_training_state`.
+        self.head.optimizer.build(self.head.trainable_variables)
+        self.optimizer_init = [np.array(v.numpy()) for v in self.head.optimizer.variables]
+
+
+def _training(model: keras.Model) -> _Training:
+    return model.__dict__["_fedcredit_training"]
 
 
 def build_model(
@@ -92,20 +118,16 @@ def build_model(
             # Every category is rare: the column carries only the unknown slot.
             lookup = keras.layers.StringLookup(vocabulary=["<none>"], num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}")
         parts.append(lookup(inputs[col]))
-    x = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
+    # The trainable head starts at the layer named "features".
+    x = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else keras.layers.Identity(name="features")(parts[0])
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
     for i, units in enumerate(hidden_units):
         x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
-    model = CreditModel(inputs=inputs, outputs=out, name="fedcredit")
-    object.__setattr__(model, "_fedcredit_anchor", _Anchor(model))  # not tracked by Keras
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
-    # Build the optimizer now and remember its pristine state (step 0, zero
-    # moments, the configured learning rate) for `reset_training_state`.
-    model.optimizer.build(model.trainable_variables)
-    model._fedcredit_optimizer_init = [np.array(v.numpy()) for v in model.optimizer.variables]
+    model = keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+    object.__setattr__(model, "_fedcredit_training", _Training(model, learning_rate))  # not saved with the model
     return model
 
 
@@ -135,10 +157,11 @@ def reset_training_state(model: keras.Model, seed: int) -> None:
 
     A model reused across messages carries its optimizer's moments and step
     count (maybe from another bank) and its dropout generators' positions;
-    zeroing them and reseeding makes a train message's result depend only on
-    the global weights, the bank's rows and the seed.
+    restoring them and reseeding makes a train message's result depend only
+    on the global weights, the bank's rows and the seed.
     """
-    for var, value in zip(model.optimizer.variables, model._fedcredit_optimizer_init, strict=True):
+    training = _training(model)
+    for var, value in zip(training.head.optimizer.variables, training.optimizer_init, strict=True):
         var.assign(value)
     keras.utils.set_random_seed(seed)
     for i, layer in enumerate(model.layers):
@@ -147,10 +170,21 @@ def reset_training_state(model: keras.Model, seed: int) -> None:
             gen.state.assign(np.array([seed + i, 0], dtype=gen.state.dtype))
 
 
+def features(model: keras.Model, inputs: Mapping[str, tf.Tensor] | tf.Tensor) -> tf.Tensor:
+    """Standardised numerics and one-hot categoricals: what the trainable head sees.
+
+    A bank computes them once for its rows (they depend only on the
+    federation's statistics) and trains on them round after round.
+    """
+    if isinstance(inputs, tf.Tensor):
+        return inputs
+    return _training(model).features(dict(inputs), training=False)
+
+
 def fit(
     model: keras.Model,
     weights: Sequence[np.ndarray],
-    inputs: Mapping[str, tf.Tensor],
+    inputs: Mapping[str, tf.Tensor] | tf.Tensor,
     labels: np.ndarray,
     epochs: int,
     batch_size: int,
@@ -160,23 +194,28 @@ def fit(
 ) -> float:
     """Train from the given weights; returns the last epoch's training loss.
 
-    With proximal_mu > 0 (FedProx) the loss also pulls the weights towards
-    the given (global) ones: mu/2 * ||w - w_global||^2.
+    `inputs` are raw model inputs (`to_inputs`) or their `features`. With
+    proximal_mu > 0 (FedProx) the loss also pulls the weights towards the
+    given (global) ones: mu/2 * ||w - w_global||^2.
     """
+    training = _training(model)
     model.set_weights(list(weights))
     reset_training_state(model, seed)
-    anchor = model.__dict__["_fedcredit_anchor"]
-    anchor.mu.assign(float(proximal_mu))
-    for a, w in zip(anchor.weights, model.trainable_variables):
+    training.anchor.mu.assign(float(proximal_mu))
+    for a, w in zip(training.anchor.weights, training.head.trainable_variables):
         a.assign(w)
     class_weight = {0: 1.0, 1: float(positive_weight)} if positive_weight != 1.0 else None
-    hist = model.fit(dict(inputs), tf.constant(labels.astype(np.float32)), epochs=epochs, batch_size=batch_size,
-                     shuffle=True, class_weight=class_weight, verbose=0)
+    hist = training.head.fit(features(model, inputs), tf.constant(labels.astype(np.float32)), epochs=epochs,
+                             batch_size=batch_size, shuffle=True, class_weight=class_weight, verbose=0)
     return float(hist.history["loss"][-1])
 
 
-def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int = 4096) -> np.ndarray:
-    return model.predict(dict(inputs), batch_size=batch_size, verbose=0).ravel().astype(np.float64)
+def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int = 65536) -> np.ndarray:
+    """Scores by calling the model directly: no per-shape tracing as in `Model.predict`."""
+    names = list(inputs)
+    n = int(inputs[names[0]].shape[0])
+    parts = [model({k: v[i:i + batch_size] for k, v in inputs.items()}, training=False) for i in range(0, n, batch_size)]
+    return np.concatenate([np.asarray(p).ravel() for p in parts]).astype(np.float64) if parts else np.zeros(0)
 
 
 def score(model: keras.Model, frame: pd.DataFrame) -> np.ndarray:
