@@ -1,0 +1,77 @@
+"""Where a bank's time goes in one round, measured in-process (no Flower, no Ray).
+
+    python benchmarks/profile_bank.py [--banks 20]
+
+Times what a ClientApp does per message (`fedcredit.client.train` and
+`evaluate`, warm: second round) and what the ServerApp does per round
+besides waiting (hold-out scoring, checkpoint, best-model save, history,
+TensorBoard scalars). Compare with `benchmarks/speed.py`'s seconds per round
+to see what Flower's messaging adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from fedcredit import client, metrics  # noqa: E402
+from fedcredit import model as mdl  # noqa: E402
+from fedcredit.bank import holdout_set  # noqa: E402
+from fedcredit.config import parse_run_config  # noqa: E402
+from fedcredit.outputs import RunOutputs, write_scalars  # noqa: E402
+from fedcredit.stats import merge_stats, preprocessing_from_stats  # noqa: E402
+
+
+def ms(fn, repeat: int = 5) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--banks", type=int, default=20)
+    args = ap.parse_args()
+    cfg = parse_run_config({"partitioning": "iid"})
+    nodes = [{"partition-id": i, "num-partitions": args.banks} for i in range(args.banks)]
+    prep = preprocessing_from_stats(merge_stats([client.statistics(cfg, n)[1] for n in nodes]), 10).to_json()
+    key, model = client._model(cfg, prep, simulation=True)
+    weights = model.get_weights()
+    for server_round in (1, 2):
+        train_s, eval_s = [], []
+        for node in nodes:
+            t = time.perf_counter()
+            client.train(cfg, node, weights, prep, server_round)
+            train_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            client.evaluate(cfg, node, weights, prep)
+            eval_s.append(time.perf_counter() - t)
+    rows = len(client.load_bank(cfg, nodes[0]).train)
+    print(f"{args.banks} iid banks ({rows} training rows each, {cfg.local_epochs} local epochs), warm round:")
+    print(f"  train message: {1000 * sum(train_s) / len(train_s):.1f} ms per bank")
+    print(f"  evaluate message: {1000 * sum(eval_s) / len(eval_s):.1f} ms per bank")
+    bank = client.load_bank(cfg, nodes[0])
+    feats = client._inputs(key, bank, "train", model)
+    labels = bank.train["Class"].to_numpy()
+    print(f"  of which Keras fit ({cfg.local_epochs} epochs): "
+          f"{ms(lambda: mdl.fit(model, weights, feats, labels, cfg.local_epochs, cfg.batch_size, 1.0, 1)):.1f} ms, "
+          f"1 epoch: {ms(lambda: mdl.fit(model, weights, feats, labels, 1, cfg.batch_size, 1.0, 1)):.1f} ms")
+    test = holdout_set(cfg)
+    x, y = mdl.to_inputs(test, model), test["Class"].to_numpy()
+    out = RunOutputs(tempfile.mkdtemp(prefix="fedcredit-profile-"), "profile")
+    print("ServerApp work per round:")
+    print(f"  hold-out scoring + metrics ({len(test)} rows): {ms(lambda: metrics.exact(mdl.predict(model, x), y, 0.1)):.1f} ms")
+    print(f"  checkpoint: {ms(lambda: out.save_checkpoint(1, weights)):.1f} ms")
+    print(f"  best-model .keras save: {ms(lambda: model.save(out.path('model-best.keras'))):.1f} ms")
+    print(f"  TensorBoard scalars: {ms(lambda: write_scalars(out.path('tb'), 1, {'pooled': {'auc': 0.7}})):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
