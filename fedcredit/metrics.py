@@ -139,7 +139,3 @@ def exact(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str,
         **threshold_metrics(int(np.sum(pred & labels)), int(np.sum(pred & ~labels)),
                             int(np.sum(~pred & ~labels)), int(np.sum(~pred & labels))),
     }
-
-
-def all_finite(metrics: Mapping[str, float | int]) -> bool:
-    return all(math.isfinite(float(v)) for v in metrics.values())

@@ -6,7 +6,6 @@ import json
 import time
 
 import pandas as pd
-import pytest
 
 from fedcredit.deployment import LocalDeployment
 from fedcredit.split import split_builtin

@@ -13,6 +13,7 @@ from fedcredit import model as mdl
 from fedcredit.bank import load_bank
 from fedcredit.config import parse_run_config
 from fedcredit.localrun import LocalFlower
+from fedcredit.outputs import load_checkpoint
 
 SMALL = {"num-server-rounds": 2, "partitioning": "iid", "local-epochs": 2}
 
@@ -56,6 +57,9 @@ def test_simulation_completes_with_outputs_and_exact_pooled_auc(flower, tmp_path
     val = pd.concat([b.val for b in banks])
     exact = metrics.exact_auc(mdl.score(model, val), val["Class"].to_numpy())
     assert last["evaluate"]["pooled"]["auc"] == pytest.approx(exact, abs=1e-3)
+    # The last checkpoint holds the final global weights.
+    final = load_checkpoint(run_dir / "checkpoints" / "round-002.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(final, model.get_weights()))
     # The saved model scores raw applicant columns.
     raw = val.drop(columns=["Class"]).head(10)
     assert np.all((mdl.score(model, raw) > 0) & (mdl.score(model, raw) < 1))
