@@ -43,6 +43,9 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """(label, run config) for every strategy x noise level, checked before anything runs."""
+    if args.noise and args.privacy == "none":
+        raise ConfigError("--noise needs --privacy (e.g. --privacy server-fixed): without it every noise level "
+                          "would be the same run")
     extra = _parse_set(args.set)
     out = []
     for name in args.strategies:
@@ -51,6 +54,7 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
             label = name
             if args.privacy != "none":
                 config["privacy.mode"] = args.privacy
+                label = f"{name} {args.privacy}"
                 if noise is not None:
                     config["privacy.noise-multiplier"] = noise
                     label = f"{name} {args.privacy} z={noise:g}"
@@ -85,7 +89,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     colours = plt.get_cmap("tab10")
     for i, (label, rows) in enumerate(table.groupby("variant", sort=False)):
         for ax, column in zip(axes, ("auc per round", "hold-out per round")):
-            curves = [c for c in rows[column] if c and all(v is not None for v in c)]
+            curves = [c for c in rows[column] if isinstance(c, list) and c and all(v is not None for v in c)]
             if not curves:
                 continue
             for curve in curves:

@@ -113,12 +113,12 @@ def key_of(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-# (lower bound, upper bound, inclusive lower?) for numeric keys; None means open.
-_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+# (lower bound, upper bound, inclusive lower?[, inclusive upper? default True]); None means open.
+_RANGES: dict[str, tuple] = {
     "num_server_rounds": (1, None, True),
     "dirichlet_alpha": (0, None, False),
-    "test_fraction": (0, 1, False),
-    "val_fraction": (0, 1, False),
+    "test_fraction": (0, 1, False, False),
+    "val_fraction": (0, 1, False, False),
     "min_category_count": (1, None, True),
     "dropout": (0, 1, True),
     "l2": (0, None, True),
@@ -135,12 +135,12 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "node_wait_timeout": (0, None, False),
     "strategy_proximal_mu": (0, None, True),
     "strategy_eta": (0, None, False),
-    "strategy_beta_1": (0, 1, True),
-    "strategy_beta_2": (0, 1, True),
+    "strategy_beta_1": (0, 1, True, False),
+    "strategy_beta_2": (0, 1, True, False),
     "strategy_tau": (0, None, False),
     "strategy_server_learning_rate": (0, None, False),
     "strategy_server_momentum": (0, 1, True),
-    "strategy_trim_beta": (0, 0.5, True),
+    "strategy_trim_beta": (0, 0.5, True, False),
     "strategy_num_malicious_nodes": (0, None, True),
     "strategy_num_nodes_to_select": (1, None, True),
     "strategy_q": (0, None, True),
@@ -187,13 +187,14 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         if key in raw:
             values[f.name] = _coerce(f.name, raw[key], kinds[f.type] if isinstance(f.type, str) else f.type)
     cfg = RunConfig(**values)
-    for name, (low, high, low_inclusive) in _RANGES.items():
+    for name, (low, high, low_inclusive, *rest) in _RANGES.items():
+        high_inclusive = rest[0] if rest else True
         value = getattr(cfg, name)
         key = key_of(name)
         if low is not None and (value < low or (value == low and not low_inclusive)):
             raise ConfigError(f"run config '{key}' = {value} is out of range: it must be {'>=' if low_inclusive else '>'} {low}")
-        if high is not None and value > high:
-            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be <= {high}")
+        if high is not None and (value > high or (value == high and not high_inclusive)):
+            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be {'<=' if high_inclusive else '<'} {high}")
     _check_choices(cfg)
     if cfg.partitioning not in SCHEMES:
         raise ConfigError(f"run config 'partitioning' = {cfg.partitioning!r}: choose one of {list(SCHEMES)}")

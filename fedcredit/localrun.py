@@ -141,13 +141,19 @@ class LocalFlower:
                  if any(a.endswith("flower-superexec") for a in argv) and "--parent-pid" in argv
                  and argv[argv.index("--parent-pid") + 1] in {str(p) for p in links}]
         for pid in links:
-            os.kill(pid, signal.SIGTERM)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:  # gone between listing and signalling
+                pass
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(_alive(p) for p in links):
             time.sleep(0.2)
         for pid in links:
             if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for pgid in execs:  # Ray agents of an aborted run ignore SIGTERM
             try:
                 os.killpg(pgid, signal.SIGKILL)

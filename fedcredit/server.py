@@ -67,8 +67,12 @@ def collect_statistics(grid: Grid, node_ids: list[int], timeout: float) -> tuple
             log(WARNING, "Bank node %s could not compute statistics: %s", node, reply.error.reason)
             continue
         info = reply.content.config_records["bank-info"]
-        banks[node] = {"name": str(info["name"]), "source": str(info["source"]),
-                       "stats": stats_from_record(reply.content)}
+        name = str(info["name"])
+        if any(b["name"] == name for b in banks.values()):
+            log(WARNING, "Two banks call themselves %r: the second is named %r (set bank-name in its node config)",
+                name, f"{name}#{node}")
+            name = f"{name}#{node}"
+        banks[node] = {"name": name, "source": str(info["source"]), "stats": stats_from_record(reply.content)}
     for node in node_ids:
         if node not in banks and node not in failed:
             failed[node] = f"no reply within {timeout:.0f} s"
@@ -84,6 +88,7 @@ class RoundReporter:
         self.names = bank_names
         self.privacy = privacy
         self.best_auc = -1.0
+        self.last_arrays: ArrayRecord | None = None
         self.started = time.monotonic()
         self.holdout = None
         if cfg.holdout_eval:
@@ -101,6 +106,7 @@ class RoundReporter:
             "missing": [self._bank(n) for n in phase.missing],
             "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
             "banks": {self._bank(n): m for n, m in phase.replies.items()},
+            **({"not-aggregated": phase.skipped} if phase.skipped else {}),
         }
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -113,6 +119,10 @@ class RoundReporter:
             holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
             entry["holdout"] = holdout
         if server_round > 0:
+            # Flower passes the previous round's ArrayRecord on when nothing was aggregated.
+            entry["aggregated"] = arrays is not self.last_arrays
+            if entry["aggregated"]:
+                self.tracker.aggregated.add(server_round)
             entry["train"] = self._phase_record("train", server_round)
             entry["evaluate"] = self._phase_record("evaluate", server_round)
             entry["seconds"] = round(time.monotonic() - self.started, 2)
@@ -130,6 +140,7 @@ class RoundReporter:
                 self.best_auc = auc
                 self.history["best-round"] = server_round
                 self.model.save(self.out.path("model-best.keras"))
+        self.last_arrays = arrays
         self.started = time.monotonic()
         self.history["rounds"].append(entry)
         self.out.save_json("history.json", self.history)
@@ -140,7 +151,8 @@ class RoundReporter:
         n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["missing"])
         n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["missing"])
         pooled = ev["pooled"] or {}
-        line = (f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok, "
+        line = (f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
+                f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
                 f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
                 f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}")
         if "holdout" in entry:
@@ -157,7 +169,9 @@ class RoundReporter:
 def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
     if tracker.rounds_trained() == 0:
         reasons = {r for p in tracker.train.values() for r in p.failed.values()}
-        raise FederationError(f"no round trained: every bank failed or none replied. Reasons: {sorted(reasons) or ['no replies']}")
+        reasons |= {f"round not aggregated: {p.skipped}" for p in tracker.train.values() if p.skipped}
+        raise FederationError(f"no round trained (the global model never changed): every bank failed, none "
+                              f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}")
     bad_rounds = [e["round"] for e in history["rounds"] if e["round"] > 0 and (
         (e["evaluate"]["pooled"] is not None and not finite_metrics(e["evaluate"]["pooled"]))
         or ("holdout" in e and not finite_metrics(e["holdout"])))]
@@ -207,16 +221,21 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[st
         reporter = RoundReporter(cfg, model, tracker, out, history, {n: b["name"] for n, b in banks.items()},
                                  lambda: privacy_summary(cfg, accountant))
         bank_config = ConfigRecord({"preprocessing": prep_json})
-        result = strategy.start(TrackingGrid(grid, tracker), ArrayRecord(model.get_weights()), cfg.num_server_rounds,
+        tracking = TrackingGrid(grid, tracker, banks=banks, min_banks=cfg.min_banks,
+                                all_or_nothing=cfg.privacy_mode != "none", wait_timeout=cfg.node_wait_timeout)
+        result = strategy.start(tracking, ArrayRecord(model.get_weights()), cfg.num_server_rounds,
                                 timeout=cfg.round_timeout, train_config=bank_config,
                                 evaluate_config=ConfigRecord({"preprocessing": prep_json}), evaluate_fn=reporter)
         _final_checks(cfg, tracker, history)
-        model.set_weights(result.arrays.to_numpy_ndarrays())
+        final_weights = result.arrays.to_numpy_ndarrays()
+        if not final_weights or not all(np.isfinite(w).all() for w in final_weights):
+            raise FederationError("the final global weights are missing or not finite: the model diverged")
+        model.set_weights(final_weights)
         model.save(out.path("model-final.keras"))
         history["model-final-sha256"] = hashlib.sha256(out.path("model-final.keras").read_bytes()).hexdigest()
         history["status"] = "completed"
-    except Exception as err:
-        history["status"] = "failed"
+    except BaseException as err:  # also Flower's run-stopped exceptions: never leave "running" behind
+        history["status"] = "failed" if isinstance(err, Exception) else "stopped"
         history["reason"] = f"{type(err).__name__}: {err}"
         raise
     finally:

@@ -12,6 +12,7 @@ strategy subclass, leaves every Flower strategy and DP wrapper as shipped.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import WARNING
@@ -47,6 +48,7 @@ class Phase:
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None  # why no reply of this phase reached the strategy
 
     @property
     def missing(self) -> list[int]:
@@ -68,12 +70,14 @@ class Phase:
 class Tracker:
     train: dict[int, Phase] = field(default_factory=dict)
     evaluate: dict[int, Phase] = field(default_factory=dict)
+    aggregated: set[int] = field(default_factory=set)  # rounds whose global weights changed
 
     def phase(self, kind: str, server_round: int) -> Phase:
         return getattr(self, kind).setdefault(server_round, Phase())
 
     def rounds_trained(self) -> int:
-        return sum(1 for p in self.train.values() if p.replies)
+        """Rounds in which the strategy really aggregated new weights (not merely got replies)."""
+        return len(self.aggregated)
 
 
 def _finite(msg: Message) -> bool:
@@ -89,14 +93,43 @@ def _round_of(messages: list[Message]) -> int:
 
 
 class TrackingGrid:
-    """A Grid that records every train/evaluate exchange per bank; all else is the wrapped Grid's."""
+    """A Grid that records every train/evaluate exchange per bank; all else is the wrapped Grid's.
 
-    def __init__(self, grid: Grid, tracker: Tracker) -> None:
+    It also keeps the strategy to the federation agreed before round 1: only
+    `banks` (the nodes whose statistics built the model) are offered for
+    sampling; a training round with fewer than `min_banks` usable replies is
+    not aggregated (one bank's model must not become the global one); with
+    differential privacy, a round with any failed reply is not aggregated
+    (the noise is calibrated to all sampled banks); and if fewer than
+    `min_banks` of them stay connected for `wait_timeout` seconds the run
+    stops with the reason instead of waiting forever.
+    """
+
+    def __init__(self, grid: Grid, tracker: Tracker, banks: Iterable[int] | None = None, min_banks: int = 1,
+                 all_or_nothing: bool = False, wait_timeout: float = float("inf")) -> None:
         self._grid = grid
         self.tracker = tracker
+        self.banks = set(banks) if banks is not None else None
+        self.min_banks = min_banks
+        self.all_or_nothing = all_or_nothing
+        self.wait_timeout = wait_timeout
+        self._short_since: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+    def get_node_ids(self) -> list[int]:
+        nodes = [n for n in self._grid.get_node_ids() if self.banks is None or n in self.banks]
+        if len(nodes) >= self.min_banks:
+            self._short_since = None
+        else:
+            now = time.monotonic()
+            self._short_since = self._short_since or now
+            if now - self._short_since > self.wait_timeout:
+                raise FederationStopped(
+                    f"only {len(nodes)} of the federation's banks connected for {self.wait_timeout:.0f} s, "
+                    f"min-banks={self.min_banks}: restart the missing SuperNodes or lower min-banks")
+        return nodes
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
@@ -124,7 +157,18 @@ class TrackingGrid:
                 record = own
             phase.replies[node] = {k: v for k, v in record.items() if not isinstance(v, list) and k != UNIT_WEIGHT}
             kept.append(msg)
+        if kind == "train" and kept and len(kept) < self.min_banks:
+            phase.skipped = f"only {len(kept)} usable repl{'y' if len(kept) == 1 else 'ies'}, min-banks={self.min_banks}"
+        elif kind == "train" and kept and self.all_or_nothing and phase.failed:
+            phase.skipped = "differential privacy: a sampled bank failed, so the calibrated noise would not hold"
+        if phase.skipped:
+            log(WARNING, "train round %s not aggregated: %s", _round_of(messages), phase.skipped)
+            return []
         return kept
+
+
+class FederationStopped(RuntimeError):
+    """The federation can no longer run rounds; the message says why."""
 
 
 def check_against_banks(cfg: RunConfig, num_banks: int) -> None:

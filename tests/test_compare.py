@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,6 +32,14 @@ def test_variants_cross_strategies_and_noise_levels():
 def test_a_bad_variant_is_refused_before_any_run():
     with pytest.raises(ConfigError, match="is not a strategy"):
         variants(_args("--strategies", "fedavg", "fedsgd"))
+    with pytest.raises(ConfigError, match="--noise needs --privacy"):
+        variants(_args("--strategies", "fedavg", "--noise", "0.5"))
+
+
+def test_plot_skips_failed_runs():
+    table = pd.DataFrame([{"variant": "fedavg", "auc per round": [0.7, 0.72], "hold-out per round": [0.7, 0.73]},
+                          {"variant": "krum", "auc per round": float("nan"), "hold-out per round": float("nan")}])
+    plot(table, Path(tempfile.mkdtemp()) / "c.png")
 
 
 def test_summary_and_plot_of_runs(tmp_path):

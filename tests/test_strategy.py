@@ -75,7 +75,8 @@ def test_every_strategy_runs_rounds_through_the_tracking_grid(name):
     tracker = Tracker()
     result = _start(strategy, TrackingGrid(FakeGrid(), tracker))
     assert accountant is None and len(result.arrays) == 2
-    assert tracker.rounds_trained() == 2 and len(tracker.evaluate[2].replies) == 7
+    assert len(tracker.train) == 2 and all(len(p.replies) == 7 and not p.skipped for p in tracker.train.values())
+    assert len(tracker.evaluate[2].replies) == 7
     assert np.all(np.isfinite(result.arrays.to_numpy_ndarrays()[0]))
     assert 0.5 < tracker.evaluate[2].pooled()["auc"] < 1.0
 
@@ -151,6 +152,9 @@ def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
     ({"strategy.name": "fedprox", "strategy.proximal-mu": -0.1}, "'strategy.proximal-mu' = -0.1 is out of range"),
     ({"fraction-train": 1.2}, "'fraction-train' = 1.2 is out of range"),
     ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, "'strategy.trim-beta' = 0.6 is out of range"),
+    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.5}, "'strategy.trim-beta' = 0.5 is out of range: it must be < 0.5"),
+    ({"test-fraction": 1.0}, "'test-fraction' = 1.0 is out of range: it must be < 1"),
+    ({"strategy.name": "fedadam", "strategy.beta-1": 1.0}, "'strategy.beta-1' = 1.0 is out of range"),
     ({"privacy.mode": "local"}, "choose one of \\['none', 'server-fixed'"),
     ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
     ({"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0}, "parameter of \\['server-fixed', 'client-fixed'\\]"),
@@ -158,3 +162,37 @@ def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
 def test_invalid_strategy_and_privacy_choices(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_run_config(raw)
+
+
+def test_only_the_banks_that_sent_statistics_are_sampled():
+    grid = FakeGrid(nodes=(11, 12, 13, 99))  # 99 joined after the statistics
+    tracker = Tracker()
+    _start(fl.FedAvg(), TrackingGrid(grid, tracker, banks={11, 12, 13}), 1)
+    assert {node for _, node, _ in grid.seen} == {11, 12, 13}
+
+
+def test_a_round_with_fewer_usable_replies_than_min_banks_is_not_aggregated():
+    tracker = Tracker()
+    grid = FakeGrid(nodes=(11, 12, 13), fail=(12,), nan=(13,))
+    result = _start(fl.FedAvg(), TrackingGrid(grid, tracker, min_banks=2), 1)
+    assert len(result.arrays) == 0  # bank 11 alone would have become the global model
+    assert "only 1 usable reply, min-banks=2" in tracker.train[1].skipped
+
+
+def test_with_privacy_a_round_with_a_failed_bank_is_not_aggregated():
+    cfg = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 1.0})
+    strategy, accountant = make_strategy(cfg, 4)
+    tracker = Tracker()
+    result = _start(strategy, TrackingGrid(FakeGrid(nodes=(11, 12, 13, 14), fail=(14,)), tracker,
+                                           all_or_nothing=True), 1)
+    assert len(result.arrays) == 0 and "differential privacy" in tracker.train[1].skipped
+    assert accountant.get_privacy_spent().num_releases == 0
+
+
+def test_too_few_banks_for_too_long_stops_instead_of_waiting_forever():
+    from fedcredit.strategy import FederationStopped
+
+    grid = TrackingGrid(FakeGrid(nodes=(11,)), Tracker(), banks={11, 12}, min_banks=2, wait_timeout=0.0)
+    grid.get_node_ids()  # starts the clock
+    with pytest.raises(FederationStopped, match="only 1 of the federation's banks connected"):
+        grid.get_node_ids()

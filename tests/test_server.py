@@ -1,0 +1,41 @@
+"""The ServerApp's round bookkeeping: a round counts as trained only if the global weights changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flwr.app import ArrayRecord
+
+from fedcredit import model as mdl
+from fedcredit.config import parse_run_config
+from fedcredit.data import load_csv
+from fedcredit.outputs import RunOutputs
+from fedcredit.schema import LENDING_CLUB
+from fedcredit.server import FederationError, RoundReporter, _final_checks, short_reason
+from fedcredit.stats import compute_stats, preprocessing_from_stats
+from fedcredit.strategy import Tracker
+
+
+def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
+    cfg = parse_run_config({"holdout-eval": False, "num-server-rounds": 3, "hidden-units": "4"})
+    prep = preprocessing_from_stats(compute_stats(load_csv("", LENDING_CLUB).head(500), LENDING_CLUB), 10)
+    model = mdl.build_model(prep, LENDING_CLUB.numeric, LENDING_CLUB.categorical, (4,), 0.0, 0.0, 1e-3, 0)
+    tracker, history = Tracker(), {"rounds": []}
+    out = RunOutputs(str(tmp_path), "t")
+    reporter = RoundReporter(cfg, model, tracker, out, history, {})
+    initial = ArrayRecord(model.get_weights())
+    reporter(0, initial)
+    reporter(1, initial)  # the strategy aggregated nothing: Flower hands the same record on
+    with pytest.raises(FederationError, match="no round trained \\(the global model never changed\\)"):
+        _final_checks(cfg, tracker, history)
+    reporter(2, ArrayRecord([w + 0.1 for w in model.get_weights()]))
+    assert [r.get("aggregated") for r in history["rounds"]] == [None, False, True]
+    assert tracker.rounds_trained() == 1
+    saved = json.loads((out.dir / "history.json").read_text())
+    assert saved["rounds"][1]["aggregated"] is False
+
+
+def test_short_reason_unwraps_flower_error_text():
+    reason = "<class 'fedcredit.data.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
+    assert short_reason(reason) == "/x/bank.csv: cannot be used: - missing columns"
