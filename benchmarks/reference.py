@@ -19,26 +19,20 @@ import tomllib
 from pathlib import Path
 
 import pandas as pd
+from flwr.common.config import flatten_dict
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import holdout_set, load_bank, schema_of
+from fedcredit.bank import holdout_set, load_bank
+from fedcredit.baseline import holdout_metrics, train_alone
 from fedcredit.config import parse_run_config
 from fedcredit.localrun import APP_DIR, LocalFlower
-from fedcredit.stats import compute_stats, preprocessing_from_stats
 
 
 def pooled_auc(cfg, num_banks: int) -> float:
-    schema = schema_of(cfg)
+    """Same architecture on all banks' training rows pooled, same epochs, same hold-out set."""
     banks = [load_bank(cfg, {"partition-id": i, "num-partitions": num_banks}) for i in range(num_banks)]
     train = pd.concat([b.train for b in banks], ignore_index=True)
-    prep = preprocessing_from_stats(compute_stats(train, schema), cfg.min_category_count)
-    model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout, cfg.l2,
-                            cfg.learning_rate, cfg.seed)
-    mdl.fit(model, model.get_weights(), mdl.to_inputs(train, model), train[schema.target].to_numpy(),
-            cfg.num_server_rounds * cfg.local_epochs, cfg.batch_size, cfg.positive_weight, cfg.seed)
-    test = holdout_set(cfg)
-    return metrics.exact_auc(mdl.score(model, test), test[schema.target].to_numpy())
+    model = train_alone(cfg, train, cfg.num_server_rounds * cfg.local_epochs)
+    return holdout_metrics(model, holdout_set(cfg), cfg)["auc"]
 
 
 def main() -> int:
@@ -48,7 +42,7 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/fedcredit-reference")
     args = ap.parse_args()
     num_banks = int(dict(kv.split("=") for kv in args.federation_config.split())["num-supernodes"])
-    defaults = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = flatten_dict(tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
     rows = []
     with LocalFlower() as flower:
         for seed in args.seeds:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fedcredit.certs import Credentials, make_bank_keys, make_credentials
-from fedcredit.localrun import APP_DIR, RunResult, _free_port, config_string
+from fedcredit.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
 
 CONNECTION = "fedcredit-local"
 
@@ -154,26 +154,10 @@ class LocalDeployment:
             time.sleep(1)
 
     def submit(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> str:
-        done = self.flwr("run", str(app_dir), CONNECTION, "--format", "json", "--run-config",
-                         config_string(run_config))
-        answer = json.loads(done.stdout or "{}")
-        if not answer.get("success"):
-            raise RuntimeError(f"flwr run was refused: {answer.get('error-message')} {done.stderr}")
-        return str(answer["run-id"])
-
-    def status(self, run_id: str) -> dict[str, Any]:
-        return json.loads(self.flwr("list", "--run-id", run_id, CONNECTION, "--format", "json").stdout)["runs"][0]
+        return submit_run(self.flwr, app_dir, run_config, [CONNECTION])
 
     def wait(self, run_id: str, started: float, timeout: float = 1200) -> RunResult:
-        deadline = time.monotonic() + timeout
-        while not (info := self.status(run_id))["status"].startswith("finished"):
-            if time.monotonic() > deadline:
-                self.flwr("stop", run_id, CONNECTION)
-                raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s")
-            time.sleep(1)
-        logs = self.flwr("log", run_id, CONNECTION, "--show").stdout
-        return RunResult(run_id, info["status"], str(info.get("status-details", "")), logs,
-                         time.monotonic() - started)
+        return wait_for_run(self.flwr, run_id, started, timeout, [CONNECTION])
 
     def run(self, run_config: Mapping[str, Any], timeout: float = 1200) -> RunResult:
         started = time.monotonic()

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,39 @@ def config_string(values: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+Flwr = Callable[..., subprocess.CompletedProcess]
+
+
+def submit_run(flwr: Flwr, app_dir: Path, run_config: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
+    """`flwr run APP ... --format json`; the run id, or an error with Flower's reason (it exits 0 either way)."""
+    args = ["run", str(app_dir), *extra, "--format", "json"]
+    if run_config:
+        args += ["--run-config", config_string(run_config)]
+    submitted = flwr(*args)
+    try:
+        answer = json.loads(submitted.stdout)
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"flwr run printed no JSON: {submitted.stdout}\n{submitted.stderr}") from err
+    if not answer.get("success"):
+        raise RuntimeError(f"flwr run was refused: {answer.get('error-message')} {submitted.stderr}")
+    return str(answer["run-id"])
+
+
+def wait_for_run(flwr: Flwr, run_id: str, started: float, timeout: float, connection: Sequence[str] = ()) -> RunResult:
+    """Poll `flwr list` until the run has finished; its real status and ServerApp log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = json.loads(flwr("list", "--run-id", run_id, *connection, "--format", "json").stdout)["runs"][0]
+        if info["status"].startswith("finished"):
+            break
+        if time.monotonic() > deadline:
+            flwr("stop", run_id, *connection)
+            raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s")
+        time.sleep(1.0)
+    logs = flwr("log", run_id, *connection, "--show").stdout
+    return RunResult(run_id, info["status"], str(info.get("status-details", "")), logs, time.monotonic() - started)
+
+
 class LocalFlower:
     """A private local SuperLink (simulation) for one or more `flwr run`s."""
 
@@ -104,33 +137,10 @@ class LocalFlower:
     def run(self, run_config: Mapping[str, Any], federation_config: str = "", app_dir: Path = APP_DIR,
             timeout: float = 1800) -> RunResult:
         """Submit a run, wait until it finishes, return its status and ServerApp log."""
-        args = ["run", str(app_dir), "--format", "json"]
-        if run_config:
-            args += ["--run-config", config_string(run_config)]
-        if federation_config:
-            args += ["--federation-config", federation_config]
+        extra = ["--federation-config", federation_config] if federation_config else []
         started = time.monotonic()
-        submitted = self.flwr(*args)
-        try:
-            answer = json.loads(submitted.stdout)
-        except json.JSONDecodeError as err:
-            raise RuntimeError(f"flwr run printed no JSON: {submitted.stdout}\n{submitted.stderr}") from err
-        if not answer.get("success"):
-            raise RuntimeError(f"flwr run was refused: {answer.get('error-message')}")
-        run_id = str(answer["run-id"])
-        deadline = time.monotonic() + timeout
-        while True:
-            listed = json.loads(self.flwr("list", "--run-id", run_id, "--format", "json").stdout)
-            info = listed["runs"][0]
-            if info["status"].startswith("finished"):
-                break
-            if time.monotonic() > deadline:
-                self.flwr("stop", run_id)
-                raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s")
-            time.sleep(1.0)
-        seconds = time.monotonic() - started
-        logs = self.flwr("log", run_id, "--show").stdout
-        return RunResult(run_id, info["status"], str(info.get("status-details", "")), logs, seconds)
+        run_id = submit_run(self.flwr, app_dir, run_config, extra)
+        return wait_for_run(self.flwr, run_id, started, timeout)
 
     def stop(self) -> None:
         """Stop the SuperLink of this FLWR_HOME and the process groups it spawned."""
