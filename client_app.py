@@ -6,9 +6,9 @@ Only statistics, weights and metric summaries leave the bank; its rows never do.
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedcredit import client
-from fedcredit.config import parse_run_config
-from fedcredit.stats import stats_to_record
+from fedcredit.federation import client
+from fedcredit.core.config import parse_run_config
+from fedcredit.core.stats import stats_to_record
 
 app = ClientApp()
 

@@ -3,7 +3,7 @@
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedcredit import server
+from fedcredit.federation import server
 
 app = ServerApp()
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import load_bank, schema_of
-from fedcredit.config import parse_run_config
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import load_bank, schema_of
+from fedcredit.core.config import parse_run_config
 
 
 def main(run_dirs: list[str]) -> int:

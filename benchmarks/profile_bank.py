@@ -2,7 +2,7 @@
 
     python benchmarks/profile_bank.py [--banks 20]
 
-Times what a ClientApp does per message (`fedcredit.client.train` and
+Times what a ClientApp does per message (`fedcredit.federation.client.train` and
 `evaluate`, warm: second round) and what the ServerApp does per round
 besides waiting (hold-out scoring, checkpoint, best-model save, history,
 TensorBoard scalars). Compare with `benchmarks/speed.py`'s seconds per round
@@ -18,12 +18,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from fedcredit import client, metrics  # noqa: E402
-from fedcredit import model as mdl  # noqa: E402
-from fedcredit.bank import holdout_set  # noqa: E402
-from fedcredit.config import parse_run_config  # noqa: E402
-from fedcredit.outputs import RunOutputs, write_scalars  # noqa: E402
-from fedcredit.stats import merge_stats, preprocessing_from_stats  # noqa: E402
+from fedcredit.federation import client
+from fedcredit.core import metrics  # noqa: E402
+from fedcredit.core import model as mdl  # noqa: E402
+from fedcredit.core.banks import holdout_set  # noqa: E402
+from fedcredit.core.config import parse_run_config  # noqa: E402
+from fedcredit.federation.outputs import RunOutputs, write_scalars  # noqa: E402
+from fedcredit.core.stats import merge_stats, preprocessing_from_stats  # noqa: E402
 
 
 def ms(fn, repeat: int = 5) -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 from flwr.common.config import flatten_dict
 
-from fedcredit.bank import holdout_set, load_bank
-from fedcredit.baseline import holdout_metrics, train_alone
-from fedcredit.config import parse_run_config
-from fedcredit.localrun import APP_DIR, LocalFlower
+from fedcredit.core.banks import holdout_set, load_bank
+from fedcredit.risk.baseline import holdout_metrics, train_alone
+from fedcredit.core.config import parse_run_config
+from fedcredit.deploy.localrun import APP_DIR, LocalFlower
 
 
 def pooled_auc(cfg, num_banks: int) -> float:

@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedcredit.localrun import LocalFlower  # noqa: E402
+from fedcredit.deploy.localrun import LocalFlower  # noqa: E402
 
 
 def _children() -> dict[int, list[int]]:
@@ -94,10 +94,10 @@ def pooled_fit_seconds(run_config: dict, num_banks: int) -> float:
     """Pooled training of the same model, same sample-epochs, in a fresh process (fit only)."""
     code = f"""
 import json, time, pandas as pd
-from fedcredit import model as mdl
-from fedcredit.bank import load_bank, schema_of
-from fedcredit.config import parse_run_config
-from fedcredit.stats import compute_stats, preprocessing_from_stats
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import load_bank, schema_of
+from fedcredit.core.config import parse_run_config
+from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 import tomllib, pathlib
 from flwr.common.config import flatten_dict
 base = flatten_dict(tomllib.loads(pathlib.Path({str(Path(__file__).resolve().parents[1] / 'pyproject.toml')!r}).read_text())["tool"]["flwr"]["app"]["config"])

@@ -2,7 +2,7 @@
 
 A FedAvg loop over three simulated iid banks cut from 2,500 rows of the
 embedded data (tiny model, 2 rounds x 1 local epoch) writes config.json,
-history.json (same structure as `fedcredit.server.run`), preprocessing.json
+history.json (same structure as `fedcredit.federation.server.run`), preprocessing.json
 and model-final.keras. Built once per test session; tests copy it before
 writing into it.
 """
@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import holdout_set, load_bank, schema_of
-from fedcredit.config import RunConfig, parse_run_config
-from fedcredit.outputs import write_json
-from fedcredit.stats import compute_stats, merge_stats, preprocessing_from_stats
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import holdout_set, load_bank, schema_of
+from fedcredit.core.config import RunConfig, parse_run_config
+from fedcredit.federation.outputs import write_json
+from fedcredit.core.stats import compute_stats, merge_stats, preprocessing_from_stats
 
 NUM_BANKS = 3
 _BUILT: dict[str, Path] = {}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fedcredit import baseline
+from fedcredit.risk import baseline
 from fedcredit.cli import main
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedcredit.compare import add_arguments, plot, summarise_run, variants
-from fedcredit.config import ConfigError
-from fedcredit.outputs import write_json
+from fedcredit.deploy.compare import add_arguments, plot, summarise_run, variants
+from fedcredit.core.config import ConfigError
+from fedcredit.federation.outputs import write_json
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import flatten_dict
 
-from fedcredit.config import ConfigError, RunConfig, parse_run_config
+from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

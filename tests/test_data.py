@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcredit.data import DataValidationError, check_csv, load_csv
-from fedcredit.schema import LENDING_CLUB, Schema, SchemaError, load_schema
+from fedcredit.core.loading import DataValidationError, check_csv, load_csv
+from fedcredit.core.schema import LENDING_CLUB, Schema, SchemaError, load_schema
 
 
 def test_builtin_data_set_loads_with_reference_figures():

@@ -7,8 +7,8 @@ import time
 
 import pandas as pd
 
-from fedcredit.deployment import LocalDeployment
-from fedcredit.split import split_builtin
+from fedcredit.deploy.consortium import LocalDeployment
+from fedcredit.deploy.split import split_builtin
 
 
 def _history(out):

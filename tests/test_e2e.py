@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import load_bank
-from fedcredit.config import parse_run_config
-from fedcredit.localrun import LocalFlower
-from fedcredit.outputs import load_checkpoint
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import load_bank
+from fedcredit.core.config import parse_run_config
+from fedcredit.deploy.localrun import LocalFlower
+from fedcredit.federation.outputs import load_checkpoint
 
 SMALL = {"num-server-rounds": 2, "partitioning": "iid", "local-epochs": 2}
 

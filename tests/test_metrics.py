@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, brier_score_loss, f1_score, log_loss, precision_score,
                              recall_score, roc_auc_score, roc_curve)
 
-from fedcredit import metrics
+from fedcredit.core import metrics
 
 
 def _banks(seed: int, n_banks: int = 4):

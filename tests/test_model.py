@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.data import load_csv
-from fedcredit.partition import partition, stratified_split
-from fedcredit.schema import LENDING_CLUB
-from fedcredit.stats import compute_stats, preprocessing_from_stats
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.loading import load_csv
+from fedcredit.core.partition import partition, stratified_split
+from fedcredit.core.schema import LENDING_CLUB
+from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 
 S = LENDING_CLUB
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit.data import load_csv
-from fedcredit.partition import CENSUS_DIVISIONS, PartitionError, partition, stratified_split
-from fedcredit.schema import LENDING_CLUB
+from fedcredit.core.loading import load_csv
+from fedcredit.core.partition import CENSUS_DIVISIONS, PartitionError, partition, stratified_split
+from fedcredit.core.schema import LENDING_CLUB
 
 
 @pytest.fixture(scope="module")

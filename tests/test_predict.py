@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit import model as mdl
-from fedcredit import predict
+from fedcredit.core import model as mdl
+from fedcredit.risk import predict
 from fedcredit.cli import main
-from fedcredit.schema import LENDING_CLUB
+from fedcredit.core.schema import LENDING_CLUB
 from runfixture import tiny_run  # noqa: F401  (fixture)
 
 

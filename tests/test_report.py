@@ -9,8 +9,8 @@ import re
 import pytest
 
 from fedcredit.cli import main
-from fedcredit.outputs import write_json
-from fedcredit.report import PNG_NAMES
+from fedcredit.federation.outputs import write_json
+from fedcredit.risk.report import PNG_NAMES
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 
 SECTIONS = ("summary", "baseline", "rounds", "holdout", "calibration", "distributions", "gains", "stability",

@@ -9,7 +9,8 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from fedcredit import metrics, riskmetrics as rm
+from fedcredit.core import metrics
+from fedcredit.risk import curves as rm
 
 
 def _scores(seed: int, n: int = 3000, ties: bool = False):

@@ -7,14 +7,14 @@ import json
 import pytest
 from flwr.app import ArrayRecord
 
-from fedcredit import model as mdl
-from fedcredit.config import parse_run_config
-from fedcredit.data import load_csv
-from fedcredit.outputs import RunOutputs
-from fedcredit.schema import LENDING_CLUB
-from fedcredit.server import FederationError, RoundReporter, _final_checks, short_reason
-from fedcredit.stats import compute_stats, preprocessing_from_stats
-from fedcredit.strategy import Tracker
+from fedcredit.core import model as mdl
+from fedcredit.core.config import parse_run_config
+from fedcredit.core.loading import load_csv
+from fedcredit.federation.outputs import RunOutputs
+from fedcredit.core.schema import LENDING_CLUB
+from fedcredit.federation.server import FederationError, RoundReporter, _final_checks, short_reason
+from fedcredit.core.stats import compute_stats, preprocessing_from_stats
+from fedcredit.federation.strategies import Tracker
 
 
 def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
@@ -37,5 +37,5 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
 
 
 def test_short_reason_unwraps_flower_error_text():
-    reason = "<class 'fedcredit.data.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
+    reason = "<class 'fedcredit.core.loading.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
     assert short_reason(reason) == "/x/bank.csv: cannot be used: - missing columns"

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedcredit.data import load_csv
-from fedcredit.partition import partition
-from fedcredit.schema import LENDING_CLUB
-from fedcredit.stats import (Preprocessing, compute_stats, merge_stats, preprocessing_from_stats,
+from fedcredit.core.loading import load_csv
+from fedcredit.core.partition import partition
+from fedcredit.core.schema import LENDING_CLUB
+from fedcredit.core.stats import (Preprocessing, compute_stats, merge_stats, preprocessing_from_stats,
                              stats_from_record, stats_to_record)
 
 

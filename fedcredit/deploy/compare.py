@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from fedcredit.config import STRATEGY_PARAMS, ConfigError, parse_run_config
-from fedcredit.localrun import LocalFlower
+from fedcredit.core.config import STRATEGY_PARAMS, ConfigError, parse_run_config
+from fedcredit.deploy.localrun import LocalFlower
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

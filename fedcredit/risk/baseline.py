@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcredit.config import ConfigError, RunConfig, parse_run_config
-from fedcredit.data import DataValidationError
-from fedcredit.outputs import write_json
-from fedcredit.partition import PartitionError
-from fedcredit.schema import SchemaError
+from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
+from fedcredit.core.loading import DataValidationError
+from fedcredit.federation.outputs import write_json
+from fedcredit.core.partition import PartitionError
+from fedcredit.core.schema import SchemaError
 
 METRICS = ("auc", "gini", "ks", "brier", "logloss")
 LABELS = {"auc": "AUC", "gini": "Gini", "ks": "KS", "brier": "Brier", "logloss": "log loss"}
@@ -103,7 +103,7 @@ def simulated_banks(run: Run) -> list[Any]:
     Refuses a run whose banks are not the simulation's (a deployment): its
     rows never existed in one place and cannot be rebuilt.
     """
-    from fedcredit.bank import load_bank
+    from fedcredit.core.banks import load_bank
 
     recorded = set(run.history.get("banks") or {})
     if run.num_banks < 1:
@@ -123,7 +123,7 @@ def simulated_banks(run: Run) -> list[Any]:
 
 
 def holdout(run: Run) -> pd.DataFrame:
-    from fedcredit.bank import holdout_set
+    from fedcredit.core.banks import holdout_set
 
     try:
         return holdout_set(run.cfg)
@@ -132,7 +132,7 @@ def holdout(run: Run) -> pd.DataFrame:
 
 
 def load_final_model(run: Run) -> Any:
-    from fedcredit import model as mdl
+    from fedcredit.core import model as mdl
 
     if not run.model_path.is_file():
         raise RunDirError(f"{run.model_path} does not exist: the run did not finish (status {run.history.get('status')!r})")
@@ -143,7 +143,7 @@ def load_final_model(run: Run) -> Any:
 
 
 def target_of(run: Run) -> str:
-    from fedcredit.bank import schema_of
+    from fedcredit.core.banks import schema_of
 
     try:
         return schema_of(run.cfg).target
@@ -160,9 +160,9 @@ def quiet_tensorflow() -> None:
 
 def train_alone(cfg: RunConfig, train: pd.DataFrame, epochs: int) -> Any:
     """The run's architecture trained on these rows with their own statistics, seeded."""
-    from fedcredit import model as mdl
-    from fedcredit.bank import schema_of
-    from fedcredit.stats import compute_stats, preprocessing_from_stats
+    from fedcredit.core import model as mdl
+    from fedcredit.core.banks import schema_of
+    from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 
     schema = schema_of(cfg)
     prep = preprocessing_from_stats(compute_stats(train, schema), cfg.min_category_count)
@@ -174,9 +174,9 @@ def train_alone(cfg: RunConfig, train: pd.DataFrame, epochs: int) -> Any:
 
 
 def holdout_metrics(model: Any, test: pd.DataFrame, cfg: RunConfig) -> dict[str, float]:
-    from fedcredit import metrics
-    from fedcredit import model as mdl
-    from fedcredit.bank import schema_of
+    from fedcredit.core import metrics
+    from fedcredit.core import model as mdl
+    from fedcredit.core.banks import schema_of
 
     m = metrics.exact(mdl.score(model, test), test[schema_of(cfg).target].to_numpy(), cfg.threshold)
     return {k: float(m[k]) for k in METRICS}

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fedcredit.stats import Preprocessing  # noqa: E402
+from fedcredit.core.stats import Preprocessing  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="fedcredit")

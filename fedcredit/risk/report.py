@@ -38,8 +38,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
-from fedcredit import riskmetrics as rm  # noqa: E402
-from fedcredit.baseline import (LABELS, METRICS, Run, RunDirError, holdout, load_final_model, load_run,  # noqa: E402
+from fedcredit.risk import curves as rm  # noqa: E402
+from fedcredit.risk.baseline import (LABELS, METRICS, Run, RunDirError, holdout, load_final_model, load_run,  # noqa: E402
                                 quiet_tensorflow, simulated_banks, table_rows, target_of)
 
 PNG_NAMES = ("rounds.png", "bank_auc.png", "roc.png", "ks.png", "calibration.png", "distributions.png", "psi.png")
@@ -244,8 +244,8 @@ def has_holdout(run: Run) -> bool:
 
 def psi_table(model: Any, banks: list[Any], target: str) -> pd.DataFrame:
     """PSI of each bank's validation scores against all banks' validation scores pooled."""
-    from fedcredit import metrics
-    from fedcredit import model as mdl
+    from fedcredit.core import metrics
+    from fedcredit.core import model as mdl
 
     scored = {b.name: Scored(mdl.score(model, b.val), b.val[target].to_numpy().astype(bool)) for b in banks}
     pooled = np.concatenate([s.scores for s in scored.values()])
@@ -383,7 +383,7 @@ def holdout_sections(run: Run, data: Scored | None, why_not: str, out_dir: Path,
               "distributions": "Score distributions of good and bad loans", "gains": "Gains and lift by score decile"}
     if data is None:
         return [section(k, t, note(why_not)) for k, t in titles.items()]
-    from fedcredit import metrics
+    from fedcredit.core import metrics
 
     threshold = run.cfg.threshold
     m = metrics.exact(data.scores, data.labels, threshold)
@@ -460,7 +460,7 @@ def _try(what: Callable[[], Any]) -> tuple[Any, str]:
 
 def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
     """(HTML text, PNG files written)."""
-    from fedcredit import model as mdl
+    from fedcredit.core import model as mdl
 
     out_dir.mkdir(exist_ok=True)
     for name in PNG_NAMES:  # a previous report's plots must not linger

@@ -24,8 +24,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as fl
 from flwr.supercore import log
 
-from fedcredit import metrics
-from fedcredit.config import ConfigError, RunConfig
+from fedcredit.core import metrics
+from fedcredit.core.config import ConfigError, RunConfig
 
 # Every bank reply carries this key = 1: the weight of equal-weight averaging,
 # which Flower's privacy accounting requires (banks of different sizes would

@@ -12,14 +12,14 @@ import importlib
 import sys
 
 COMMANDS = {
-    "validate": ("fedcredit.validate", "check a bank's loan CSV against the schema before joining"),
-    "split": ("fedcredit.split", "write per-bank CSVs from the embedded data set (demos, tests)"),
-    "baseline": ("fedcredit.baseline", "pooled and bank-alone baselines on a simulation run's split"),
-    "report": ("fedcredit.report", "model-risk report (HTML + PNG) of a run directory"),
-    "predict": ("fedcredit.predict", "score applicants with a saved model, with reason codes"),
-    "compare": ("fedcredit.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
-    "certs": ("fedcredit.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
-    "demo": ("fedcredit.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
+    "validate": ("fedcredit.cli.validate", "check a bank's loan CSV against the schema before joining"),
+    "split": ("fedcredit.deploy.split", "write per-bank CSVs from the embedded data set (demos, tests)"),
+    "baseline": ("fedcredit.risk.baseline", "pooled and bank-alone baselines on a simulation run's split"),
+    "report": ("fedcredit.risk.report", "model-risk report (HTML + PNG) of a run directory"),
+    "predict": ("fedcredit.risk.predict", "score applicants with a saved model, with reason codes"),
+    "compare": ("fedcredit.deploy.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
+    "certs": ("fedcredit.deploy.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
+    "demo": ("fedcredit.deploy.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }
 
 

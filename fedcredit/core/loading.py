@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedcredit.schema import Schema
+from fedcredit.core.schema import Schema
 
 MAX_EXAMPLES = 5
 BUILTIN = "<built-in lending_club>"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fedcredit.data import builtin_csv_text
-from fedcredit.partition import SCHEMES, PartitionError, partition, stratified_split
-from fedcredit.schema import LENDING_CLUB
+from fedcredit.core.loading import builtin_csv_text
+from fedcredit.core.partition import SCHEMES, PartitionError, partition, stratified_split
+from fedcredit.core.schema import LENDING_CLUB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

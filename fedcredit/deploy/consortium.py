@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from fedcredit.certs import Credentials, make_bank_keys, make_credentials
-from fedcredit.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
+from fedcredit.deploy.certs import Credentials, make_bank_keys, make_credentials
+from fedcredit.deploy.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
 
 CONNECTION = "fedcredit-local"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from fedcredit.partition import SCHEMES
+from fedcredit.core.partition import SCHEMES
 
 
 class ConfigError(ValueError):

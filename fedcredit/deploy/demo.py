@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedcredit.deployment import LocalDeployment
-from fedcredit.split import split_builtin
+from fedcredit.deploy.consortium import LocalDeployment
+from fedcredit.deploy.split import split_builtin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,10 +17,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from fedcredit.config import RunConfig
-from fedcredit.data import load_csv
-from fedcredit.partition import partition, stratified_split
-from fedcredit.schema import Schema, load_schema
+from fedcredit.core.config import RunConfig
+from fedcredit.core.loading import load_csv
+from fedcredit.core.partition import partition, stratified_split
+from fedcredit.core.schema import Schema, load_schema
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import BankData, load_bank, schema_of
-from fedcredit.config import RunConfig
-from fedcredit.stats import Preprocessing, compute_stats
-from fedcredit.strategy import UNIT_WEIGHT
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import BankData, load_bank, schema_of
+from fedcredit.core.config import RunConfig
+from fedcredit.core.stats import Preprocessing, compute_stats
+from fedcredit.federation.strategies import UNIT_WEIGHT
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedcredit.data import Report, check_csv, read_text_csv
-from fedcredit.schema import SchemaError, load_schema
+from fedcredit.core.loading import Report, check_csv, read_text_csv
+from fedcredit.core.schema import SchemaError, load_schema
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from fedcredit.schema import Schema
+from fedcredit.core.schema import Schema
 
 
 @dataclass

@@ -20,13 +20,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedcredit import metrics
-from fedcredit import model as mdl
-from fedcredit.bank import holdout_set, schema_of
-from fedcredit.config import RunConfig, parse_run_config
-from fedcredit.outputs import FILES, RunOutputs, write_scalars
-from fedcredit.stats import merge_stats, preprocessing_from_stats, stats_from_record
-from fedcredit.strategy import Tracker, TrackingGrid, finite_metrics, make_strategy, privacy_summary
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import holdout_set, schema_of
+from fedcredit.core.config import RunConfig, parse_run_config
+from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
+from fedcredit.core.stats import merge_stats, preprocessing_from_stats, stats_from_record
+from fedcredit.federation.strategies import Tracker, TrackingGrid, finite_metrics, make_strategy, privacy_summary
 
 
 def short_reason(reason: str, limit: int = 200) -> str:

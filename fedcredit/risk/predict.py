@@ -44,8 +44,8 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from fedcredit.data import DataValidationError, Problem, read_text_csv, validate_frame
-from fedcredit.schema import Schema, SchemaError, load_schema
+from fedcredit.core.loading import DataValidationError, Problem, read_text_csv, validate_frame
+from fedcredit.core.schema import Schema, SchemaError, load_schema
 
 TOP_REASONS = 3
 CHUNK_ROWS = 1000  # applicants explained per batch: bounds memory (each is rescored ~70 times)
@@ -96,7 +96,7 @@ def references(model: Any) -> References:
 
 
 def _explain_chunk(model: Any, frame: pd.DataFrame, refs: References) -> tuple[np.ndarray, list[list[Reason]]]:
-    from fedcredit import model as mdl
+    from fedcredit.core import model as mdl
 
     n = len(frame)
     variants = [frame]
@@ -259,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(path: str, schema: Schema) -> Any:
-    from fedcredit import model as mdl
+    from fedcredit.core import model as mdl
 
     if not Path(path).is_file():
         raise PredictError(f"model file {path} does not exist")
@@ -309,7 +309,7 @@ def predict(args: argparse.Namespace, err: TextIO) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedcredit.baseline import quiet_tensorflow
+    from fedcredit.risk.baseline import quiet_tensorflow
 
     quiet_tensorflow()
     try:

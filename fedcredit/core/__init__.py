@@ -1,0 +1,1 @@
+"""Loans, schema, statistics, model and pooled metrics: the pieces every side shares. No Flower import."""
