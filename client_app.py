@@ -8,7 +8,7 @@ from flwr.clientapp import ClientApp
 
 from fedcredit.federation import client
 from fedcredit.core.config import parse_run_config
-from fedcredit.core.stats import stats_to_record
+from fedcredit.federation.protocol import stats_to_record
 
 app = ClientApp()
 

@@ -14,7 +14,7 @@ from fedcredit.federation.outputs import RunOutputs
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.federation.server import FederationError, RoundReporter, _final_checks, short_reason
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
-from fedcredit.federation.strategies import Tracker
+from fedcredit.federation.tracking import Tracker
 
 
 def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from fedcredit.core.loading import load_csv
 from fedcredit.core.partition import partition
 from fedcredit.core.schema import LENDING_CLUB
-from fedcredit.core.stats import (Preprocessing, compute_stats, merge_stats, preprocessing_from_stats,
-                             stats_from_record, stats_to_record)
+from fedcredit.core.stats import Preprocessing, compute_stats, merge_stats, preprocessing_from_stats
+from fedcredit.federation.protocol import stats_from_record, stats_to_record
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit.core import metrics
 from fedcredit.core.config import STRATEGY_PARAMS, ConfigError, parse_run_config
-from fedcredit.federation.strategies import Tracker, TrackingGrid, make_strategy, pooled_metric_record, privacy_summary
+from fedcredit.federation.strategies import make_strategy, pooled_metric_record, privacy_summary
+from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +191,7 @@ def test_with_privacy_a_round_with_a_failed_bank_is_not_aggregated():
 
 
 def test_too_few_banks_for_too_long_stops_instead_of_waiting_forever():
-    from fedcredit.federation.strategies import FederationStopped
+    from fedcredit.federation.tracking import FederationStopped
 
     grid = TrackingGrid(FakeGrid(nodes=(11,)), Tracker(), banks={11, 12}, min_banks=2, wait_timeout=0.0)
     grid.get_node_ids()  # starts the clock

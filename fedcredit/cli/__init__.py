@@ -1,6 +1,6 @@
 """`fedcredit` command line: one subcommand per job, each in its own module.
 
-Each module named in COMMANDS provides `add_arguments(parser)` and
+Each module `fedcredit.cli.<command>` provides `add_arguments(parser)` and
 `run(args) -> int` (the exit code). Modules are imported only when their
 command runs, so `fedcredit validate` does not pay for TensorFlow.
 """
@@ -13,13 +13,13 @@ import sys
 
 COMMANDS = {
     "validate": ("fedcredit.cli.validate", "check a bank's loan CSV against the schema before joining"),
-    "split": ("fedcredit.deploy.split", "write per-bank CSVs from the embedded data set (demos, tests)"),
-    "baseline": ("fedcredit.risk.baseline", "pooled and bank-alone baselines on a simulation run's split"),
-    "report": ("fedcredit.risk.report", "model-risk report (HTML + PNG) of a run directory"),
-    "predict": ("fedcredit.risk.predict", "score applicants with a saved model, with reason codes"),
-    "compare": ("fedcredit.deploy.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
-    "certs": ("fedcredit.deploy.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
-    "demo": ("fedcredit.deploy.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
+    "split": ("fedcredit.cli.split", "write per-bank CSVs from the embedded data set (demos, tests)"),
+    "baseline": ("fedcredit.cli.baseline", "pooled and bank-alone baselines on a simulation run's split"),
+    "report": ("fedcredit.cli.report", "model-risk report (HTML + PNG) of a run directory"),
+    "predict": ("fedcredit.cli.predict", "score applicants with a saved model, with reason codes"),
+    "compare": ("fedcredit.cli.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
+    "certs": ("fedcredit.cli.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
+    "demo": ("fedcredit.cli.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }
 
 

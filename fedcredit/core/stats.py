@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
-
 from fedcredit.core.schema import Schema
 
 
@@ -87,19 +85,3 @@ def preprocessing_from_stats(stats: Stats, min_count: int) -> Preprocessing:
         for col, counts in stats.categorical.items()
     }
     return Preprocessing(mean, variance, vocabulary)
-
-
-# --- wire format: records in a query reply -------------------------------------
-
-def stats_to_record(stats: Stats) -> RecordDict:
-    """Counts and sums only; categories travel as names with their counts."""
-    numeric = MetricRecord({col: [float(n), s, ss] for col, (n, s, ss) in stats.numeric.items()})
-    cats = ConfigRecord({col: json.dumps(counts, sort_keys=True) for col, counts in stats.categorical.items()})
-    return RecordDict({"numeric-stats": numeric, "category-counts": cats, "bank": MetricRecord({"rows": stats.rows})})
-
-
-def stats_from_record(content: RecordDict) -> Stats:
-    rows = int(content.metric_records["bank"]["rows"])
-    numeric = {k: (int(v[0]), float(v[1]), float(v[2])) for k, v in content.metric_records["numeric-stats"].items()}
-    categorical = {k: json.loads(v) for k, v in content.config_records["category-counts"].items()}
-    return Stats(numeric, categorical, rows)

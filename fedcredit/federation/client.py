@@ -22,7 +22,7 @@ from fedcredit.core import model as mdl
 from fedcredit.core.banks import BankData, load_bank, schema_of
 from fedcredit.core.config import RunConfig
 from fedcredit.core.stats import Preprocessing, compute_stats
-from fedcredit.federation.strategies import UNIT_WEIGHT
+from fedcredit.federation.protocol import UNIT_WEIGHT
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}

@@ -25,8 +25,10 @@ from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
 from fedcredit.core.config import RunConfig, parse_run_config
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
-from fedcredit.core.stats import merge_stats, preprocessing_from_stats, stats_from_record
-from fedcredit.federation.strategies import Tracker, TrackingGrid, finite_metrics, make_strategy, privacy_summary
+from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+from fedcredit.federation.protocol import stats_from_record
+from fedcredit.federation.strategies import finite_metrics, make_strategy, privacy_summary
+from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 
 def short_reason(reason: str, limit: int = 200) -> str:
