@@ -6,8 +6,8 @@ Only statistics, weights and metric summaries leave the bank; its rows never do.
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedcredit.federation import client
 from fedcredit.core.config import parse_run_config
+from fedcredit.federation import client
 from fedcredit.federation.protocol import stats_to_record
 
 app = ClientApp()

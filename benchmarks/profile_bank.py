@@ -18,13 +18,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import holdout_set
+from fedcredit.core.config import parse_run_config
+from fedcredit.core.stats import merge_stats, preprocessing_from_stats
 from fedcredit.federation import client
-from fedcredit.core import metrics  # noqa: E402
-from fedcredit.core import model as mdl  # noqa: E402
-from fedcredit.core.banks import holdout_set  # noqa: E402
-from fedcredit.core.config import parse_run_config  # noqa: E402
-from fedcredit.federation.outputs import RunOutputs, write_scalars  # noqa: E402
-from fedcredit.core.stats import merge_stats, preprocessing_from_stats  # noqa: E402
+from fedcredit.federation.outputs import RunOutputs, write_scalars
 
 
 def ms(fn, repeat: int = 5) -> float:

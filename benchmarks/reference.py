@@ -22,9 +22,9 @@ import pandas as pd
 from flwr.common.config import flatten_dict
 
 from fedcredit.core.banks import holdout_set, load_bank
-from fedcredit.risk.baseline import holdout_metrics, train_alone
 from fedcredit.core.config import parse_run_config
 from fedcredit.deploy.localrun import APP_DIR, LocalFlower
+from fedcredit.risk.baseline import holdout_metrics, train_alone
 
 
 def pooled_auc(cfg, num_banks: int) -> float:

@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedcredit.deploy.localrun import LocalFlower  # noqa: E402
+from fedcredit.deploy.localrun import LocalFlower
 
 
 def _children() -> dict[int, list[int]]:

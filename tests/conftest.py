@@ -7,10 +7,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import pandas as pd
+import pytest
 
-from fedcredit.core.loading import builtin_csv_text  # noqa: E402
+from fedcredit.core.loading import builtin_csv_text
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, load_bank, schema_of
 from fedcredit.core.config import RunConfig, parse_run_config
-from fedcredit.federation.outputs import write_json
 from fedcredit.core.stats import compute_stats, merge_stats, preprocessing_from_stats
+from fedcredit.federation.outputs import write_json
 
 NUM_BANKS = 3
 _BUILT: dict[str, Path] = {}

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from fedcredit.risk import baseline
-from fedcredit.cli import main
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
+
+from fedcredit.cli import main
+from fedcredit.risk import baseline
 
 
 @pytest.fixture(scope="module")

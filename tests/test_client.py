@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcredit.federation import client
 from fedcredit.core.banks import holdout_set, load_bank
 from fedcredit.core.config import parse_run_config
 from fedcredit.core.loading import DataValidationError
 from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+from fedcredit.federation import client
 
 CFG = parse_run_config({"partitioning": "iid", "local-epochs": 1, "hidden-units": "8"})
 NODES = [{"partition-id": i, "num-partitions": 3} for i in range(3)]

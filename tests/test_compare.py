@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedcredit.deploy.compare import add_arguments, plot, summarise_run, variants
 from fedcredit.core.config import ConfigError
+from fedcredit.deploy.compare import add_arguments, plot, summarise_run, variants
 from fedcredit.federation.outputs import write_json
 
 

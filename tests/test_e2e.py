@@ -24,7 +24,7 @@ def flower(tmp_path_factory):
         yield local
 
 
-def _run_dir(out) -> "Path":  # noqa: F821
+def _run_dir(out) -> Path:  # noqa: F821
     dirs = list(out.iterdir())
     assert len(dirs) == 1, dirs
     return dirs[0]

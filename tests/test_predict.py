@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from fedcredit.core import model as mdl
-from fedcredit.risk import predict
-from fedcredit.cli import main
-from fedcredit.core.schema import LENDING_CLUB
 from runfixture import tiny_run  # noqa: F401  (fixture)
+
+from fedcredit.cli import main
+from fedcredit.core import model as mdl
+from fedcredit.core.schema import LENDING_CLUB
+from fedcredit.risk import predict
 
 
 @pytest.fixture(scope="module")

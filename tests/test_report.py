@@ -7,11 +7,11 @@ import json
 import re
 
 import pytest
+from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 
 from fedcredit.cli import main
 from fedcredit.federation.outputs import write_json
 from fedcredit.risk.report import PNG_NAMES
-from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 
 SECTIONS = ("summary", "baseline", "rounds", "holdout", "calibration", "distributions", "gains", "stability",
             "config", "privacy")
@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _sections(page: str) -> dict[str, str]:
-    return dict(re.findall(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.S))
+    return dict(re.findall(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.DOTALL))
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from flwr.app import ArrayRecord
 from fedcredit.core import model as mdl
 from fedcredit.core.config import parse_run_config
 from fedcredit.core.loading import load_csv
-from fedcredit.federation.outputs import RunOutputs
 from fedcredit.core.schema import LENDING_CLUB
-from fedcredit.federation.server import FederationError, RoundReporter, _final_checks, short_reason
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
+from fedcredit.federation.outputs import RunOutputs
+from fedcredit.federation.server import FederationError, RoundReporter, _final_checks, short_reason
 from fedcredit.federation.tracking import Tracker
 
 

@@ -8,8 +8,9 @@ somewhere in round 3.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from fedcredit.core.partition import SCHEMES
 

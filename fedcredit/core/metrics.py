@@ -11,7 +11,7 @@ histogram's bin width). Averaging per-bank AUCs would not: AUC is not additive.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -12,14 +12,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from typing import Mapping, Sequence  # noqa: E402
+from collections.abc import Mapping, Sequence
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
 
-from fedcredit.core.stats import Preprocessing  # noqa: E402
+from fedcredit.core.stats import Preprocessing
 
 
 @keras.saving.register_keras_serializable(package="fedcredit")

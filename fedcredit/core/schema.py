@@ -61,7 +61,7 @@ class Schema:
         return self.features + (self.target,)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Schema":
+    def from_toml(cls, path: str | Path) -> Schema:
         """Read a schema file such as::
 
             target = "Class"

@@ -67,7 +67,7 @@ class Preprocessing:
         return json.dumps({"mean": self.mean, "variance": self.variance, "vocabulary": self.vocabulary}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocessing":
+    def from_json(cls, text: str) -> Preprocessing:
         d = json.loads(text)
         return cls(d["mean"], d["variance"], d["vocabulary"])
 

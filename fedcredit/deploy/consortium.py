@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fedcredit.deploy.certs import Credentials, make_bank_keys, make_credentials
 from fedcredit.deploy.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
@@ -128,7 +129,7 @@ class LocalDeployment:
         key, _ = make_bank_keys(self.workdir / "certs" / "unregistered", name)
         return self.start_supernode(name, key=key, csv=next(iter(self.bank_csvs.values())))
 
-    def start(self) -> "LocalDeployment":
+    def start(self) -> LocalDeployment:
         self.make_credentials()
         self.write_flower_config()
         self.start_superlink()
@@ -191,7 +192,7 @@ class LocalDeployment:
             except ProcessLookupError:
                 pass
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         try:
             return self.start()
         except BaseException:

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
@@ -170,7 +171,7 @@ class LocalFlower:
             except ProcessLookupError:
                 pass
 
-    def __enter__(self) -> "LocalFlower":
+    def __enter__(self) -> LocalFlower:
         return self
 
     def __exit__(self, *exc: object) -> None:

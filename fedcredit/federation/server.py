@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import re
 import time
+from collections.abc import Mapping
 from logging import INFO, WARNING
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -24,8 +25,8 @@ from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
 from fedcredit.core.config import RunConfig, parse_run_config
-from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.federation.protocol import stats_from_record
 from fedcredit.federation.strategies import finite_metrics, make_strategy, privacy_summary
 from fedcredit.federation.tracking import Tracker, TrackingGrid
@@ -33,7 +34,7 @@ from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 def short_reason(reason: str, limit: int = 200) -> str:
     """One line of a ClientApp error for the round log (history.json keeps it whole)."""
-    text = re.sub(r"^<class '[\w.]+'>:<'(.*)'>$", r"\1", reason.strip(), flags=re.S)
+    text = re.sub(r"^<class '[\w.]+'>:<'(.*)'>$", r"\1", reason.strip(), flags=re.DOTALL)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

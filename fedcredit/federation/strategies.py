@@ -95,7 +95,7 @@ def wrap_privacy(cfg: RunConfig, strategy: Any, num_banks: int, accounted: bool)
                    clip_norm_lr=cfg.privacy_clip_norm_lr), None
     accountant = None
     if accounted and cfg.privacy_noise_multiplier > 0:
-        from flwr.supercore.privacy_accounting import (NeighboringRelation, PrivacyConfig, SamplingMethod)
+        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
         from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
         accountant = RdpAccountant(PrivacyConfig(

@@ -30,9 +30,9 @@ import pandas as pd
 
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
-from fedcredit.federation.outputs import write_json
 from fedcredit.core.partition import PartitionError
 from fedcredit.core.schema import SchemaError
+from fedcredit.federation.outputs import write_json
 
 METRICS = ("auc", "gini", "ks", "brier", "logloss")
 LABELS = {"auc": "AUC", "gini": "Gini", "ks": "KS", "brier": "Brier", "logloss": "log loss"}
@@ -224,11 +224,11 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
         "architecture": {"hidden-units": cfg.hidden_units, "dropout": cfg.dropout, "l2": cfg.l2,
                          "learning-rate": cfg.learning_rate, "batch-size": cfg.batch_size,
                          "positive-weight": cfg.positive_weight},
-        "holdout": {"rows": int(len(test)), "default-rate": float(labels.mean())},
+        "holdout": {"rows": len(test), "default-rate": float(labels.mean())},
         "metrics": list(METRICS),
-        "federated": {"training-rows": int(len(pooled_train)), **federated,
+        "federated": {"training-rows": len(pooled_train), **federated,
                       "history-holdout-auc": (last.get("holdout") or {}).get("auc")},
-        "pooled": {"training-rows": int(len(pooled_train)), **pooled},
+        "pooled": {"training-rows": len(pooled_train), **pooled},
         "bank-alone": {"banks": alone, **summarise_banks(alone)},
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -229,8 +229,7 @@ def flat(rec: dict[str, Any]) -> dict[str, Any]:
 
 def write(recs: list[dict[str, Any]], passthrough: list[str], fmt: str, stream: TextIO) -> None:
     if fmt == "jsonl":
-        for rec in recs:
-            stream.write(json.dumps(rec) + "\n")
+        stream.writelines(json.dumps(rec) + "\n" for rec in recs)
         return
     columns = ["line", *passthrough, *OUTPUT_COLUMNS[1:]]
     pd.DataFrame([flat(r) for r in recs], columns=columns).to_csv(stream, index=False, lineterminator="\n")

@@ -24,23 +24,35 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed (servers, CI)
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from fedcredit.risk import curves as rm  # noqa: E402
-from fedcredit.risk.baseline import (LABELS, METRICS, Run, RunDirError, holdout, load_final_model, load_run,  # noqa: E402
-                                quiet_tensorflow, simulated_banks, table_rows, target_of)
+from fedcredit.risk import curves as rm
+from fedcredit.risk.baseline import (
+    LABELS,
+    METRICS,
+    Run,
+    RunDirError,
+    holdout,
+    load_final_model,
+    load_run,
+    quiet_tensorflow,
+    simulated_banks,
+    table_rows,
+    target_of,
+)
 
 PNG_NAMES = ("rounds.png", "bank_auc.png", "roc.png", "ks.png", "calibration.png", "distributions.png", "psi.png")
 BAD, GOOD = "#c0392b", "#2471a3"  # defaulted / repaid loans, the same colours in every plot
