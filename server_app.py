@@ -1,13 +1,16 @@
 """fedcredit ServerApp: coordinates the banks' rounds and keeps the global model."""
 
+from pathlib import Path
+
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcredit.federation import server
 
+APP_DIR = Path(__file__).resolve().parent
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    server.run(grid, context.run_config, context.run_id)
+    server.run(grid, context.run_config, context.run_id, APP_DIR)

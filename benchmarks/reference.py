@@ -15,14 +15,12 @@ import argparse
 import json
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pandas as pd
-from flwr.common.config import flatten_dict
 
 from fedcredit.core.banks import holdout_set, load_bank
-from fedcredit.core.config import parse_run_config
+from fedcredit.core.config import app_defaults, parse_run_config
 from fedcredit.deploy.localrun import APP_DIR, LocalFlower
 from fedcredit.risk.baseline import holdout_metrics, train_alone
 
@@ -42,7 +40,7 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/fedcredit-reference")
     args = ap.parse_args()
     num_banks = int(dict(kv.split("=") for kv in args.federation_config.split())["num-supernodes"])
-    defaults = flatten_dict(tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    defaults = app_defaults(APP_DIR)
     rows = []
     with LocalFlower() as flower:
         for seed in args.seeds:

@@ -96,11 +96,10 @@ def pooled_fit_seconds(run_config: dict, num_banks: int) -> float:
 import json, time, pandas as pd
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import load_bank, schema_of
-from fedcredit.core.config import parse_run_config
+from fedcredit.core.config import app_defaults, parse_run_config
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
-import tomllib, pathlib
-from flwr.common.config import flatten_dict
-base = flatten_dict(tomllib.loads(pathlib.Path({str(Path(__file__).resolve().parents[1] / 'pyproject.toml')!r}).read_text())["tool"]["flwr"]["app"]["config"])
+import pathlib
+base = app_defaults(pathlib.Path({str(Path(__file__).resolve().parents[1])!r}))
 cfg = parse_run_config({{**base, **json.loads({json.dumps(json.dumps(run_config))})}})
 schema = schema_of(cfg)
 train = pd.concat([load_bank(cfg, {{"partition-id": i, "num-partitions": {num_banks}}}).train for i in range({num_banks})])

@@ -2,7 +2,7 @@
 
 A FedAvg loop over three simulated iid banks cut from 2,500 rows of the
 embedded data (tiny model, 2 rounds x 1 local epoch) writes config.json,
-history.json (same structure as `fedcredit.federation.server.run`), preprocessing.json
+history.json (through `fedcredit.federation.history`, as the coordinator), preprocessing.json
 and model-final.keras. Built once per test session; tests copy it before
 writing into it.
 """
@@ -24,6 +24,7 @@ from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, load_bank, schema_of
 from fedcredit.core.config import RunConfig, parse_run_config
 from fedcredit.core.stats import compute_stats, merge_stats, preprocessing_from_stats
+from fedcredit.federation.history import BankRecord, History, PhaseRecord, RoundEntry, read_history, write_history
 from fedcredit.federation.outputs import write_json
 
 NUM_BANKS = 3
@@ -35,8 +36,8 @@ def tiny_config(data_path: Path, output_dir: Path) -> dict[str, Any]:
             "local-epochs": 1, "hidden-units": "8", "learning-rate": 0.01, "seed": 7, "output-dir": str(output_dir)}
 
 
-def _phase(per_bank: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:
-    return {"ok": list(per_bank), "failed": {}, "missing": [], "pooled": pooled, "banks": per_bank}
+def _phase(per_bank: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> PhaseRecord:
+    return PhaseRecord(ok=list(per_bank), pooled=pooled, banks=per_bank)
 
 
 def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
@@ -53,7 +54,7 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
     data = {b.name: (mdl.to_inputs(b.train, model), b.train[schema.target].to_numpy(),
                      mdl.to_inputs(b.val, model), b.val[schema.target].to_numpy()) for b in banks}
     weights = model.get_weights()
-    rounds = [{"round": 0, "holdout": metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold)}]
+    rounds = [RoundEntry(0, holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold))]
     for r in range(1, cfg.num_server_rounds + 1):
         updates, train_metrics = [], {}
         for name, (x, y, _, _) in data.items():
@@ -65,25 +66,25 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
         model.set_weights(weights)
         summaries = {name: metrics.summarise(mdl.predict(model, xv), yv, cfg.threshold, cfg.histogram_bins)
                      for name, (_, _, xv, yv) in data.items()}
-        rounds.append({
-            "round": r,
-            "holdout": metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
-            "train": _phase(train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}),
-            "evaluate": _phase({n: metrics.pooled([s]) for n, s in summaries.items()},
-                               metrics.pooled(list(summaries.values()))),
-            "seconds": 0.1,
-        })
+        rounds.append(RoundEntry(
+            r,
+            holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
+            aggregated=True,
+            train=_phase(train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}),
+            evaluate=_phase({n: metrics.pooled([s]) for n, s in summaries.items()}, metrics.pooled(list(summaries.values()))),
+            seconds=0.1,
+        ))
     run_dir.mkdir(parents=True)
     model.save(run_dir / "model-final.keras")
     write_json(run_dir / "config.json", cfg.to_flower())
     write_json(run_dir / "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
-    write_json(run_dir / "history.json", {
-        "run-id": "424242", "status": "completed", "config": cfg.to_flower(), "output-dir": str(run_dir),
-        "banks": {b.name: {"node-id": str(i + 1), "training-rows": s.rows} for i, (b, s) in enumerate(zip(banks, stats))},
-        "rounds": rounds, "statistics-failed": {}, "best-round": cfg.num_server_rounds,
-        "model-final-sha256": hashlib.sha256((run_dir / "model-final.keras").read_bytes()).hexdigest(),
-        "seconds": 1.0,
-    })
+    write_history(run_dir / "history.json", History(
+        run_id="424242", status="completed", config=cfg.to_flower(), output_dir=str(run_dir),
+        banks={b.name: BankRecord(str(i + 1), s.rows) for i, (b, s) in enumerate(zip(banks, stats))},
+        rounds=rounds, best_round=cfg.num_server_rounds,
+        model_final_sha256=hashlib.sha256((run_dir / "model-final.keras").read_bytes()).hexdigest(),
+        seconds=1.0,
+    ))
     return run_dir
 
 
@@ -106,16 +107,16 @@ def as_deployment(run_dir: Path) -> Path:
     """Rewrite a copied run as a deployment would leave it: own bank names, no hold-out set."""
     config = json.loads((run_dir / "config.json").read_text())
     config["holdout-eval"] = False
-    history = json.loads((run_dir / "history.json").read_text())
-    history["config"] = config
-    rename = {old: f"partner-{i}" for i, old in enumerate(history["banks"])}
-    history["banks"] = {rename[k]: v for k, v in history["banks"].items()}
-    for entry in history["rounds"]:
-        entry.pop("holdout", None)
-        for phase in ("train", "evaluate"):
-            if phase in entry:
-                entry[phase]["ok"] = [rename[b] for b in entry[phase]["ok"]]
-                entry[phase]["banks"] = {rename[k]: v for k, v in entry[phase]["banks"].items()}
+    history = read_history(run_dir / "history.json")
+    history.config = config
+    rename = {old: f"partner-{i}" for i, old in enumerate(history.banks)}
+    history.banks = {rename[k]: v for k, v in history.banks.items()}
+    for entry in history.rounds:
+        entry.holdout = None
+        for phase in (entry.train, entry.evaluate):
+            if phase is not None:
+                phase.ok = [rename[b] for b in phase.ok]
+                phase.banks = {rename[k]: v for k, v in phase.banks.items()}
     write_json(run_dir / "config.json", config)
-    write_json(run_dir / "history.json", history)
+    write_history(run_dir / "history.json", history)
     return run_dir

@@ -9,7 +9,8 @@ import pytest
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 
 from fedcredit.cli import main
-from fedcredit.risk import baseline
+from fedcredit.federation.history import read_history
+from fedcredit.risk import baseline, rundir
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +22,18 @@ def result(tiny_run, tmp_path_factory):  # noqa: F811
 
 def test_table_covers_every_model_on_the_runs_holdout(result):
     run_dir, table = result
-    history = json.loads((run_dir / "history.json").read_text())
-    banks = history["banks"]
+    history = read_history(run_dir / "history.json")
+    banks = history.banks
     assert set(table["bank-alone"]["banks"]) == set(banks)
     for name, m in table["bank-alone"]["banks"].items():
-        assert m["training-rows"] == banks[name]["training-rows"]
-    assert table["pooled"]["training-rows"] == sum(b["training-rows"] for b in banks.values())
+        assert m["training-rows"] == banks[name].training_rows
+    assert table["pooled"]["training-rows"] == sum(b.training_rows for b in banks.values())
     assert table["epochs"] == 2 and table["seed"] == 7
     # The federated model scored on the rebuilt hold-out set reproduces the run's own figure: same split.
-    assert table["federated"]["auc"] == pytest.approx(history["rounds"][-1]["holdout"]["auc"], abs=1e-6)
-    assert table["holdout"]["rows"] == history["rounds"][-1]["holdout"]["num-examples"]
+    last = history.last_round()
+    assert table["federated"]["auc"] == pytest.approx(last.holdout_auc, abs=1e-6)
+    assert table["federated"]["history-holdout-auc"] == last.holdout_auc
+    assert table["holdout"]["rows"] == last.holdout["num-examples"]
     for row in [table["federated"], table["pooled"], *table["bank-alone"]["banks"].values()]:
         assert 0.5 < row["auc"] <= 1 and row["gini"] == pytest.approx(2 * row["auc"] - 1)
         assert 0 < row["brier"] < 0.25 and row["logloss"] > 0
@@ -59,9 +62,9 @@ def test_markdown_table(result):
 
 def test_training_is_seeded(result):
     run_dir, table = result
-    run = baseline.load_run(run_dir)
-    bank = baseline.simulated_banks(run)[0]
-    test = baseline.holdout(run)
+    run = rundir.load_run(run_dir)
+    bank = rundir.simulated_banks(run)[0]
+    test = rundir.holdout(run)
     again = baseline.holdout_metrics(baseline.train_alone(run.cfg, bank.train, table["epochs"]), test, run.cfg)
     assert again["auc"] == pytest.approx(table["bank-alone"]["banks"][bank.name]["auc"], abs=1e-9)
 

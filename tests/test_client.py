@@ -17,7 +17,7 @@ NODES = [{"partition-id": i, "num-partitions": 3} for i in range(3)]
 
 @pytest.fixture(scope="module")
 def prep_json():
-    stats = [client.statistics(CFG, n)[1] for n in NODES]
+    stats = [client.statistics(CFG, n)[3] for n in NODES]
     return preprocessing_from_stats(merge_stats(stats), CFG.min_category_count).to_json()
 
 
@@ -30,11 +30,11 @@ def test_simulated_banks_are_disjoint_and_exclude_the_holdout():
 
 def test_train_returns_new_weights_and_plain_metrics(prep_json):
     global_weights = client._model(CFG, prep_json)[1].get_weights()
-    weights, metrics = client.train(CFG, NODES[0], global_weights, prep_json, server_round=1)
-    assert metrics["num-examples"] == len(load_bank(CFG, NODES[0]).train)
-    assert type(metrics["train-loss"]) is float and np.isfinite(metrics["train-loss"])
+    weights, loss, rows = client.train(CFG, NODES[0], global_weights, prep_json, server_round=1)
+    assert rows == len(load_bank(CFG, NODES[0]).train)
+    assert type(loss) is float and np.isfinite(loss)
     assert any(not np.array_equal(a, b) for a, b in zip(weights, global_weights))
-    again, _ = client.train(CFG, NODES[0], global_weights, prep_json, server_round=1)
+    again, _, _ = client.train(CFG, NODES[0], global_weights, prep_json, server_round=1)
     assert all(np.array_equal(a, b) for a, b in zip(weights, again))  # same message, same result
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fedcredit.cli.compare import add_arguments, plan
 from fedcredit.core.config import ConfigError
-from fedcredit.deploy.compare import add_arguments, plot, summarise_run, variants
-from fedcredit.federation.outputs import write_json
+from fedcredit.deploy.compare import plot, summarise_run
+from fedcredit.federation.history import History, PhaseRecord, RoundEntry, write_history
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -21,7 +22,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_variants_cross_strategies_and_noise_levels():
-    todo = variants(_args("--strategies", "fedavg", "fedprox", "--privacy", "server-fixed", "--noise", "0.5", "1.0",
+    todo = plan(_args("--strategies", "fedavg", "fedprox", "--privacy", "server-fixed", "--noise", "0.5", "1.0",
                           "--set", "num-server-rounds=2"))
     assert [label for label, _ in todo] == ["fedavg server-fixed z=0.5", "fedavg server-fixed z=1",
                                             "fedprox server-fixed z=0.5", "fedprox server-fixed z=1"]
@@ -31,9 +32,9 @@ def test_variants_cross_strategies_and_noise_levels():
 
 def test_a_bad_variant_is_refused_before_any_run():
     with pytest.raises(ConfigError, match="is not a strategy"):
-        variants(_args("--strategies", "fedavg", "fedsgd"))
+        plan(_args("--strategies", "fedavg", "fedsgd"))
     with pytest.raises(ConfigError, match="--noise needs --privacy"):
-        variants(_args("--strategies", "fedavg", "--noise", "0.5"))
+        plan(_args("--strategies", "fedavg", "--noise", "0.5"))
 
 
 def test_plot_skips_failed_runs():
@@ -45,10 +46,10 @@ def test_plot_skips_failed_runs():
 def test_summary_and_plot_of_runs(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    rounds = [{"round": 0, "holdout": {"auc": 0.5}}] + [
-        {"round": r, "holdout": {"auc": 0.7 + r / 100}, "evaluate": {"pooled": {"auc": 0.69 + r / 100, "ks": 0.3}}}
+    rounds = [RoundEntry(0, holdout={"auc": 0.5})] + [
+        RoundEntry(r, holdout={"auc": 0.7 + r / 100}, evaluate=PhaseRecord(pooled={"auc": 0.69 + r / 100, "ks": 0.3}))
         for r in (1, 2)]
-    write_json(run_dir / "history.json", {"rounds": rounds, "seconds": 12.5, "privacy": {"epsilon": 4.2}})
+    write_history(run_dir / "history.json", History(rounds=rounds, seconds=12.5, privacy={"epsilon": 4.2}))
     row = summarise_run(run_dir)
     assert row["hold-out AUC"] == 0.72 and row["rounds"] == 2 and row["epsilon"] == 4.2
     assert row["auc per round"] == [0.7, 0.71]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -60,6 +62,54 @@ def test_exact_metrics_match_sklearn_with_ties(seed):
     exact = metrics.exact(s, y, 0.5)
     assert exact["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert exact["ks"] == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+    assert metrics.auc_ks(s, y) == pytest.approx((roc_auc_score(y, s), np.max(tpr - fpr)), abs=1e-12)
+    assert metrics.exact_auc(s, y) == exact["auc"]
+    pred = s >= 0.5
+    assert exact["brier"] == pytest.approx(brier_score_loss(y, s), rel=1e-9)
+    assert exact["logloss"] == pytest.approx(log_loss(y, np.clip(s, metrics.EPS, 1 - metrics.EPS)), rel=1e-9)
+    assert exact["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert exact["f1"] == pytest.approx(f1_score(y, pred))
+    assert exact["mean-pd"] == pytest.approx(s.mean()) and exact["default-rate"] == pytest.approx(y.mean())
+
+
+def _bin_of(scores: np.ndarray, bins: int) -> np.ndarray:
+    """The histogram bin `summarise` puts each score in: [low, high), the last one closed."""
+    return np.minimum(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), scores, side="right") - 1, bins - 1)
+
+
+@pytest.mark.parametrize("seed,bins", [(5, 20), (6, 2000)])
+def test_pooled_auc_ks_are_those_of_all_banks_binned_scores(seed, bins):
+    banks = _banks(seed, n_banks=5)
+    pooled = metrics.pooled([metrics.summarise(s, y, 0.1, bins) for s, y in banks])
+    binned = np.concatenate([_bin_of(s, bins) for s, _ in banks])
+    y = np.concatenate([b[1] for b in banks])
+    fpr, tpr, _ = roc_curve(y, binned)
+    assert (pooled["auc"], pooled["ks"]) == pytest.approx(metrics.auc_ks(binned, y), abs=1e-12)
+    assert pooled["auc"] == pytest.approx(roc_auc_score(y, binned), abs=1e-12)
+    assert pooled["ks"] == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+
+
+def test_pairs_in_one_histogram_bin_count_half():
+    # Goods at 0.1 (bin 1) and 0.6 (bin 2), bads at 0.7 and 0.8 (bin 2): of the four bad-good pairs
+    # two are ranked right and two share a bin, so AUC = (2 + 2 * 0.5) / 4; the CDFs part by 0.5 after bin 1.
+    s, y = np.array([0.1, 0.6, 0.7, 0.8]), np.array([0, 0, 1, 1])
+    pooled = metrics.pooled([metrics.summarise(s, y, 0.5, 2)])
+    assert pooled["auc"] == pytest.approx(0.75) and pooled["ks"] == pytest.approx(0.5)
+    assert metrics.exact(s, y, 0.5)["auc"] == 1.0 and metrics.exact(s, y, 0.5)["ks"] == 1.0
+
+
+def test_weights_count_as_repeated_rows():
+    rng = np.random.default_rng(8)
+    s, y, w = np.round(rng.random(300), 2), rng.random(300) < 0.3, rng.integers(0, 4, 300)
+    assert metrics.auc_ks(s, y, w) == pytest.approx(metrics.auc_ks(np.repeat(s, w), np.repeat(y, w)), abs=1e-12)
+
+
+def test_ks_of_a_model_ranking_backwards_is_the_gap_not_zero():
+    rng = np.random.default_rng(9)
+    y = rng.random(500) < 0.2
+    s = rng.random(500) * 0.6 + 0.3 * y
+    auc, ks = metrics.auc_ks(s, y)
+    assert metrics.auc_ks(1 - s, y) == pytest.approx((1 - auc, ks), abs=1e-12)
 
 
 def test_pooling_is_not_averaging():
@@ -74,9 +124,34 @@ def test_pooling_is_not_averaging():
 
 
 def test_single_class_gives_nan_auc_not_an_exception():
-    summary = metrics.summarise(np.array([0.1, 0.2]), np.array([0, 0]), 0.5, 10)
-    assert np.isnan(metrics.pooled([summary])["auc"])
-    assert np.isnan(metrics.exact_auc(np.array([0.1, 0.2]), np.array([0, 0])))
+    s, y = np.array([0.1, 0.2]), np.array([0, 0])
+    pooled = metrics.pooled([metrics.summarise(s, y, 0.5, 10)])
+    exact = metrics.exact(s, y, 0.5)
+    for m in (pooled, exact):
+        assert np.isnan(m["auc"]) and np.isnan(m["ks"]) and np.isnan(m["gini"])
+        assert m["num-examples"] == 2 and m["accuracy"] == 1.0
+    assert np.isnan(metrics.exact_auc(s, y))
+    assert all(np.isnan(metrics.auc_ks(np.array([0.1, 0.2, 0.3]), np.array([0, 0, 1]), np.array([1, 1, 0]))))
+    assert all(np.isnan(metrics.auc_ks(np.array([], dtype=float), np.array([], dtype=bool))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's warning for a missing class is not passed on
+        fpr, tpr, _ = metrics.roc_curve(s, y)
+    assert np.isnan(tpr).all() and fpr[-1] == 1.0
+
+
+def test_a_diverged_model_gives_nan_auc_not_an_exception():
+    s, y = np.array([0.1, np.nan, 0.3, 0.4]), np.array([0, 1, 0, 1])
+    assert all(np.isnan(metrics.auc_ks(s, y)))
+    assert np.isnan(metrics.exact(s, y, 0.5)["auc"])
+
+
+def test_mismatched_inputs_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="3 scores but 2 labels"):
+        metrics.exact(np.array([0.1, 0.2, 0.3]), np.array([0, 1]), 0.5)
+    a = metrics.summarise(np.array([0.1, 0.9]), np.array([0, 1]), 0.5, 10)
+    b = metrics.summarise(np.array([0.1, 0.9]), np.array([0, 1]), 0.5, 20)
+    with pytest.raises(ValueError, match="histogram-bins"):
+        metrics.pooled([a, b])
 
 
 def test_summary_values_are_plain_python_for_metric_records():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from runfixture import tiny_run  # noqa: F401  (fixture)
 from fedcredit.cli import main
 from fedcredit.core import model as mdl
 from fedcredit.core.schema import LENDING_CLUB
-from fedcredit.risk import predict
+from fedcredit.risk import explain, predict
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,15 @@ def applicants(raw_frame):
     return a
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _predict(model_path, csv, tmp_path, *extra, fmt="csv"):
     out = tmp_path / f"out.{fmt}"
     code = main(["predict", str(model_path), str(csv), "--output", str(out), "--format", fmt, *extra])
     if fmt == "jsonl":
-        return code, [json.loads(line) for line in out.read_text().splitlines()]
+        return code, [json.loads(line, parse_constant=_not_json) for line in out.read_text().splitlines()]
     return code, pd.read_csv(out, dtype={"reason_1_value": str, "reason_1_reference": str})
 
 
@@ -75,7 +80,7 @@ def test_top_reason_at_its_reference_lowers_the_score(model_path, applicants, wr
 
 
 def test_numeric_references_are_the_global_means(loaded, tiny_run):  # noqa: F811
-    refs = predict.references(loaded)
+    refs = explain.references(loaded)
     prep = json.loads((tiny_run / "preprocessing.json").read_text())
     assert set(refs.numeric) == set(LENDING_CLUB.numeric)
     for col, mean in prep["mean"].items():
@@ -84,9 +89,9 @@ def test_numeric_references_are_the_global_means(loaded, tiny_run):  # noqa: F81
 
 
 def test_categorical_reference_is_the_middle_category(loaded, applicants):
-    refs = predict.references(loaded)
+    refs = explain.references(loaded)
     frame = predict.validate_rows(applicants, LENDING_CLUB, "x")[0]
-    base, reasons = predict.explain(loaded, frame, refs)
+    base, reasons = explain.explain(loaded, frame, refs)
     checked = 0
     for i, why in enumerate(reasons):
         for r in (r for r in why if r.feature in refs.categorical):
@@ -141,3 +146,45 @@ def test_file_level_problems_stop_with_one_line(model_path, applicants, write_cs
     assert "nope.keras does not exist" in capsys.readouterr().err
     assert main(["predict", str(model_path), str(tmp_path / "none.csv")]) == 2
     assert "none.csv: file does not exist" in capsys.readouterr().err
+
+
+def test_non_finite_pd_is_an_invalid_row_never_a_decision(model_path, loaded, applicants, write_csv, tmp_path, capsys):
+    a = applicants.head(5).copy()
+    a.loc[2, "funded_amnt"] = "1e300"  # a valid float64, but it overflows float32 inside the model
+    frame = predict.validate_rows(a, LENDING_CLUB, "x")[0]
+    assert not math.isfinite(mdl.score(loaded, frame)[2])  # the premise: the model really gives no PD
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")  # strict JSON: no NaN anywhere
+    assert code == 1
+    assert [r["status"] for r in out] == ["scored", "scored", "invalid", "scored", "scored"]
+    assert out[2]["pd"] is None and out[2]["decision"] is None and out[2]["reasons"] == []
+    assert out[2]["problem"] == predict.NON_FINITE_PD and "magnitude" in out[2]["problem"]
+    assert all(0 < r["pd"] < 1 for r in out if r["status"] == "scored")
+    assert "line 4: the model's probability of default is not finite" in capsys.readouterr().err
+    code, csv_out = _predict(model_path, write_csv(a), tmp_path)
+    assert code == 1 and csv_out.loc[2, "status"] == "invalid" and pd.isna(csv_out.loc[2, "decision"])
+
+
+def test_jsonl_missing_values_are_null(model_path, applicants, write_csv, tmp_path):
+    a = applicants.head(4).copy()
+    a.loc[1, "applicant_id"] = None  # a passthrough NaN
+    a.loc[2, "revol_util"] = None  # a missing feature value
+    a.loc[3, "int_rate"] = "high"
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
+    assert code == 1 and out[1]["applicant_id"] is None and out[2]["status"] == "scored"
+    assert out[3]["pd"] is None and out[3]["problem"] == "column 'int_rate': value 'high' is not a number"
+
+
+def test_lines_count_blank_lines_and_extra_columns_pass_through(model_path, applicants, write_csv, tmp_path, capsys):
+    a = applicants.head(6).copy()
+    a["branch"] = "B7"
+    a.loc[4, "int_rate"] = "high"
+    text = a.to_csv(index=False).splitlines()
+    text.insert(3, "")  # line 4 is blank: the rows after it move one line down
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv("\n".join(text) + "\n"), tmp_path)
+    assert code == 1
+    assert out["line"].tolist() == [2, 3, 5, 6, 7, 8]
+    assert out["applicant_id"].tolist() == a["applicant_id"].tolist() and (out["branch"] == "B7").all()
+    assert out["status"].tolist() == ["scored"] * 4 + ["invalid", "scored"]
+    assert "line 7: column 'int_rate': value 'high' is not a number" in capsys.readouterr().err

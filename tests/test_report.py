@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 
 import pytest
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
 
 from fedcredit.cli import main
-from fedcredit.federation.outputs import write_json
+from fedcredit.federation.history import StrategyRecord, read_history, write_history
 from fedcredit.risk.report import PNG_NAMES
 
 SECTIONS = ("summary", "baseline", "rounds", "holdout", "calibration", "distributions", "gains", "stability",
@@ -26,11 +25,10 @@ def _sections(page: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def simulation(tiny_run, tmp_path_factory):  # noqa: F811
     run_dir = copy_run(tiny_run, tmp_path_factory.mktemp("report") / "run")
-    history = json.loads((run_dir / "history.json").read_text())
-    history["privacy"] = {"mechanism": "central DP (test)", "epsilon": 3.25, "delta": 1e-5}
-    history["strategy"] = {"name": "fedprox", "flower-class": "DifferentialPrivacyServerSideFixedClipping",
-                           "privacy": "server-fixed"}
-    write_json(run_dir / "history.json", history)
+    history = read_history(run_dir / "history.json")
+    history.privacy = {"mechanism": "central DP (test)", "epsilon": 3.25, "delta": 1e-5}
+    history.strategy = StrategyRecord("fedprox", "DifferentialPrivacyServerSideFixedClipping", "server-fixed")
+    write_history(run_dir / "history.json", history)
     assert main(["report", str(run_dir)]) == 0
     return run_dir, (run_dir / "report.html").read_text(), history
 
@@ -52,16 +50,16 @@ def test_every_section_is_present_and_images_are_embedded(simulation):
 def test_figures_match_the_run(simulation):
     _, page, history = simulation
     s = _sections(page)
-    assert history["model-final-sha256"] in s["summary"] and "matches model-final.keras" in s["summary"]
+    assert history.model_final_sha256 in s["summary"] and "matches model-final.keras" in s["summary"]
     assert "fedprox" in s["summary"] and "differential privacy: server-fixed" in s["summary"]
     assert "epsilon" in s["privacy"] and "3.25" in s["privacy"]
-    last = history["rounds"][-1]
-    assert f"{last['holdout']['auc']:.4f}" in s["holdout"]
-    assert f"{last['evaluate']['pooled']['auc']:.4f}" in s["rounds"]
-    for bank in history["banks"]:
+    last = history.last_round()
+    assert f"{last.holdout_auc:.4f}" in s["holdout"]
+    assert f"{last.pooled_auc:.4f}" in s["rounds"]
+    for bank in history.banks:
         assert bank in s["rounds"] and bank in s["stability"]
     assert s["gains"].count("<tr>") == 1 + 10  # header and ten deciles
-    assert "expected calibration error" in s["calibration"] and f"{last['holdout']['brier']:.4f}" in s["calibration"]
+    assert "expected calibration error" in s["calibration"] and f"{last.holdout['brier']:.4f}" in s["calibration"]
     assert "num-server-rounds" in s["config"] and "hidden-units" in s["config"]
     assert "Not computed" in s["baseline"] and "fedcredit baseline" in s["baseline"]
 

@@ -39,11 +39,21 @@ def test_ks_curve_peak_is_the_ks_statistic(seed, ties):
     curve = rm.ks_curve(s, y)
     fpr, tpr, _ = sk_roc_curve(y, s)
     assert curve.ks == pytest.approx(np.max(tpr - fpr))
-    assert curve.ks == pytest.approx(metrics.exact_ks(s, y))
+    assert curve.ks == pytest.approx(metrics.auc_ks(s, y)[1])
     assert curve.cdf_bad[-1] == curve.cdf_good[-1] == 1.0
     # The peak is where the curves are furthest apart, at a real score.
     i = int(np.searchsorted(curve.thresholds, curve.at))
     assert curve.cdf_good[i] - curve.cdf_bad[i] == pytest.approx(curve.ks)
+
+
+def test_ks_curve_by_hand():
+    # At or below 0.1 / 0.2 / 0.3 / 0.4: bads 0, 1/2, 1/2, 1 and goods 1/2, 1/2, 1, 1. The gap is 0.5 at
+    # 0.1 and at 0.3: the lowest threshold is reported.
+    curve = rm.ks_curve(np.array([0.3, 0.1, 0.4, 0.2]), np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(curve.thresholds, [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(curve.cdf_bad, [0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(curve.cdf_good, [0.5, 0.5, 1, 1])
+    assert curve.ks == pytest.approx(0.5) and curve.at == 0.1
 
 
 @pytest.mark.parametrize("strategy", ["quantile", "uniform"])
@@ -111,7 +121,7 @@ def test_gains_table_totals_and_ks():
     assert (t["min_pd"].iloc[:-1].to_numpy() >= t["max_pd"].iloc[1:].to_numpy()).all()  # riskiest first
     assert np.average(t["lift"], weights=t["rows"]) == pytest.approx(1.0)
     # Decile cut points are some of the KS curve's thresholds: never a larger gap.
-    assert t["ks"].max() <= metrics.exact_ks(s, y) + 1e-12
+    assert t["ks"].max() <= metrics.auc_ks(s, y)[1] + 1e-12
 
 
 def test_one_class_is_refused():

@@ -10,7 +10,6 @@ from fedcredit.core.loading import load_csv
 from fedcredit.core.partition import partition
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import Preprocessing, compute_stats, merge_stats, preprocessing_from_stats
-from fedcredit.federation.protocol import stats_from_record, stats_to_record
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +42,6 @@ def test_missing_values_are_left_out_of_moments():
     stats = compute_stats(f, LENDING_CLUB)
     assert stats.numeric["int_rate"] == (2, 4.0, 10.0)
     assert stats.categorical["term"] == {"a": 2}
-
-
-def test_wire_format_round_trip_and_no_rows(frame):
-    stats = compute_stats(frame.head(500), LENDING_CLUB)
-    record = stats_to_record(stats)
-    back = stats_from_record(record)
-    assert back == stats
-    # Only aggregates travel: one triple per numeric column, one count per category.
-    assert all(len(v) == 3 for v in record.metric_records["numeric-stats"].values())
 
 
 def test_preprocessing_json_round_trip(frame):

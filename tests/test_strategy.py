@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
@@ -9,8 +12,25 @@ from flwr.serverapp import strategy as fl
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit.core import metrics
-from fedcredit.core.config import STRATEGY_PARAMS, ConfigError, parse_run_config
-from fedcredit.federation.strategies import make_strategy, pooled_metric_record, privacy_summary
+from fedcredit.core.config import (
+    KEYS,
+    PRIVACY_MODES,
+    STRATEGIES,
+    STRATEGY_PARAMS,
+    ConfigError,
+    RunConfig,
+    app_defaults,
+    check_overrides,
+    parse_run_config,
+)
+from fedcredit.federation.strategies import (
+    PRIVACY_CLASSES,
+    STRATEGY_CLASSES,
+    make_strategy,
+    pooled_metric_record,
+    privacy_summary,
+    strategy_table,
+)
 from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 
@@ -89,7 +109,8 @@ def test_failed_and_non_finite_replies_are_recorded_and_left_out():
     weights = result.arrays.to_numpy_ndarrays()[0]
     assert np.allclose(weights, (100 * 0.01 + 200 * 0.02) / 300)  # weighted by rows; banks 13 and 14 left out
     phase = tracker.train[1]
-    assert set(phase.replies) == {11, 12} and "non-finite" in phase.failed[14] and "int_rate" in phase.failed[13]
+    assert set(phase.replies) == {11, 12} and "int_rate" in phase.failed[13]
+    assert "NaN or infinite" in phase.refused[14]  # a reply that arrived but breaks the protocol
     assert sorted(phase.sampled) == [11, 12, 13, 14] and phase.missing == []
 
 
@@ -140,6 +161,8 @@ def test_adaptive_dp_and_dp_with_other_strategies_say_epsilon_is_not_accounted()
     ({"strategy.name": "bulyan", "strategy.num-malicious-nodes": 1}, 6, "needs at least 7 banks"),
     ({"strategy.name": "multikrum", "strategy.num-nodes-to-select": 5}, 4, "exceeds banks minus malicious"),
     ({"min-banks": 5}, 4, "min-banks=5 but only 4"),
+    ({"privacy.mode": "server-adaptive", "privacy.noise-multiplier": 0.4}, 4,
+     "needs more than 4 banks per round, this run samples 4: lower privacy.noise-multiplier below 0.4"),
 ])
 def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
     with pytest.raises(ConfigError, match=match):
@@ -147,22 +170,73 @@ def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
 
 
 @pytest.mark.parametrize("raw,match", [
-    ({"strategy.name": "fedsgd"}, "is not a strategy: choose one of \\['fedavg', 'fedprox'"),
-    ({"strategy.name": "fedavg", "strategy.proximal-mu": 0.5}, "'strategy.proximal-mu' is a parameter of \\['fedprox'\\]"),
-    ({"strategy.name": "fedprox", "strategy.eta": 0.5}, "parameter of \\['fedadam', 'fedyogi', 'fedadagrad'\\]"),
+    ({"strategy.name": "fedsgd"}, "is not a strategy.name value: choose one of \\['fedavg', 'fedprox'"),
     ({"strategy.name": "fedprox", "strategy.proximal-mu": -0.1}, "'strategy.proximal-mu' = -0.1 is out of range"),
     ({"fraction-train": 1.2}, "'fraction-train' = 1.2 is out of range"),
     ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, "'strategy.trim-beta' = 0.6 is out of range"),
-    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.5}, "'strategy.trim-beta' = 0.5 is out of range: it must be < 0.5"),
-    ({"test-fraction": 1.0}, "'test-fraction' = 1.0 is out of range: it must be < 1"),
+    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.5},
+     "'strategy.trim-beta' = 0.5 is out of range: it must be >= 0 and < 0.5"),
+    ({"test-fraction": 1.0}, "'test-fraction' = 1.0 is out of range: it must be > 0 and < 1"),
     ({"strategy.name": "fedadam", "strategy.beta-1": 1.0}, "'strategy.beta-1' = 1.0 is out of range"),
     ({"privacy.mode": "local"}, "choose one of \\['none', 'server-fixed'"),
-    ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
-    ({"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0}, "parameter of \\['server-fixed', 'client-fixed'\\]"),
 ])
 def test_invalid_strategy_and_privacy_choices(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_run_config(raw)
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"strategy.name": "fedavg", "strategy.proximal-mu": 0.5},
+     "'strategy.proximal-mu' = 0.5 is a parameter of \\['fedprox'\\]"),
+    ({"strategy.name": "fedprox", "strategy.eta": 0.5}, "parameter of \\['fedadam', 'fedyogi', 'fedadagrad'\\]"),
+    ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
+    ({"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0},
+     "parameter of \\['server-fixed', 'client-fixed'\\], but privacy.mode = 'client-adaptive'"),
+])
+def test_a_key_for_another_strategy_parses_but_is_refused_as_a_command_line_override(raw, match):
+    cfg = parse_run_config(raw)  # a pyproject default never fails the run...
+    make_strategy(cfg, 7)  # ...and the strategy builds without it
+    with pytest.raises(ConfigError, match=match):  # ...but set on the command line it is a mistake
+        check_overrides(raw, app_defaults(Path(__file__).resolve().parents[1]), cfg)
+
+
+def test_every_name_in_the_config_table_has_a_flower_class():
+    assert tuple(STRATEGY_CLASSES) == STRATEGIES == tuple(STRATEGY_PARAMS)
+    assert tuple(PRIVACY_CLASSES) == PRIVACY_MODES[1:]  # "none" wraps nothing
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_keys_reach_the_flower_constructor(name):
+    """Each key the table gives this strategy, set off its default, is what the built strategy holds."""
+    raw = {"strategy.name": name}
+    for field_name, spec in KEYS.items():
+        if spec.flower and spec.strategies and name in spec.strategies:
+            value = getattr(RunConfig(), field_name)
+            raw[spec.name] = value + 1 if isinstance(value, int) else value / 2
+    strategy, _ = make_strategy(parse_run_config(raw), 30)
+    assert type(strategy) is STRATEGY_CLASSES[name]
+    for spec in KEYS.values():
+        if spec.name in raw and spec.flower:
+            assert getattr(strategy, spec.flower) == raw[spec.name], spec.name
+
+
+@pytest.mark.parametrize("mode", PRIVACY_MODES[1:])
+def test_every_privacy_mode_wraps_with_its_keys(mode):
+    raw = {"privacy.mode": mode, "privacy.noise-multiplier": 0.3, "privacy.clipping-norm": 0.3,
+           "privacy.initial-clipping-norm": 0.4, "privacy.target-clipped-quantile": 0.6, "privacy.clip-norm-lr": 0.1}
+    strategy, _ = make_strategy(parse_run_config(raw), 7)
+    assert type(strategy) is PRIVACY_CLASSES[mode] and strategy.num_sampled_clients == 7
+    if "fixed" in mode:
+        assert (strategy.noise_multiplier, strategy.clipping_norm) == (0.3, 0.3)
+    else:  # Flower raises the effective noise multiplier to pay for the noisy clipped count
+        assert (strategy.clipping_norm, strategy.target_clipped_quantile, strategy.clip_norm_lr) == (0.4, 0.6, 0.1)
+
+
+def test_readme_strategy_table_is_the_rendered_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- strategy-table:start -->\n(.*?)<!-- strategy-table:end -->", readme, re.S)
+    assert block, "README.md lacks the <!-- strategy-table:start --> ... <!-- strategy-table:end --> block"
+    assert block.group(1) == strategy_table(), "README strategy table is stale: paste strategy_table() there"
 
 
 def test_only_the_banks_that_sent_statistics_are_sampled():

@@ -23,6 +23,13 @@ COMMANDS = {
 }
 
 
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's retracing warnings (harmless here: one model per bank) off the user's terminal."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fedcredit", description="Federated credit-risk modelling with Flower.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,9 +1,12 @@
 """`fedcredit validate BANK.csv`: what a bank runs before it joins a federation.
 
 Prints the file's size, default rate, missing values per column and category
-values outside the schema, then every blocking problem with its lines and
-columns. Exit code 0 when the file can be used, 1 when it cannot, 2 when the
-schema itself is broken. Reads the file locally; nothing is sent anywhere.
+values outside the schema, then every note (such as ignored columns) and
+every blocking problem with its lines and columns. Exit code 0 when the file
+can be used, 1 when it cannot, 2 when the schema itself is broken.
+
+Reads the file locally and sends nothing, so, unlike the errors a ClientApp
+reports to the coordinator, it may show example cell values.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedcredit.core.loading import Report, check_csv, read_text_csv
-from fedcredit.core.schema import SchemaError, load_schema
+from fedcredit.core.loading import ValidationReport, check_csv, read_text_csv
+from fedcredit.core.schema import Schema, SchemaError, load_schema
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema-path", default="", help="TOML schema (default: the built-in LendingClub schema)")
 
 
-def summary_lines(report: Report, schema) -> list[str]:
+def summary_lines(report: ValidationReport, schema: Schema) -> list[str]:
     """Human-readable facts about a usable (or partly usable) file."""
-    lines = []
+    lines: list[str] = []
     try:
         raw = read_text_csv(report.path)
     except Exception:  # the problems below already say why the file cannot be read
@@ -58,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     notes = [p for p in report.problems if not p.blocking]
     blocking = [p for p in report.problems if p.blocking]
     for p in notes:
-        print(f"  note: {p}")
+        print(f"  note: {p.with_examples()}")
     if blocking:
         print(f"BLOCKING: {len(blocking)} problem(s); fix them before joining:")
         for p in blocking:
-            print(f"  - {p}")
+            print(f"  - {p.with_examples()}")
         return 1
     print("OK: the file follows the schema and can be used for training.")
     return 0

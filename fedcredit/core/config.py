@@ -1,18 +1,40 @@
-"""Typed, checked view of `[tool.flwr.app.config]`.
+"""Typed, checked view of `[tool.flwr.app.config]`, from one table.
 
-The run config is the single place to tweak a run. It is parsed once, in the
-ServerApp before round 1 and in each ClientApp, so a wrong value stops the
-run with a message naming the key and the valid range instead of failing
-somewhere in round 3.
+Every `RunConfig` field carries a `Key` (its run-config name, bounds, choices,
+the strategies or privacy modes that use it, the Flower keyword it is passed
+as, and its meaning). That one table drives parsing and validation here, the
+strategy factory (`fedcredit.federation.strategies`) and the README's key
+table, so they cannot drift apart.
+
+The run config is parsed once, in the ServerApp before round 1 and in each
+ClientApp, so a wrong value stops the run with a message naming the key and
+the valid range instead of failing somewhere in round 3. A key the chosen
+strategy or privacy mode does not use never fails parsing (editing a default
+in pyproject.toml must not break runs): `ignored_keys` lists such keys for a
+warning, and `check_overrides` refuses them only when they were set on the
+command line, where they are most likely a mistake.
 """
 
 from __future__ import annotations
 
+import math
+import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
 
 from fedcredit.core.partition import SCHEMES
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "fedtrimmedavg",
+              "krum", "multikrum", "bulyan", "qfedavg")
+PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
+_FEDOPT = ("fedadam", "fedyogi", "fedadagrad")
+_ADAM = ("fedadam", "fedyogi")
+# Strategies whose aggregate is the FedAvg weighted mean of the banks' updates (the robust ones replace it).
+_MEAN_FAMILY = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
+_FIXED = ("server-fixed", "client-fixed")
+_ADAPTIVE = ("server-adaptive", "client-adaptive")
 
 
 class ConfigError(ValueError):
@@ -20,58 +42,170 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Key:
+    """What one run-config key means and which values it takes (metadata of its RunConfig field)."""
+
+    name: str  # run-config key, e.g. "strategy.eta"
+    meaning: str  # one line, rendered into the README
+    low: float | None = None
+    low_closed: bool = True  # True: the value may equal `low` (>=); False: it must exceed it (>)
+    high: float | None = None
+    high_closed: bool = True
+    choices: tuple[str, ...] = ()
+    strategies: tuple[str, ...] | None = None  # strategies that use the key; None: not strategy-specific
+    modes: tuple[str, ...] | None = None  # privacy modes that use the key; None: not mode-specific
+    flower: str | None = None  # keyword of the Flower strategy / DP wrapper constructor it is passed as
+
+    def valid_text(self) -> str:
+        """The valid values in words, as messages and the README state them."""
+        if self.choices:
+            return "one of " + ", ".join(f"`{c}`" for c in self.choices)
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>=' if self.low_closed else '>'} {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'<=' if self.high_closed else '<'} {_number(self.high)}")
+        return " and ".join(parts)
+
+    def check(self, value: Any) -> None:
+        """Raise ConfigError naming the key and its valid values if `value` is not one of them."""
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"run config '{self.name}' = {value!r} is not a {self.name} value: "
+                              f"choose one of {list(self.choices)}")
+        if isinstance(value, (str, bool)):
+            return
+        too_low = self.low is not None and (value < self.low or (value == self.low and not self.low_closed))
+        too_high = self.high is not None and (value > self.high or (value == self.high and not self.high_closed))
+        if too_low or too_high:
+            raise ConfigError(f"run config '{self.name}' = {value} is out of range: it must be {self.valid_text()}")
+
+    def used_with(self, strategy: str, mode: str) -> bool:
+        """Whether a run with this strategy and privacy mode reads the key."""
+        return ((self.strategies is None or strategy in self.strategies)
+                and (self.modes is None or mode in self.modes))
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def _key(name: str, default: Any, meaning: str, *, ge: float | None = None, gt: float | None = None,
+         le: float | None = None, lt: float | None = None, choices: tuple[str, ...] = (),
+         strategies: tuple[str, ...] | None = None, modes: tuple[str, ...] | None = None,
+         flower: str | None = None) -> Any:
+    """A RunConfig field with its Key; ge/gt and le/lt say whether each bound is closed or open."""
+    if (ge is not None and gt is not None) or (le is not None and lt is not None):
+        raise TypeError(f"{name}: give each bound once, closed (ge/le) or open (gt/lt)")
+    spec = Key(name, meaning, low=gt if ge is None else ge, low_closed=gt is None,
+               high=lt if le is None else le, high_closed=lt is None, choices=choices,
+               strategies=strategies, modes=modes, flower=flower)
+    return field(default=default, metadata={"key": spec})
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    num_server_rounds: int = 5
-    seed: int = 42
+    # rounds and reproducibility
+    num_server_rounds: int = _key("num-server-rounds", 5, "federated rounds", ge=1)
+    seed: int = _key("seed", 42, "seeds splits, initial weights, shuffling and dropout", ge=0, le=2**32 - 1)
     # data
-    data_path: str = ""
-    schema_path: str = ""
-    partitioning: str = "region"
-    dirichlet_alpha: float = 0.5
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-    min_category_count: int = 10
+    data_path: str = _key("data-path", "", "empty: the embedded LendingClub set (simulation)")
+    schema_path: str = _key("schema-path", "", "empty: built-in LendingClub schema; else a TOML schema file (below)")
+    partitioning: str = _key("partitioning", "region",
+                             "simulation split: `region` (4 census regions or 9 divisions, needs 4 or 9 banks), "
+                             "`iid`, `dirichlet` (label skew)", choices=SCHEMES)
+    dirichlet_alpha: float = _key("dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed",
+                                  gt=0)
+    test_fraction: float = _key("test-fraction", 0.2, "hold-out share kept out of every bank (simulation)", gt=0, lt=1)
+    val_fraction: float = _key("val-fraction", 0.2, "share of each bank's rows used for validation", gt=0, lt=1)
+    min_category_count: int = _key("min-category-count", 10,
+                                   "categories rarer than this (over all banks) score as unknown", ge=1)
     # model
-    hidden_units: str = "64,32"
-    dropout: float = 0.2
-    l2: float = 1e-4
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    local_epochs: int = 3
-    positive_weight: float = 1.0
+    hidden_units: str = _key("hidden-units", "64,32", "hidden layer sizes, separated by commas")
+    dropout: float = _key("dropout", 0.2, "dropout after each hidden layer", ge=0, lt=1)
+    l2: float = _key("l2", 1e-4, "L2 penalty on hidden weights", ge=0)
+    learning_rate: float = _key("learning-rate", 1e-3, "Adam learning rate", gt=0)
+    batch_size: int = _key("batch-size", 64, "local batch size", ge=1)
+    local_epochs: int = _key("local-epochs", 3, "epochs per bank per round", ge=1)
+    positive_weight: float = _key("positive-weight", 1.0,
+                                  "loss weight of a defaulted loan; 1.0 keeps predicted PDs calibrated, "
+                                  "~18 balances the 5 % default rate", gt=0)
     # evaluation
-    threshold: float = 0.1
-    histogram_bins: int = 2000
-    holdout_eval: bool = True
+    threshold: float = _key("threshold", 0.1,
+                            "PD at or above which a loan counts as flagged (accuracy, precision, recall, F1)",
+                            gt=0, le=1)
+    histogram_bins: int = _key("histogram-bins", 2000, "score histogram bins for pooled AUC/KS", ge=10)
+    holdout_eval: bool = _key("holdout-eval", True,
+                              "ServerApp scores the hold-out set each round (simulation only: set false in deployment)")
     # federation
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 1.0
-    min_banks: int = 2
-    round_timeout: float = 600.0
-    node_wait_timeout: float = 300.0
-    output_dir: str = "outputs"
-    # strategy (keys "strategy.*"); each parameter is used by the strategies in STRATEGY_PARAMS
-    strategy_name: str = "fedavg"
-    strategy_proximal_mu: float = 0.1
-    strategy_eta: float = 0.01
-    strategy_beta_1: float = 0.9
-    strategy_beta_2: float = 0.99
-    strategy_tau: float = 0.001
-    strategy_server_learning_rate: float = 1.0
-    strategy_server_momentum: float = 0.9
-    strategy_trim_beta: float = 0.2
-    strategy_num_malicious_nodes: int = 0
-    strategy_num_nodes_to_select: int = 1
-    strategy_q: float = 0.1
-    strategy_client_learning_rate: float = 0.1
+    fraction_train: float = _key("fraction-train", 1.0, "share of connected banks asked to train each round",
+                                 gt=0, le=1)
+    fraction_evaluate: float = _key("fraction-evaluate", 1.0, "share asked to evaluate (0 skips federated evaluation)",
+                                    ge=0, le=1)
+    min_banks: int = _key("min-banks", 2,
+                          "banks needed to start; a training round with fewer usable replies is not aggregated; "
+                          "the run stops if fewer stay connected for `node-wait-timeout`", ge=1)
+    round_timeout: float = _key("round-timeout", 600.0, "seconds to wait for replies in a round", gt=0)
+    node_wait_timeout: float = _key("node-wait-timeout", 300.0,
+                                    "seconds to wait for `min-banks` SuperNodes (before round 1, and whenever too "
+                                    "few are connected)", gt=0)
+    output_dir: str = _key("output-dir", "outputs",
+                           "where run directories go (relative to the directory the SuperLink was started from; "
+                           "the log prints the absolute path)")
+    # protection against a hostile or broken bank
+    max_categories: int = _key("max-categories", 200,
+                               "distinct category values one bank may report per categorical column", ge=1)
+    max_category_length: int = _key("max-category-length", 64, "characters of one category value", ge=1)
+    update_clip: float = _key("update-clip", 3.0,
+                              "a bank's model update farther from the global model than this multiple of the "
+                              "round's median distance is scaled down to it; 0 switches it off",
+                              ge=0, strategies=_MEAN_FAMILY)
+    # aggregation strategy (keys "strategy.*")
+    strategy_name: str = _key("strategy.name", "fedavg", "aggregation strategy (Flower class in the table below)",
+                              choices=STRATEGIES)
+    strategy_proximal_mu: float = _key("strategy.proximal-mu", 0.1,
+                                       "mu of the proximal term mu/2 * (distance to the global model)^2 that each "
+                                       "bank adds to its Keras loss", ge=0, strategies=("fedprox",),
+                                       flower="proximal_mu")
+    strategy_eta: float = _key("strategy.eta", 0.01, "server learning rate", gt=0, strategies=_FEDOPT, flower="eta")
+    strategy_beta_1: float = _key("strategy.beta-1", 0.9, "first-moment decay of the server optimiser", ge=0, lt=1,
+                                  strategies=_ADAM, flower="beta_1")
+    strategy_beta_2: float = _key("strategy.beta-2", 0.99, "second-moment decay of the server optimiser", ge=0, lt=1,
+                                  strategies=_ADAM, flower="beta_2")
+    strategy_tau: float = _key("strategy.tau", 0.001, "adaptivity (smaller adapts more)", gt=0, strategies=_FEDOPT,
+                               flower="tau")
+    strategy_server_learning_rate: float = _key("strategy.server-learning-rate", 1.0, "server learning rate", gt=0,
+                                                strategies=("fedavgm",), flower="server_learning_rate")
+    strategy_server_momentum: float = _key("strategy.server-momentum", 0.9, "server momentum", ge=0, le=1,
+                                           strategies=("fedavgm",), flower="server_momentum")
+    strategy_trim_beta: float = _key("strategy.trim-beta", 0.2, "fraction of updates cut at each end", ge=0, lt=0.5,
+                                     strategies=("fedtrimmedavg",), flower="beta")
+    strategy_num_malicious_nodes: int = _key("strategy.num-malicious-nodes", 0,
+                                             "f, banks that may be hostile; krum and multikrum need at least 2f+3 "
+                                             "banks, bulyan 4f+3", ge=0, strategies=("krum", "multikrum", "bulyan"),
+                                             flower="num_malicious_nodes")
+    strategy_num_nodes_to_select: int = _key("strategy.num-nodes-to-select", 1, "updates averaged after selection",
+                                             ge=1, strategies=("multikrum",), flower="num_nodes_to_select")
+    strategy_q: float = _key("strategy.q", 0.1, "fairness: larger weighs banks with a high loss more", ge=0,
+                             strategies=("qfedavg",), flower="q")
+    strategy_client_learning_rate: float = _key("strategy.client-learning-rate", 0.1,
+                                                "the banks' learning rate as q-FedAvg assumes it", gt=0,
+                                                strategies=("qfedavg",), flower="client_learning_rate")
     # differential privacy (keys "privacy.*")
-    privacy_mode: str = "none"
-    privacy_noise_multiplier: float = 0.1
-    privacy_clipping_norm: float = 1.0
-    privacy_initial_clipping_norm: float = 0.1
-    privacy_target_clipped_quantile: float = 0.5
-    privacy_clip_norm_lr: float = 0.2
-    privacy_delta: float = 1e-5
+    privacy_mode: str = _key("privacy.mode", "none", "differential privacy: Flower's wrapper around the strategy",
+                             choices=PRIVACY_MODES)
+    privacy_noise_multiplier: float = _key("privacy.noise-multiplier", 0.1,
+                                           "Gaussian noise, in multiples of the clipping norm", ge=0,
+                                           modes=_FIXED + _ADAPTIVE, flower="noise_multiplier")
+    privacy_clipping_norm: float = _key("privacy.clipping-norm", 1.0, "each bank's update is clipped to this norm",
+                                        gt=0, modes=_FIXED, flower="clipping_norm")
+    privacy_initial_clipping_norm: float = _key("privacy.initial-clipping-norm", 0.1, "clipping norm of round 1",
+                                                gt=0, modes=_ADAPTIVE, flower="initial_clipping_norm")
+    privacy_target_clipped_quantile: float = _key("privacy.target-clipped-quantile", 0.5,
+                                                  "quantile of update norms the clipping norm adapts to", ge=0, le=1,
+                                                  modes=_ADAPTIVE, flower="target_clipped_quantile")
+    privacy_clip_norm_lr: float = _key("privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0,
+                                       modes=_ADAPTIVE, flower="clip_norm_lr")
+    privacy_delta: float = _key("privacy.delta", 1e-5, "delta of the reported epsilon", gt=0, lt=1, modes=_FIXED)
 
     @property
     def hidden_layers(self) -> tuple[int, ...]:
@@ -82,94 +216,46 @@ class RunConfig:
         return {key_of(f.name): v for f, v in zip(fields(self), asdict(self).values())}
 
 
-# Which "strategy.*" parameters each strategy takes (field name without the prefix).
-STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
-    "fedavg": (),
-    "fedprox": ("proximal_mu",),
-    "fedadam": ("eta", "beta_1", "beta_2", "tau"),
-    "fedyogi": ("eta", "beta_1", "beta_2", "tau"),
-    "fedadagrad": ("eta", "tau"),
-    "fedavgm": ("server_learning_rate", "server_momentum"),
-    "fedmedian": (),
-    "fedtrimmedavg": ("trim_beta",),
-    "krum": ("num_malicious_nodes",),
-    "multikrum": ("num_malicious_nodes", "num_nodes_to_select"),
-    "bulyan": ("num_malicious_nodes",),
-    "qfedavg": ("q", "client_learning_rate"),
-}
-PRIVACY_PARAMS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "server-fixed": ("noise_multiplier", "clipping_norm", "delta"),
-    "client-fixed": ("noise_multiplier", "clipping_norm", "delta"),
-    "server-adaptive": ("noise_multiplier", "initial_clipping_norm", "target_clipped_quantile", "clip_norm_lr"),
-    "client-adaptive": ("noise_multiplier", "initial_clipping_norm", "target_clipped_quantile", "clip_norm_lr"),
-}
+KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in fields(RunConfig)}  # field name -> Key
+_TYPES: dict[str, type] = get_type_hints(RunConfig)
+_FIELD_OF: dict[str, str] = {spec.name: name for name, spec in KEYS.items()}  # run-config key -> field name
+
+
+def _params(prefix: str, users: str, choices: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Which `prefix.*` parameters (field names without the prefix) each strategy / privacy mode takes."""
+    return {choice: tuple(name[len(prefix) + 1:] for name, spec in KEYS.items()
+                          if name.startswith(prefix + "_") and choice in (getattr(spec, users) or ()))
+            for choice in choices}
+
+
+# Derived from the table; compare.py and the tests read them.
+STRATEGY_PARAMS: dict[str, tuple[str, ...]] = _params("strategy", "strategies", STRATEGIES)
+PRIVACY_PARAMS: dict[str, tuple[str, ...]] = _params("privacy", "modes", PRIVACY_MODES)
 
 
 def key_of(field_name: str) -> str:
     """Run-config key of a RunConfig field: strategy_eta -> "strategy.eta", batch_size -> "batch-size"."""
-    for group in ("strategy", "privacy"):
-        if field_name.startswith(group + "_"):
-            return f"{group}." + field_name[len(group) + 1:].replace("_", "-")
-    return field_name.replace("_", "-")
+    return KEYS[field_name].name
 
 
-# (lower bound, upper bound, inclusive lower?[, inclusive upper? default True]); None means open.
-_RANGES: dict[str, tuple] = {
-    "num_server_rounds": (1, None, True),
-    "dirichlet_alpha": (0, None, False),
-    "test_fraction": (0, 1, False, False),
-    "val_fraction": (0, 1, False, False),
-    "min_category_count": (1, None, True),
-    "dropout": (0, 1, True),
-    "l2": (0, None, True),
-    "learning_rate": (0, None, False),
-    "batch_size": (1, None, True),
-    "local_epochs": (1, None, True),
-    "positive_weight": (0, None, False),
-    "threshold": (0, 1, False),
-    "histogram_bins": (10, None, True),
-    "fraction_train": (0, 1, False),
-    "fraction_evaluate": (0, 1, True),
-    "min_banks": (1, None, True),
-    "round_timeout": (0, None, False),
-    "node_wait_timeout": (0, None, False),
-    "strategy_proximal_mu": (0, None, True),
-    "strategy_eta": (0, None, False),
-    "strategy_beta_1": (0, 1, True, False),
-    "strategy_beta_2": (0, 1, True, False),
-    "strategy_tau": (0, None, False),
-    "strategy_server_learning_rate": (0, None, False),
-    "strategy_server_momentum": (0, 1, True),
-    "strategy_trim_beta": (0, 0.5, True, False),
-    "strategy_num_malicious_nodes": (0, None, True),
-    "strategy_num_nodes_to_select": (1, None, True),
-    "strategy_q": (0, None, True),
-    "strategy_client_learning_rate": (0, None, False),
-    "privacy_noise_multiplier": (0, None, True),
-    "privacy_clipping_norm": (0, None, False),
-    "privacy_initial_clipping_norm": (0, None, False),
-    "privacy_target_clipped_quantile": (0, 1, True),
-    "privacy_clip_norm_lr": (0, None, False),
-    "privacy_delta": (0, 1, False),
-}
-
-
-def _coerce(name: str, value: Any, kind: type) -> Any:
-    key = key_of(name)
+def _coerce(spec: Key, value: Any, kind: type) -> Any:
+    key = spec.name
     if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             return value.lower() == "true"
         raise ConfigError(f"run config '{key}' must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"run config '{key}' must be a whole number, got {value!r}")
-        return int(value)
-    if kind is float:
+    if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"run config '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"run config '{key}' must be a finite number ({spec.valid_text() or 'any'}), "
+                              f"got {value!r}")
+        if kind is int:
+            if int(value) != value:
+                raise ConfigError(f"run config '{key}' must be a whole number, got {value!r}")
+            return int(value)
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"run config '{key}' must be a string, got {value!r}")
@@ -177,56 +263,120 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
-    """Check every key; unknown keys are rejected so typos do not go unnoticed."""
-    known = {key_of(f.name): f for f in fields(RunConfig)}
-    unknown = sorted(set(raw) - set(known))
+    """Check every key; unknown keys are rejected so typos do not go unnoticed.
+
+    Keys the chosen strategy or privacy mode does not use are accepted (see `ignored_keys`).
+    """
+    unknown = sorted(set(raw) - set(_FIELD_OF))
     if unknown:
-        raise ConfigError(f"unknown run-config keys {unknown}; valid keys: {sorted(known)}")
-    kinds = {"int": int, "float": float, "bool": bool, "str": str}
-    values: dict[str, Any] = {}
-    for key, f in known.items():
-        if key in raw:
-            values[f.name] = _coerce(f.name, raw[key], kinds[f.type] if isinstance(f.type, str) else f.type)
+        raise ConfigError(f"unknown run-config keys {unknown}; valid keys: {sorted(_FIELD_OF)}")
+    names = {key: _FIELD_OF[key] for key in raw}
+    values = {names[key]: _coerce(KEYS[names[key]], value, _TYPES[names[key]]) for key, value in raw.items()}
     cfg = RunConfig(**values)
-    for name, (low, high, low_inclusive, *rest) in _RANGES.items():
-        high_inclusive = rest[0] if rest else True
-        value = getattr(cfg, name)
-        key = key_of(name)
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be {'>=' if low_inclusive else '>'} {low}")
-        if high is not None and (value > high or (value == high and not high_inclusive)):
-            raise ConfigError(f"run config '{key}' = {value} is out of range: it must be {'<=' if high_inclusive else '<'} {high}")
-    _check_choices(cfg)
-    if cfg.partitioning not in SCHEMES:
-        raise ConfigError(f"run config 'partitioning' = {cfg.partitioning!r}: choose one of {list(SCHEMES)}")
+    for name, spec in KEYS.items():
+        spec.check(getattr(cfg, name))
     try:
         layers = cfg.hidden_layers
     except ValueError as err:
-        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give layer sizes separated by commas, e.g. \"64,32\"") from err
+        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give layer sizes separated by commas, "
+                          f"e.g. \"64,32\"") from err
     if not layers or min(layers) < 1:
-        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, e.g. \"32\"")
+        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, "
+                          f"e.g. \"32\"")
     return cfg
 
 
-def _check_choices(cfg: RunConfig) -> None:
-    """Unknown strategy or privacy mode, or a parameter the chosen one does not use: no silent fallback."""
-    if cfg.strategy_name not in STRATEGY_PARAMS:
-        raise ConfigError(f"run config 'strategy.name' = {cfg.strategy_name!r} is not a strategy: "
-                          f"choose one of {list(STRATEGY_PARAMS)}")
-    if cfg.privacy_mode not in PRIVACY_PARAMS:
-        raise ConfigError(f"run config 'privacy.mode' = {cfg.privacy_mode!r}: choose one of {list(PRIVACY_PARAMS)}")
+def _unused(cfg: RunConfig) -> list[str]:
+    """Field names of the keys this run's strategy and privacy mode do not read."""
+    return [name for name, spec in KEYS.items() if not spec.used_with(cfg.strategy_name, cfg.privacy_mode)]
+
+
+def ignored_keys(cfg: RunConfig) -> list[str]:
+    """Keys whose value differs from the RunConfig default but that the chosen strategy / privacy mode ignores.
+
+    The ServerApp warns about each one: the value has no effect on this run.
+    """
     default = RunConfig()
-    for group, chosen, table in (("strategy", cfg.strategy_name, STRATEGY_PARAMS),
-                                 ("privacy", cfg.privacy_mode, PRIVACY_PARAMS)):
-        for f in fields(RunConfig):
-            if not f.name.startswith(group + "_") or f.name in (f"{group}_name", f"{group}_mode"):
-                continue
-            param = f.name[len(group) + 1:]
-            if getattr(cfg, f.name) != getattr(default, f.name) and param not in table[chosen]:
-                users = [name for name, params in table.items() if param in params]
-                selector = "strategy.name" if group == "strategy" else "privacy.mode"
-                raise ConfigError(
-                    f"run config '{key_of(f.name)}' is a parameter of {users}, but {selector} = {chosen!r}: "
-                    f"{chosen!r} takes {[key_of(group + '_' + p) for p in table[chosen]] or 'no parameters'}. "
-                    f"Remove it or choose one of {users}"
-                )
+    return [key_of(name) for name in _unused(cfg) if getattr(cfg, name) != getattr(default, name)]
+
+
+def _users(spec: Key, cfg: RunConfig) -> str:
+    """Why a key is unused by this run, naming the strategies or modes that use it."""
+    if spec.strategies is not None and cfg.strategy_name not in spec.strategies:
+        return f"is a parameter of {list(spec.strategies)}, but strategy.name = {cfg.strategy_name!r}"
+    return f"is a parameter of {list(spec.modes or ())}, but privacy.mode = {cfg.privacy_mode!r}"
+
+
+def check_overrides(raw: Mapping[str, Any], app_defaults: Mapping[str, Any], cfg: RunConfig) -> None:
+    """Refuse keys set for this run (differing from the app's pyproject defaults) that the run does not use.
+
+    `raw` is the run config the run received, `app_defaults` the app's own defaults (`app_defaults()`), `cfg`
+    the parsed `raw`. Such a key was most likely meant for another strategy or privacy mode.
+    """
+    wrong = []
+    for name in _unused(cfg):
+        spec = KEYS[name]
+        if spec.name not in raw:
+            continue
+        default = _coerce(spec, app_defaults.get(spec.name, getattr(RunConfig(), name)), _TYPES[name])
+        if getattr(cfg, name) != default:
+            wrong.append(f"'{spec.name}' = {getattr(cfg, name)!r} {_users(spec, cfg)}")
+    if wrong:
+        raise ConfigError("run config sets keys this run does not use: " + "; ".join(wrong)
+                          + ". Remove them from --run-config or choose a strategy / privacy mode that uses them")
+
+
+def strategy_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """Keyword arguments of the chosen Flower strategy's constructor, from the table."""
+    return {spec.flower: getattr(cfg, name) for name, spec in KEYS.items()
+            if spec.flower and spec.strategies is not None and cfg.strategy_name in spec.strategies}
+
+
+def privacy_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """Keyword arguments of the chosen DP wrapper's constructor, from the table."""
+    return {spec.flower: getattr(cfg, name) for name, spec in KEYS.items()
+            if spec.flower and spec.modes is not None and cfg.privacy_mode in spec.modes}
+
+
+def app_defaults(app_dir: Path) -> dict[str, Any]:
+    """`[tool.flwr.app.config]` of `app_dir/pyproject.toml`, nested tables flattened to dotted keys as Flower does."""
+    path = Path(app_dir) / "pyproject.toml"
+    try:
+        table = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]["config"]
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path} does not exist: give the app directory (the one holding pyproject.toml)") from err
+    except KeyError as err:
+        raise ConfigError(f"{path} has no [tool.flwr.app.config] table: it holds the app's run-config defaults") \
+            from err
+
+    def flatten(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return flatten(table, "")
+
+
+def _toml(value: Any) -> str:
+    """A default as pyproject.toml writes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, float) and "e" in repr(value):
+        return f"{value:.12f}".rstrip("0")
+    return repr(value)
+
+
+def config_table() -> str:
+    """The README's Markdown table of every key: default, valid values, the strategies or modes using it, meaning."""
+    rows = ["| key | default | valid values | strategy / privacy mode | meaning |", "| --- | --- | --- | --- | --- |"]
+    default = RunConfig()
+    for name, spec in KEYS.items():
+        kind = _TYPES[name]
+        valid = "true, false" if kind is bool else spec.valid_text() or ("text" if kind is str else "any")
+        users = spec.strategies if spec.strategies is not None else spec.modes
+        used = ", ".join(f"`{u}`" for u in users) if users is not None else "any"
+        rows.append(f"| `{spec.name}` | {_toml(getattr(default, name))} | {valid} | {used} | {spec.meaning} |")
+    return "\n".join(rows) + "\n"

@@ -6,21 +6,78 @@ counts at the decision threshold. Summed over banks these give the pooled
 ROC AUC, KS, Brier, log loss, accuracy, precision, recall and F1 of the
 federation as if all validation rows were in one place (AUC and KS up to the
 histogram's bin width). Averaging per-bank AUCs would not: AUC is not additive.
+
+One kernel (`roc_curve`, `auc_ks`) serves the pooled metrics, the exact ones
+and the risk curves: a pooled histogram is just weighted scores (bin index,
+weighted by its count), so both go through scikit-learn's ROC curve.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 EPS = 1e-7
 # Keys of a bank's evaluate reply. All of them, always: Flower rejects a round whose replies differ.
 COUNT_KEYS = ("num-examples", "num-bad", "tp", "fp", "tn", "fn")
 SUM_KEYS = ("sum-brier", "sum-logloss", "sum-score")
 HIST_KEYS = ("hist-bad", "hist-good")
+
+
+def binary_arrays(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores as float64 and labels as bool (True = defaulted), flat and of equal length."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    if scores.size != labels.size:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels: pass one label per score")
+    return scores, labels
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, threshold) at every distinct score, riskiest first.
+
+    A loan is flagged when its score is at or above the threshold; the first
+    point (threshold +inf) flags nobody. scikit-learn's `roc_curve` with all
+    points kept; rates of a class that is absent are NaN (no warning).
+    """
+    scores, labels = binary_arrays(scores, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return skm.roc_curve(labels, scores, sample_weight=weights, drop_intermediate=False)
+
+
+def auc_ks(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(ROC AUC with ties counted half, KS), optionally row-weighted; NaN when they are undefined.
+
+    KS is the largest gap between the two classes' score distributions, i.e.
+    max |tpr - fpr| over the ROC thresholds. NaN, not an exception, for one
+    class or non-finite scores (a diverged model): a round's metrics must not fail.
+    """
+    scores, labels = binary_arrays(scores, labels)
+    w = np.ones(scores.size) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if not (w[labels].sum() > 0 and w[~labels].sum() > 0 and np.isfinite(scores).all()):
+        return math.nan, math.nan
+    fpr, tpr, _ = roc_curve(scores, labels, weights)
+    return float(skm.auc(fpr, tpr)), float(np.max(np.abs(tpr - fpr)))
+
+
+def histogram_auc_ks(hist_bad: np.ndarray, hist_good: np.ndarray) -> tuple[float, float]:
+    """`auc_ks` of binned scores: each bin index weighted by its count of bad and of good loans."""
+    hist_bad, hist_good = np.asarray(hist_bad).ravel(), np.asarray(hist_good).ravel()
+    bins = np.arange(hist_bad.size)
+    return auc_ks(np.r_[bins, bins], np.r_[np.ones(bins.size, bool), np.zeros(bins.size, bool)],
+                  np.r_[hist_bad, hist_good])
+
+
+def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of rows held in one place (Mann-Whitney, ties counted half); NaN for one class."""
+    return auc_ks(scores, labels)[0]
 
 
 def _safe_div(a: float, b: float) -> float:
@@ -40,8 +97,7 @@ def threshold_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
 
 def summarise(scores: np.ndarray, labels: np.ndarray, threshold: float, bins: int) -> dict[str, int | float | list[int]]:
     """One bank's shareable summary of its scores: counts, sums, histograms."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
+    scores, labels = binary_arrays(scores, labels)
     p = np.clip(scores, EPS, 1 - EPS)
     pred = scores >= threshold
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -62,80 +118,36 @@ def summarise(scores: np.ndarray, labels: np.ndarray, threshold: float, bins: in
     }
 
 
-def _auc_ks_from_hist(hist_bad: np.ndarray, hist_good: np.ndarray) -> tuple[float, float]:
-    n_bad, n_good = hist_bad.sum(), hist_good.sum()
-    if n_bad == 0 or n_good == 0:
-        return math.nan, math.nan
-    good_below = np.cumsum(hist_good) - hist_good
-    # Pairs in the same bin count half, as ties do in the exact statistic.
-    auc = float(np.sum(hist_bad * (good_below + 0.5 * hist_good)) / (n_bad * n_good))
-    ks = float(np.max(np.abs(np.cumsum(hist_bad) / n_bad - np.cumsum(hist_good) / n_good)))
-    return auc, ks
+def _report(totals: Mapping[str, int | float], auc: float, ks: float) -> dict[str, float | int]:
+    """The metrics of summed counts and sums, with AUC and KS computed by the caller."""
+    n = int(totals["num-examples"])
+    return {
+        "num-examples": n,
+        "default-rate": _safe_div(totals["num-bad"], n),
+        "mean-pd": _safe_div(totals["sum-score"], n),
+        "auc": auc,
+        "gini": 2 * auc - 1,
+        "ks": ks,
+        "brier": _safe_div(totals["sum-brier"], n),
+        "logloss": _safe_div(totals["sum-logloss"], n),
+        **threshold_metrics(*(int(totals[k]) for k in ("tp", "fp", "tn", "fn"))),
+    }
 
 
 def pooled(summaries: Sequence[Mapping[str, int | float | list[int]]]) -> dict[str, float | int]:
     """Pooled metrics from summed bank summaries (never an average of bank metrics)."""
     if not summaries:
         raise ValueError("no evaluation summaries to pool")
-    total = {k: sum(int(s[k]) for s in summaries) for k in COUNT_KEYS}
-    sums = {k: sum(float(s[k]) for s in summaries) for k in SUM_KEYS}
-    hist_bad = np.sum([np.asarray(s["hist-bad"], dtype=np.int64) for s in summaries], axis=0)
-    hist_good = np.sum([np.asarray(s["hist-good"], dtype=np.int64) for s in summaries], axis=0)
-    n = total["num-examples"]
-    auc, ks = _auc_ks_from_hist(hist_bad, hist_good)
-    return {
-        "num-examples": n,
-        "default-rate": _safe_div(total["num-bad"], n),
-        "mean-pd": _safe_div(sums["sum-score"], n),
-        "auc": auc,
-        "gini": 2 * auc - 1,
-        "ks": ks,
-        "brier": _safe_div(sums["sum-brier"], n),
-        "logloss": _safe_div(sums["sum-logloss"], n),
-        **threshold_metrics(total["tp"], total["fp"], total["tn"], total["fn"]),
-    }
-
-
-def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney AUC with ties counted half."""
-    labels = np.asarray(labels).ravel().astype(bool)
-    n_bad, n_good = int(labels.sum()), int((~labels).sum())
-    if n_bad == 0 or n_good == 0:
-        return math.nan
-    ranks = pd.Series(np.asarray(scores, dtype=np.float64).ravel()).rank(method="average").to_numpy()
-    return float((ranks[labels].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
-
-
-def exact_ks(scores: np.ndarray, labels: np.ndarray) -> float:
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.all() or not labels.any():
-        return math.nan
-    order = np.argsort(scores, kind="stable")
-    s, y = scores[order], labels[order]
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    cdf_bad = np.cumsum(y)[last_of_value] / y.sum()
-    cdf_good = np.cumsum(~y)[last_of_value] / (~y).sum()
-    return float(np.max(np.abs(cdf_bad - cdf_good)))
+    sizes = {len(s[k]) for s in summaries for k in HIST_KEYS}
+    if len(sizes) > 1:
+        raise ValueError(f"bank summaries have histograms of {sorted(sizes)} bins: every bank must use the same "
+                         "histogram-bins in the run config")
+    totals: dict[str, int | float] = {k: sum(int(s[k]) for s in summaries) for k in COUNT_KEYS}
+    totals.update({k: sum(float(s[k]) for s in summaries) for k in SUM_KEYS})
+    hist_bad, hist_good = (np.sum([np.asarray(s[k], dtype=np.int64) for s in summaries], axis=0) for k in HIST_KEYS)
+    return _report(totals, *histogram_auc_ks(hist_bad, hist_good))
 
 
 def exact(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
-    """The same metrics as `pooled`, computed exactly from rows held in one place."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
-    p = np.clip(scores, EPS, 1 - EPS)
-    pred = scores >= threshold
-    auc = exact_auc(scores, labels)
-    n = scores.size
-    return {
-        "num-examples": int(n),
-        "default-rate": _safe_div(labels.sum(), n),
-        "mean-pd": _safe_div(scores.sum(), n),
-        "auc": auc,
-        "gini": 2 * auc - 1,
-        "ks": exact_ks(scores, labels),
-        "brier": _safe_div(np.sum((scores - labels) ** 2), n),
-        "logloss": _safe_div(-np.sum(labels * np.log(p) + (~labels) * np.log(1 - p)), n),
-        **threshold_metrics(int(np.sum(pred & labels)), int(np.sum(pred & ~labels)),
-                            int(np.sum(~pred & ~labels)), int(np.sum(~pred & labels))),
-    }
+    """The same metrics as `pooled`, from rows held in one place: AUC and KS exact, not binned."""
+    return _report(summarise(scores, labels, threshold, bins=1), *auc_ks(scores, labels))

@@ -1,14 +1,19 @@
 """The columns a bank's loan file must have, and what each one means.
 
-The built-in data set carries its schema in code; any other data set describes
-its columns in a small TOML file (see ``Schema.from_toml``) so that every bank
-validates its file against the same contract before it joins a federation.
+Every schema is a small TOML file (see ``Schema.from_toml``), the built-in
+LendingClub one included (`fedcredit/data/lending_club.toml`). A relative
+`schema-path` resolves against the app directory: a schema placed in the app
+travels inside the FAB to every SuperNode, so every bank validates its file
+against the identical contract, and the SHA-256 of the parsed schema
+(`Schema.sha256`) that each bank reports proves it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -46,6 +51,11 @@ class Schema:
                 raise SchemaError(f"column '{special}' cannot be both a feature and the target/partition column")
         if self.positive_label == self.negative_label:
             raise SchemaError(f"positive and negative label are both '{self.positive_label}'")
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the parsed schema: the same contract gives the same digest, whatever the comments."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode("utf-8")).hexdigest()
 
     @property
     def known_categories(self) -> dict[str, tuple[str, ...]]:
@@ -101,27 +111,15 @@ class Schema:
             raise SchemaError(f"schema file {path}: {err}") from err
 
 
-LENDING_CLUB = Schema(
-    target="Class",
-    positive_label="bad",
-    negative_label="good",
-    numeric=(
-        "funded_amnt", "int_rate", "annual_inc", "delinq_2yrs", "inq_last_6mths",
-        "revol_util", "acc_now_delinq", "open_il_6m", "open_il_12m", "open_il_24m",
-        "total_bal_il", "all_util", "inq_fi", "inq_last_12m", "delinq_amnt",
-        "num_il_tl", "total_il_high_credit_limit",
-    ),
-    categorical=("term", "sub_grade", "verification_status", "emp_length"),
-    # The borrower's state only defines the simulated banks: using it as a
-    # feature would let the model key on geography (a fair-lending risk).
-    partition="addr_state",
-    categories=(
-        ("term", ("term_36", "term_60")),
-        ("sub_grade", tuple(f"{g}{n}" for g in "ABCDEFG" for n in range(1, 6))),
-        ("verification_status", ("Not_Verified", "Source_Verified", "Verified")),
-        ("emp_length", ("emp_lt_1", *(f"emp_{n}" for n in range(1, 10)), "emp_ge_10", "emp_unk")),
-    ),
-)
+BUILTIN_SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "lending_club.toml"
+LENDING_CLUB = Schema.from_toml(BUILTIN_SCHEMA_FILE)
+
+
+def resolve_schema_path(schema_path: str, app_dir: str | Path | None) -> str:
+    """An absolute path for `schema-path`: relative ones are relative to the app directory."""
+    if not schema_path or Path(schema_path).is_absolute() or app_dir is None:
+        return schema_path
+    return str((Path(app_dir) / schema_path).resolve())
 
 
 def load_schema(schema_path: str) -> Schema:

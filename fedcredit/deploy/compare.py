@@ -4,77 +4,60 @@ Every variant runs as its own `flwr run` on one private local SuperLink, on
 the same partitions for the same seed, and the table compares what a
 consortium would look at: pooled validation AUC and KS, hold-out AUC,
 rounds, wall time, and epsilon when differential privacy is on. Writes
-comparison.md, comparison.csv and comparison.png (AUC per round).
+comparison.md, comparison.csv and comparison.png (AUC per round). The
+command line is `fedcredit.cli.compare`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fedcredit.core.config import STRATEGY_PARAMS, ConfigError, parse_run_config
+from fedcredit.core.config import ConfigError, parse_run_config
 from fedcredit.deploy.localrun import LocalFlower
+from fedcredit.federation.history import metric, read_history
+
+COMPLETED = "finished:completed"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategies", nargs="+", default=["fedavg", "fedprox", "fedadam", "fedavgm"],
-                        help=f"strategy names: {' '.join(STRATEGY_PARAMS)}")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
-    parser.add_argument("--privacy", default="none", help="privacy.mode for every run (e.g. server-fixed)")
-    parser.add_argument("--noise", nargs="+", type=float, default=[],
-                        help="privacy.noise-multiplier values to compare (with --privacy)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra run-config values for every run, TOML syntax (e.g. num-server-rounds=10)")
-    parser.add_argument("--federation-config", default="num-supernodes=4",
-                        help="Flower simulation size (the default split needs 4 or 9 banks)")
-    parser.add_argument("--out", required=True, help="directory for the runs and the comparison files")
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    from flwr.common.config import parse_config_args
-
-    return parse_config_args([" ".join(items)]) if items else {}
-
-
-def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+def variants(strategies: Sequence[str], privacy: str = "none", noise: Sequence[float] = (),
+             extra: Mapping[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(label, run config) for every strategy x noise level, checked before anything runs."""
-    if args.noise and args.privacy == "none":
+    if noise and privacy == "none":
         raise ConfigError("--noise needs --privacy (e.g. --privacy server-fixed): without it every noise level "
                           "would be the same run")
-    extra = _parse_set(args.set)
     out = []
-    for name in args.strategies:
-        for noise in args.noise or [None]:
-            config = {**extra, "strategy.name": name}
+    for name in strategies:
+        for level in noise or [None]:
+            config = {**(extra or {}), "strategy.name": name}
             label = name
-            if args.privacy != "none":
-                config["privacy.mode"] = args.privacy
-                label = f"{name} {args.privacy}"
-                if noise is not None:
-                    config["privacy.noise-multiplier"] = noise
-                    label = f"{name} {args.privacy} z={noise:g}"
+            if privacy != "none":
+                config["privacy.mode"] = privacy
+                label = f"{name} {privacy}"
+                if level is not None:
+                    config["privacy.noise-multiplier"] = level
+                    label = f"{name} {privacy} z={level:g}"
             parse_run_config(config)  # a typo fails now, not after an hour of runs
             out.append((label, config))
     return out
 
 
 def summarise_run(run_dir: Path) -> dict[str, Any]:
-    history = json.loads((run_dir / "history.json").read_text())
-    rounds = [r for r in history["rounds"] if r["round"] > 0]
-    last = rounds[-1]
-    pooled = (last.get("evaluate") or {}).get("pooled") or {}
+    """One row of the table from a run's history.json: final figures, and AUC per round for the plot."""
+    history = read_history(run_dir / "history.json")
+    rounds = history.trained_rounds
+    last = rounds[-1] if rounds else None
     return {
-        "pooled val AUC": pooled.get("auc"), "pooled val KS": pooled.get("ks"),
-        "hold-out AUC": (last.get("holdout") or {}).get("auc"), "rounds": len(rounds),
-        "strategy s": history.get("seconds"),
-        "epsilon": (history.get("privacy") or {}).get("epsilon"),
-        "auc per round": [((r.get("evaluate") or {}).get("pooled") or {}).get("auc") for r in rounds],
-        "hold-out per round": [(r.get("holdout") or {}).get("auc") for r in rounds],
+        "pooled val AUC": last.pooled_auc if last else None,
+        "pooled val KS": metric(last.pooled, "ks") if last else None,
+        "hold-out AUC": last.holdout_auc if last else None, "rounds": len(rounds),
+        "strategy s": history.seconds,
+        "epsilon": history.epsilon,
+        "auc per round": [r.pooled_auc for r in rounds],
+        "hold-out per round": [r.holdout_auc for r in rounds],
     }
 
 
@@ -111,19 +94,20 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
-    try:
-        todo = variants(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run_dir_name(label: str, seed: int) -> str:
+    """Where one variant's run goes under `runs/`: the label without spaces or '='."""
+    return f"{label.replace(' ', '_').replace('=', '')}/seed{seed}"
+
+
+def run_all(todo: list[tuple[str, dict[str, Any]]], seeds: Sequence[int], federation_config: str, out: Path,
+            say: Callable[[str], None] = print) -> pd.DataFrame:
+    """Every variant x seed as its own `flwr run` on one private local SuperLink; one row per run."""
     rows = []
     with LocalFlower(out / "flwr") as flower:
         for label, config in todo:
-            for seed in args.seeds:
-                run_out = out / "runs" / label.replace(" ", "_").replace("=", "") / f"seed{seed}"
-                result = flower.run({**config, "seed": seed, "output-dir": str(run_out)}, args.federation_config)
+            for seed in seeds:
+                run_out = out / "runs" / run_dir_name(label, seed)
+                result = flower.run({**config, "seed": seed, "output-dir": str(run_out)}, federation_config)
                 row: dict[str, Any] = {"variant": label, "seed": seed, "status": result.status,
                                        "flwr run s": round(result.seconds, 1)}
                 if result.completed:
@@ -131,9 +115,13 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     row["error"] = result.details
                 rows.append(row)
-                print(f"{label} seed {seed}: {result.status} "
-                      f"hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}", flush=True)
-    table = pd.DataFrame(rows)
+                say(f"{label} seed {seed}: {result.status} "
+                    f"hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}")
+    return pd.DataFrame(rows)
+
+
+def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequence[int]) -> pd.DataFrame:
+    """comparison.csv, comparison.md and comparison.png in `out`; returns the mean over seeds per variant."""
     columns = [c for c in ("variant", "seed", "status", "pooled val AUC", "pooled val KS", "hold-out AUC",
                            "rounds", "epsilon", "flwr run s", "strategy s") if c in table]
     table[columns].to_csv(out / "comparison.csv", index=False)
@@ -142,11 +130,9 @@ def run(args: argparse.Namespace) -> int:
     means = table.groupby("variant", sort=False)[numeric].mean().round(4).reset_index()
     (out / "comparison.md").write_text(
         "# Strategy comparison\n\nEach run: its own `flwr run` of the app, "
-        f"federation `{args.federation_config}`, seeds {args.seeds}.\n\n## Per run\n\n"
+        f"federation `{federation_config}`, seeds {list(seeds)}.\n\n## Per run\n\n"
         + table[columns].round(4).to_markdown(index=False) + "\n\n## Mean over seeds\n\n"
         + means.to_markdown(index=False) + "\n")
     if "auc per round" in table:
         plot(table, out / "comparison.png")
-    print(means.to_string(index=False))
-    print(f"wrote {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'comparison.png'}")
-    return 0 if (table["status"] == "finished:completed").all() else 1
+    return means

@@ -8,21 +8,25 @@ process ran before.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import BankData, load_bank, schema_of
-from fedcredit.core.config import RunConfig
+from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
+from fedcredit.core.loading import DataValidationError
+from fedcredit.core.partition import PartitionError
+from fedcredit.core.schema import SchemaError, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, compute_stats
-from fedcredit.federation.protocol import UNIT_WEIGHT
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
@@ -67,21 +71,49 @@ def message_seed(cfg: RunConfig, server_round: int, bank_name: str) -> int:
     return (cfg.seed * 1_000_003 + server_round * 10_007 + zlib.crc32(bank_name.encode())) % (2**31 - 1)
 
 
-def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, Any]:
-    """(bank name, sufficient statistics of its training rows)."""
+# A bank's own mistakes (its file, the schema, the split, the config): the reply says what
+# is wrong in one line, without a traceback in the coordinator's log.
+USER_ERRORS = (DataValidationError, SchemaError, PartitionError, ConfigError)
+ERROR_CODE = 1
+
+
+def run_config(raw: Mapping[str, Any], app_dir: str | Path) -> RunConfig:
+    """The run config as this bank applies it: a relative schema path is the app's own file."""
+    cfg = parse_run_config(raw)
+    return dataclasses.replace(cfg, schema_path=resolve_schema_path(cfg.schema_path, app_dir))
+
+
+def answer(msg: Message, build: Callable[[], RecordDict]) -> Message:
+    """The reply to `msg`: what `build` returns, or the bank's error in one line."""
+    try:
+        return Message(content=build(), reply_to=msg)
+    except USER_ERRORS as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        print(f"fedcredit bank: {msg.metadata.message_type} refused: {err}", flush=True)  # the bank's own log
+        return Message(Error(code=ERROR_CODE, reason=reason), reply_to=msg)
+
+
+def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, str, str, Any]:
+    """(bank name, source, SHA-256 of its schema, sufficient statistics of its training rows)."""
     bank = load_bank(cfg, node_config)
-    return bank.name, compute_stats(bank.train, schema_of(cfg))
+    schema = schema_of(cfg)
+    # "file": a real bank's CSV (deployment); "simulation": a slice of the embedded data set.
+    source = "file" if "data-path" in node_config else "simulation"
+    return bank.name, source, schema.sha256, compute_stats(bank.train, schema)
 
 
 def train(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str,
-          server_round: int, proximal_mu: float = 0.0) -> tuple[list[np.ndarray], dict[str, int | float]]:
-    """Local training from the global weights; FedProx's `proximal-mu` adds the proximal term."""
+          server_round: int, proximal_mu: float = 0.0) -> tuple[list[np.ndarray], float, int]:
+    """(new weights, last epoch's loss, training rows): local training from the global weights.
+
+    FedProx's `proximal-mu` adds the proximal term.
+    """
     bank = load_bank(cfg, node_config)
     key, model = _model(cfg, prep_json, "partition-id" in node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
     loss = mdl.fit(model, weights, _inputs(key, bank, "train", model), labels, cfg.local_epochs,
                    cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name), proximal_mu)
-    return model.get_weights(), {"train-loss": loss, "num-examples": len(labels), UNIT_WEIGHT: 1}
+    return model.get_weights(), loss, len(labels)
 
 
 def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray],
@@ -95,7 +127,6 @@ def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[n
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
     summary["auc"] = metrics.exact_auc(scores, labels)
-    summary[UNIT_WEIGHT] = 1
     return summary
 
 

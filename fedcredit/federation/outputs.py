@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,36 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def write_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".partial") -> Path:
+    """Let `write` fill a temporary file next to `path`, then rename it over `path`.
+
+    Readers (the report, a copy of the run directory) see the previous file or the new
+    one, never a truncated one. The temporary name is hidden, unique, ends with
+    `suffix` (Keras insists on `.keras`) and is removed when the write fails; an
+    OSError is raised again with `path` in it. The file gets the usual umask mode.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        write(tmp)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except OSError as err:
+        message = f"could not write {path} ({err.strerror or err}); the previous file, if any, is unchanged"
+        raise (OSError(err.errno, message) if err.errno is not None else OSError(message)) from err
+    except BaseException as err:
+        err.add_note(f"while writing {path}; the previous file, if any, is unchanged")
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(value), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)  # readers never see a half-written file
+    text = json.dumps(_clean(value), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 class RunOutputs:
@@ -53,10 +81,16 @@ class RunOutputs:
     def save_json(self, name: str, value: Any) -> None:
         write_json(self.path(name), value)
 
+    def save_model(self, name: str, model: Any) -> Path:
+        """A Keras model as `name` (e.g. model-final.keras), written atomically."""
+        return write_atomically(self.path(name), model.save, suffix=".partial.keras")
+
     def save_checkpoint(self, server_round: int, weights: Sequence[np.ndarray]) -> Path:
-        path = self.dir / "checkpoints" / f"round-{server_round:03d}.npz"
-        np.savez(path, *weights)
-        return path
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a name
+                np.savez(f, *weights)
+
+        return write_atomically(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", write)
 
 
 def load_checkpoint(path: str | Path) -> list[np.ndarray]:

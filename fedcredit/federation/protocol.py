@@ -1,34 +1,354 @@
 """What crosses the wire between the coordinator and a bank: every message, record and key.
 
-A privacy reviewer reads this one file to see what leaves a bank. Each side
-encodes with the functions here, and the coordinator decodes every reply with
-them too, so a reply that does not follow the protocol is refused for that
-bank (with the reason) before any of its numbers is used.
+A privacy reviewer reads this one file to see what leaves a bank (`LEAVES_A_BANK`).
+Each side encodes with the functions here, and the coordinator decodes every
+reply with the `read_*` functions, which check it against the protocol before
+any of its numbers is used: exactly the expected records and keys, types,
+array names, shapes and dtypes of the global model, finite numbers in
+plausible ranges. A reply that fails raises `ProtocolError` with the reason;
+the caller refuses that bank's reply (recording the reason) and goes on with
+the others.
+
+Messages (coordinator -> bank, bank -> coordinator):
+
+- query "statistics": `config` {action}. Reply: `bank-info` {name, source,
+  schema-sha256}, `numeric-stats` {column: [count, sum, sum of squares]},
+  `category-counts` {column: JSON {category: count}}, `bank` {rows}.
+- train: `arrays` (global weights), `config` {server-round,
+  preprocessing-sha256[, proximal-mu]}, `preprocessing` {json}. Reply:
+  `arrays` (the bank's weights), `metrics` {train-loss, num-examples,
+  unit-weight[, norm_bit under client-side adaptive DP]}.
+- evaluate: `arrays`, `config` {server-round, preprocessing-sha256},
+  `preprocessing` {json}. Reply: `metrics` {the score summary of
+  `fedcredit.core.metrics.summarise`, loss, auc, unit-weight}.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from fedcredit.core import metrics
+from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Stats
+
+# --- names -------------------------------------------------------------------------
+
+STATISTICS = "statistics"  # the query's action
+CONFIG = "config"
+ARRAYS = "arrays"
+METRICS = "metrics"
+PREPROCESSING = "preprocessing"
+BANK_INFO = "bank-info"
+NUMERIC_STATS = "numeric-stats"
+CATEGORY_COUNTS = "category-counts"
+BANK_ROWS = "bank"
+PREPROCESSING_SHA = "preprocessing-sha256"
+SCHEMA_SHA = "schema-sha256"
 
 # Every bank reply carries this key = 1: the weight of equal-weight averaging,
 # which Flower's privacy accounting requires (banks of different sizes would
 # otherwise weigh differently and the sensitivity bound would not hold).
 UNIT_WEIGHT = "unit-weight"
+# Flower's client-side adaptive clipping mod adds this bit to train replies.
+NORM_BIT = "norm_bit"
+
+TRAIN_KEYS = ("train-loss", "num-examples", UNIT_WEIGHT)
+EVALUATE_KEYS = (*metrics.COUNT_KEYS, *metrics.SUM_KEYS, *metrics.HIST_KEYS, "loss", "auc", UNIT_WEIGHT)
+SOURCES = ("file", "simulation")
+
+# A bank claiming more loans than this is not a bank's validation or training set.
+MAX_ROWS = 100_000_000
+MAX_NAME_LENGTH = 64
+
+# What leaves a bank, message by message (checked against docs/deployment.md by a test).
+LEAVES_A_BANK: dict[str, dict[str, str]] = {
+    "statistics": {
+        BANK_INFO: "the bank's name, whether it reads a file or a simulated slice, the SHA-256 of its schema",
+        NUMERIC_STATS: "per numeric column: count, sum and sum of squares of its training rows",
+        CATEGORY_COUNTS: "per categorical column: how many training rows carry each category",
+        BANK_ROWS: "the number of training rows",
+    },
+    "train": {
+        ARRAYS: "the model weights after local training",
+        METRICS: "training loss, the number of training rows, the unit weight",
+    },
+    "evaluate": {
+        METRICS: "on its validation rows: score histograms per class, confusion counts at the threshold, "
+        "Brier/log-loss/score sums, its own AUC and loss",
+    },
+}
 
 
-def stats_to_record(stats: Stats) -> RecordDict:
+class ProtocolError(ValueError):
+    """A bank's reply does not follow the protocol; the message says which check failed."""
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BankStatistics:
+    """A checked statistics reply."""
+
+    name: str
+    source: str
+    schema_sha256: str
+    stats: Stats
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one bank may contribute to the shared preprocessing."""
+
+    max_categories: int = 200
+    max_category_length: int = 64
+
+
+def statistics_request() -> RecordDict:
+    return RecordDict({CONFIG: ConfigRecord({"action": STATISTICS})})
+
+
+def statistics_reply(name: str, source: str, schema_sha256: str, stats: Stats) -> RecordDict:
     """Counts and sums only; categories travel as names with their counts."""
-    numeric = MetricRecord({col: [float(n), s, ss] for col, (n, s, ss) in stats.numeric.items()})
+    numeric = MetricRecord({col: [float(n), float(s), float(ss)] for col, (n, s, ss) in stats.numeric.items()})
     cats = ConfigRecord({col: json.dumps(counts, sort_keys=True) for col, counts in stats.categorical.items()})
-    return RecordDict({"numeric-stats": numeric, "category-counts": cats, "bank": MetricRecord({"rows": stats.rows})})
+    info = ConfigRecord({"name": name, "source": source, SCHEMA_SHA: schema_sha256})
+    return RecordDict(
+        {BANK_INFO: info, NUMERIC_STATS: numeric, CATEGORY_COUNTS: cats, BANK_ROWS: MetricRecord({"rows": stats.rows})}
+    )
 
 
-def stats_from_record(content: RecordDict) -> Stats:
-    rows = int(content.metric_records["bank"]["rows"])
-    numeric = {k: (int(v[0]), float(v[1]), float(v[2])) for k, v in content.metric_records["numeric-stats"].items()}
-    categorical = {k: json.loads(v) for k, v in content.config_records["category-counts"].items()}
-    return Stats(numeric, categorical, rows)
+def _records(content: RecordDict, arrays: set[str], metric: set[str], config: set[str]) -> None:
+    got = (set(content.array_records), set(content.metric_records), set(content.config_records))
+    for kind, have, want in zip(("array", "metric", "config"), got, (arrays, metric, config)):
+        if have != want:
+            raise ProtocolError(f"{kind} records {sorted(have)}, expected {sorted(want)}")
+
+
+def _keys(record: Mapping[str, Any], expected: Sequence[str], what: str, optional: Sequence[str] = ()) -> None:
+    have = set(record)
+    missing, extra = set(expected) - have, have - set(expected) - set(optional)
+    if missing or extra:
+        raise ProtocolError(f"{what}: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
+
+
+def _count(value: Any, what: str, upper: int = MAX_ROWS) -> int:
+    """A non-negative whole number up to `upper` (floats with an integral value pass: lists are floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"{what} is not a number")
+    if not math.isfinite(value) or value != int(value) or not 0 <= value <= upper:
+        raise ProtocolError(f"{what} must be a whole number from 0 to {upper}")
+    return int(value)
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProtocolError(f"{what} is not a finite number")
+    return float(value)
+
+
+def _numeric(col: str, value: Any, rows: int) -> tuple[int, float, float]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ProtocolError(f"numeric statistics of '{col}' must be [count, sum, sum of squares]")
+    n = _count(value[0], f"count of '{col}'", rows)
+    s, ss = _finite(value[1], f"sum of '{col}'"), _finite(value[2], f"sum of squares of '{col}'")
+    if n == 0 and (s != 0 or ss != 0):
+        raise ProtocolError(f"'{col}' has sums but a count of 0")
+    # Cauchy-Schwarz: sum of squares >= sum^2 / count (up to rounding).
+    if ss < 0 or (n and s * s / n - ss > 1e-9 * max(ss, 1.0)):
+        raise ProtocolError(f"sum of squares of '{col}' is below sum^2/count: impossible for real values")
+    return n, s, ss
+
+
+def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int]:
+    try:
+        counts = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        counts = None
+    if not isinstance(counts, dict):
+        raise ProtocolError(f"category counts of '{col}' are not a JSON object of counts")
+    if len(counts) > limits.max_categories:
+        raise ProtocolError(
+            f"'{col}' has {len(counts)} distinct categories, more than max-categories={limits.max_categories}"
+        )
+    out: dict[str, int] = {}
+    for value, count in counts.items():
+        if len(value) > limits.max_category_length or not value.isprintable():
+            raise ProtocolError(
+                f"a category of '{col}' is longer than max-category-length={limits.max_category_length} "
+                "or has control characters"
+            )
+        out[value] = _count(count, f"a category count of '{col}'", rows)
+    if sum(out.values()) > rows:
+        raise ProtocolError(f"category counts of '{col}' add up to more than the bank's {rows} rows")
+    return out
+
+
+def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> BankStatistics:
+    """The statistics of one bank, checked against the schema and the limits."""
+    _records(content, set(), {NUMERIC_STATS, BANK_ROWS}, {BANK_INFO, CATEGORY_COUNTS})
+    info = content.config_records[BANK_INFO]
+    _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO)
+    name, source, sha = info["name"], info["source"], info[SCHEMA_SHA]
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ProtocolError(f"the bank name must be printable text of 1 to {MAX_NAME_LENGTH} characters")
+    if source not in SOURCES or not isinstance(sha, str):
+        raise ProtocolError(f"bank-info: source must be one of {list(SOURCES)} and schema-sha256 text")
+    _keys(content.metric_records[BANK_ROWS], ("rows",), BANK_ROWS)
+    rows = _count(content.metric_records[BANK_ROWS]["rows"], "rows")
+    if rows == 0:
+        raise ProtocolError("the bank reports no training rows")
+    numeric_rec = content.metric_records[NUMERIC_STATS]
+    _keys(numeric_rec, schema.numeric, NUMERIC_STATS)
+    cats_rec = content.config_records[CATEGORY_COUNTS]
+    _keys(cats_rec, schema.categorical, CATEGORY_COUNTS)
+    numeric = {col: _numeric(col, numeric_rec[col], rows) for col in schema.numeric}
+    categorical = {col: _categories(col, cats_rec[col], rows, limits) for col in schema.categorical}
+    return BankStatistics(name.strip(), source, sha, Stats(numeric, categorical, rows))
+
+
+# --- train and evaluate ------------------------------------------------------------------
+
+
+def preprocessing_record(prep_json: str) -> ConfigRecord:
+    """The merged preprocessing, in its own record: every message stays self-contained."""
+    return ConfigRecord({"json": prep_json})
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_preprocessing(content: RecordDict) -> str:
+    """The preprocessing JSON of a train/evaluate message, checked against the digest in its config."""
+    prep_json = str(content[PREPROCESSING]["json"])
+    if digest(prep_json) != str(content[CONFIG][PREPROCESSING_SHA]):
+        raise ProtocolError("the preprocessing record does not match the digest in the message's config")
+    return prep_json
+
+
+def train_reply(weights: Sequence[np.ndarray], train_loss: float, rows: int) -> RecordDict:
+    train_metrics = {"train-loss": float(train_loss), "num-examples": int(rows), UNIT_WEIGHT: 1}
+    return RecordDict({ARRAYS: ArrayRecord(list(weights)), METRICS: MetricRecord(train_metrics)})
+
+
+def evaluate_reply(summary: Mapping[str, Any]) -> RecordDict:
+    return RecordDict({METRICS: MetricRecord({**summary, UNIT_WEIGHT: 1})})
+
+
+def read_weights(record: ArrayRecord, reference: ArrayRecord) -> list[np.ndarray]:
+    """The arrays of a reply, if they have the global model's names, shapes and dtypes and are finite."""
+    if list(record.keys()) != list(reference.keys()):
+        raise ProtocolError(f"weights: {len(record)} arrays named differently from the global model's {len(reference)}")
+    out = []
+    for key in reference.keys():
+        mine, ref = record[key], reference[key]
+        if tuple(mine.shape) != tuple(ref.shape) or mine.dtype != ref.dtype:
+            raise ProtocolError(
+                f"weights: array {key} has shape {tuple(mine.shape)} {mine.dtype}, "
+                f"the global model's is {tuple(ref.shape)} {ref.dtype}"
+            )
+        array = mine.numpy()
+        if not np.isfinite(array).all():
+            raise ProtocolError(f"weights: array {key} has NaN or infinite values")
+        out.append(array)
+    return out
+
+
+def read_train_reply(
+    content: RecordDict, reference: ArrayRecord, rows: int | None, extra_keys: Sequence[str] = ()
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """(weights, metrics) of a train reply; `rows`: the training rows the bank reported with its statistics."""
+    _records(content, {ARRAYS}, {METRICS}, set())
+    record = content.metric_records[METRICS]
+    _keys(record, TRAIN_KEYS, "train metrics", optional=extra_keys)
+    n = _count(record["num-examples"], "num-examples")
+    if rows is not None and n != rows:
+        raise ProtocolError(f"num-examples={n}, but the bank reported {rows} training rows with its statistics")
+    loss = _finite(record["train-loss"], "train-loss")
+    if loss < 0 or record[UNIT_WEIGHT] != 1:
+        raise ProtocolError("train-loss must be non-negative and unit-weight 1")
+    for key in extra_keys:
+        if key in record and record[key] not in (0, 1):
+            raise ProtocolError(f"{key} must be 0 or 1")
+    return read_weights(content.array_records[ARRAYS], reference), {k: record[k] for k in record}
+
+
+def expected_validation_rows(training_rows: int, val_fraction: float) -> tuple[float, float]:
+    """Bounds of a bank's validation rows, from its training rows and the stratified split's rounding."""
+    ratio = val_fraction / (1 - val_fraction)
+    centre = ratio * training_rows
+    slack = 2 * ratio + 2  # each of the two classes rounds by at most one row
+    return centre - slack, centre + slack
+
+
+def _binned_bounds(hist: np.ndarray, edges: np.ndarray, threshold: float) -> tuple[int, int]:
+    """Least and most rows of a histogram that can score at or above `threshold`."""
+    tol = 1e-9
+    return int(hist[edges[:-1] >= threshold - tol].sum()), int(hist[edges[1:] > threshold - tol].sum())
+
+
+def _consistent(counts: dict[str, int], hists: dict[str, list[int]], sums: dict[str, float], bins: int,
+                threshold: float) -> None:
+    """Confusion counts and score sum must be what the histograms allow: a fabricated histogram shows."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    bad, good = np.asarray(hists["hist-bad"]), np.asarray(hists["hist-good"])
+    for key, hist in (("tp", bad), ("fp", good)):
+        low, high = _binned_bounds(hist, edges, threshold)
+        if not low <= counts[key] <= high:
+            raise ProtocolError(f"{key}={counts[key]} does not match the histogram above the threshold")
+    both = bad + good
+    n = int(both.sum())
+    if not both @ edges[:-1] - 1e-6 * n <= sums["sum-score"] <= both @ edges[1:] + 1e-6 * n:
+        raise ProtocolError("sum-score does not match the score histograms")
+
+
+def read_evaluate_reply(
+    content: RecordDict, bins: int, validation_rows: tuple[float, float] | None = None, threshold: float | None = None
+) -> dict[str, Any]:
+    """A checked evaluation summary: counts that add up, histograms of `bins` counts, finite sums.
+
+    With `threshold` (the run's), the confusion counts and the score sum must
+    also agree with the histograms.
+    """
+    _records(content, set(), {METRICS}, set())
+    record = content.metric_records[METRICS]
+    _keys(record, EVALUATE_KEYS, "evaluate metrics")
+    counts = {k: _count(record[k], k) for k in metrics.COUNT_KEYS}
+    n, bad = counts["num-examples"], counts["num-bad"]
+    if validation_rows is not None and not validation_rows[0] <= n <= validation_rows[1]:
+        raise ProtocolError(f"num-examples={n} does not fit the training rows the bank reported with its statistics")
+    hists = {}
+    for key in metrics.HIST_KEYS:
+        values = record[key]
+        if not isinstance(values, list) or len(values) != bins:
+            raise ProtocolError(f"{key} must be a list of histogram-bins={bins} counts")
+        hists[key] = [_count(v, key, n) for v in values]
+    if sum(hists["hist-bad"]) != bad or sum(hists["hist-bad"]) + sum(hists["hist-good"]) != n:
+        raise ProtocolError("histograms do not add up to num-bad and num-examples")
+    if counts["tp"] + counts["fn"] != bad or counts["tp"] + counts["fp"] + counts["tn"] + counts["fn"] != n:
+        raise ProtocolError("confusion counts do not add up to num-bad and num-examples")
+    sums = {k: _finite(record[k], k) for k in metrics.SUM_KEYS}
+    max_logloss = -math.log(metrics.EPS) * n + 1e-6
+    if not (0 <= sums["sum-brier"] <= n + 1e-6 and 0 <= sums["sum-score"] <= n + 1e-6):
+        raise ProtocolError("sum-brier and sum-score must lie between 0 and num-examples")
+    if not 0 <= sums["sum-logloss"] <= max_logloss:
+        raise ProtocolError("sum-logloss is outside what clipped probabilities allow")
+    loss = _finite(record["loss"], "loss")
+    auc = record["auc"]
+    one_class = bad in (0, n)
+    if not isinstance(auc, float) or (math.isnan(auc) and not one_class) or (not math.isnan(auc) and not 0 <= auc <= 1):
+        raise ProtocolError("auc must lie between 0 and 1 (NaN only when the validation rows have one class)")
+    if record[UNIT_WEIGHT] != 1 or loss < 0:
+        raise ProtocolError("loss must be non-negative and unit-weight 1")
+    if threshold is not None:
+        _consistent(counts, hists, sums, bins, threshold)
+    return {**counts, **hists, **sums, "loss": loss, "auc": auc, UNIT_WEIGHT: 1}

@@ -14,22 +14,28 @@ import re
 import time
 from collections.abc import Mapping
 from logging import INFO, WARNING
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
-from fedcredit.core.config import RunConfig, parse_run_config
+from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides, ignored_keys, parse_run_config
+from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+from fedcredit.federation import protocol
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
-from fedcredit.federation.protocol import stats_from_record
 from fedcredit.federation.strategies import finite_metrics, make_strategy, privacy_summary
-from fedcredit.federation.tracking import Tracker, TrackingGrid
+from fedcredit.federation.tracking import ReplyRules, Tracker, TrackingGrid
+
+# Strategies that average updates: one bank's oversized update is bounded (update-clip).
+# Median, trimmed mean, Krum and Bulyan resist outliers by design; q-FedAvg reweights by loss.
+BOUNDED_STRATEGIES = KEYS["update_clip"].strategies or ()
 
 
 def short_reason(reason: str, limit: int = 200) -> str:
@@ -57,29 +63,48 @@ def wait_for_banks(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) 
         time.sleep(poll)
 
 
-def collect_statistics(grid: Grid, node_ids: list[int], timeout: float) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
-    """Ask every bank for sufficient statistics: ({node: {name, stats}}, {node: failure})."""
-    query = RecordDict({"config": ConfigRecord({"action": "statistics"})})
-    messages = [Message(content=query, message_type="query", dst_node_id=n) for n in node_ids]
-    banks: dict[int, dict[str, Any]] = {}
+def collect_statistics(grid: Grid, node_ids: list[int], timeout: float, schema: Schema,
+                       limits: protocol.Limits) -> tuple[dict[int, protocol.BankStatistics], dict[int, str]]:
+    """Ask every bank for sufficient statistics: ({node: its checked statistics}, {node: why not})."""
+    messages = [Message(content=protocol.statistics_request(), message_type="query", dst_node_id=n) for n in node_ids]
+    banks: dict[int, protocol.BankStatistics] = {}
     failed: dict[int, str] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = reply.metadata.src_node_id
+        if node not in node_ids or node in banks or node in failed:
+            continue
         if reply.has_error():
             failed[node] = reply.error.reason
-            log(WARNING, "Bank node %s could not compute statistics: %s", node, reply.error.reason)
+            log(WARNING, "Bank node %s could not compute statistics: %s", node, short_reason(reply.error.reason))
             continue
-        info = reply.content.config_records["bank-info"]
-        name = str(info["name"])
-        if any(b["name"] == name for b in banks.values()):
+        try:
+            bank = protocol.read_statistics(reply.content, schema, limits)
+            if bank.schema_sha256 != schema.sha256:
+                raise protocol.ProtocolError(
+                    f"the bank's schema (SHA-256 {bank.schema_sha256[:12]}) differs from the coordinator's "
+                    f"({schema.sha256[:12]}): every bank must run the same app version and schema file")
+        except protocol.ProtocolError as err:
+            failed[node] = f"statistics refused: {err}"
+            log(WARNING, "Bank node %s: statistics refused: %s", node, err)
+            continue
+        if any(b.name == bank.name for b in banks.values()):
             log(WARNING, "Two banks call themselves %r: the second is named %r (set bank-name in its node config)",
-                name, f"{name}#{node}")
-            name = f"{name}#{node}"
-        banks[node] = {"name": name, "source": str(info["source"]), "stats": stats_from_record(reply.content)}
+                bank.name, f"{bank.name}#{node}")
+            bank = dataclasses.replace(bank, name=f"{bank.name}#{node}")
+        banks[node] = bank
     for node in node_ids:
         if node not in banks and node not in failed:
             failed[node] = f"no reply within {timeout:.0f} s"
     return banks, failed
+
+
+def too_few_banks(banks: int, failed: dict[int, str], min_banks: int) -> str:
+    """One line that says why the run cannot start, each distinct reason once."""
+    reasons: dict[str, list[int]] = {}
+    for node, reason in failed.items():
+        reasons.setdefault(short_reason(reason), []).append(node)
+    parts = [f"{reason} ({len(nodes)} bank{'s' if len(nodes) > 1 else ''})" for reason, nodes in reasons.items()]
+    return f"{banks} bank(s) sent usable statistics, min-banks={min_banks}: " + "; ".join(parts)
 
 
 class RoundReporter:
@@ -106,6 +131,8 @@ class RoundReporter:
         return {
             "ok": [self._bank(n) for n in phase.replies],
             "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
+            "refused": {self._bank(n): reason for n, reason in phase.refused.items()},
+            "clipped": {self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
             "missing": [self._bank(n) for n in phase.missing],
             "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
             "banks": {self._bank(n): m for n, m in phase.replies.items()},
@@ -142,7 +169,7 @@ class RoundReporter:
             if auc is not None and np.isfinite(auc) and auc > self.best_auc:
                 self.best_auc = auc
                 self.history["best-round"] = server_round
-                self.model.save(self.out.path("model-best.keras"))
+                self.out.save_model("model-best.keras", self.model)
         self.last_arrays = arrays
         self.started = time.monotonic()
         self.history["rounds"].append(entry)
@@ -151,8 +178,8 @@ class RoundReporter:
 
     def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
         tr, ev = entry["train"], entry["evaluate"]
-        n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["missing"])
-        n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["missing"])
+        n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["refused"]) + len(tr["missing"])
+        n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["refused"]) + len(ev["missing"])
         pooled = ev["pooled"] or {}
         line = (f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
                 f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
@@ -163,15 +190,17 @@ class RoundReporter:
         if entry.get("privacy", {}).get("epsilon") is not None:
             line += f" | epsilon {entry['privacy']['epsilon']:.3g} (delta {entry['privacy']['delta']:g})"
         line += f" | {entry['seconds']:.1f} s"
-        failed = {**tr["failed"], **ev["failed"]}
+        failed = {**tr["failed"], **ev["failed"], **tr["refused"], **ev["refused"]}
         if failed:
-            line += " | failed: " + "; ".join(f"{b}: {short_reason(r)}" for b, r in failed.items())
+            line += " | failed: " + "; ".join(f"{b}: {short_reason(r, 120)}" for b, r in failed.items())
+        if tr["clipped"]:
+            line += " | update scaled down: " + ", ".join(f"{b} x{f:.2g}" for b, f in tr["clipped"].items())
         log(INFO, line)
 
 
 def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
     if tracker.rounds_trained() == 0:
-        reasons = {r for p in tracker.train.values() for r in p.failed.values()}
+        reasons = {r for p in tracker.train.values() for r in (*p.failed.values(), *p.refused.values())}
         reasons |= {f"round not aggregated: {p.skipped}" for p in tracker.train.values() if p.skipped}
         raise FederationError(f"no round trained (the global model never changed): every bank failed, none "
                               f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}")
@@ -185,26 +214,38 @@ def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> 
         raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
 
 
-def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[str, Any]:
-    """One federated training run; returns the history it also writes to disk."""
+def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: str | Path | None = None) -> dict[str, Any]:
+    """One federated training run; returns the history it also writes to disk.
+
+    `app_dir`: the app's directory (a relative schema-path is a file of the app).
+    """
     cfg = parse_run_config(run_config)
+    cfg = dataclasses.replace(cfg, schema_path=resolve_schema_path(cfg.schema_path, app_dir))
     schema = schema_of(cfg)
     out = RunOutputs(cfg.output_dir, run_id)
     log(INFO, "fedcredit: outputs of run %s go to %s", run_id, out.dir)
     out.save_json("config.json", cfg.to_flower())
     history: dict[str, Any] = {"run-id": str(run_id), "status": "running", "config": cfg.to_flower(),
-                               "output-dir": str(out.dir), "banks": {}, "rounds": []}
+                               "output-dir": str(out.dir), "schema-sha256": schema.sha256, "banks": {}, "rounds": []}
     started = time.monotonic()
     try:
+        if app_dir is not None:  # a key given with --run-config that this strategy ignores is a mistake
+            check_overrides(run_config, app_defaults(Path(app_dir)), cfg)
+        history["ignored-keys"] = ignored_keys(cfg)
+        for key in history["ignored-keys"]:
+            log(WARNING, "fedcredit: run config '%s' is set but %s = %r does not use it: ignored", key,
+                "privacy.mode" if key.startswith("privacy.") else "strategy.name",
+                cfg.privacy_mode if key.startswith("privacy.") else cfg.strategy_name)
         nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
-        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout)
-        history["banks"] = {b["name"]: {"node-id": str(n), "training-rows": b["stats"].rows} for n, b in banks.items()}
+        limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
+        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
+        history["banks"] = {b.name: {"node-id": str(n), "training-rows": b.stats.rows} for n, b in banks.items()}
         history["statistics-failed"] = {f"node-{n}": r for n, r in failed.items()}
         if len(banks) < cfg.min_banks:
-            raise FederationError(f"{len(banks)} bank(s) sent statistics, min-banks={cfg.min_banks}; failures: {failed}")
+            raise FederationError(too_few_banks(len(banks), failed, cfg.min_banks))
         log(INFO, "fedcredit: statistics from %d bank(s): %s", len(banks),
-            ", ".join(f"{b['name']} ({b['stats'].rows} rows)" for b in banks.values()))
-        if cfg.holdout_eval and any(b["source"] == "file" for b in banks.values()):
+            ", ".join(f"{b.name} ({b.stats.rows} rows)" for b in banks.values()))
+        if cfg.holdout_eval and any(b.source == "file" for b in banks.values()):
             # Banks train on their own files: the embedded data set is not their population,
             # and a real coordinator holds no loan data. Evaluation is federated only.
             log(WARNING, "fedcredit: banks use their own CSVs (deployment): hold-out evaluation on the "
@@ -212,7 +253,7 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[st
             cfg = dataclasses.replace(cfg, holdout_eval=False)
             history["config"] = cfg.to_flower()
             out.save_json("config.json", history["config"])
-        prep = preprocessing_from_stats(merge_stats([b["stats"] for b in banks.values()]), cfg.min_category_count)
+        prep = preprocessing_from_stats(merge_stats([b.stats for b in banks.values()]), cfg.min_category_count)
         prep_json = prep.to_json()
         out.save_json("preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
         model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout,
@@ -221,20 +262,27 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str) -> dict[st
         strategy, accountant = make_strategy(cfg, len(banks))
         history["strategy"] = {"name": cfg.strategy_name, "flower-class": type(strategy).__name__,
                                "privacy": cfg.privacy_mode}
-        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b["name"] for n, b in banks.items()},
+        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b.name for n, b in banks.items()},
                                  lambda: privacy_summary(cfg, accountant))
-        bank_config = ConfigRecord({"preprocessing": prep_json})
+        rules = ReplyRules(
+            rows={n: b.stats.rows for n, b in banks.items()}, bins=cfg.histogram_bins, val_fraction=cfg.val_fraction,
+            threshold=cfg.threshold,
+            update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
+            extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else ())
         tracking = TrackingGrid(grid, tracker, banks=banks, min_banks=cfg.min_banks,
-                                all_or_nothing=cfg.privacy_mode != "none", wait_timeout=cfg.node_wait_timeout)
+                                all_or_nothing=cfg.privacy_mode != "none", wait_timeout=cfg.node_wait_timeout,
+                                rules=rules, preprocessing=prep_json)
+        # The configs carry only the preprocessing's digest; TrackingGrid adds the preprocessing itself.
+        digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json)})
         result = strategy.start(tracking, ArrayRecord(model.get_weights()), cfg.num_server_rounds,
-                                timeout=cfg.round_timeout, train_config=bank_config,
-                                evaluate_config=ConfigRecord({"preprocessing": prep_json}), evaluate_fn=reporter)
+                                timeout=cfg.round_timeout, train_config=digest, evaluate_config=digest,
+                                evaluate_fn=reporter)
         _final_checks(cfg, tracker, history)
         final_weights = result.arrays.to_numpy_ndarrays()
         if not final_weights or not all(np.isfinite(w).all() for w in final_weights):
             raise FederationError("the final global weights are missing or not finite: the model diverged")
         model.set_weights(final_weights)
-        model.save(out.path("model-final.keras"))
+        out.save_model("model-final.keras", model)
         history["model-final-sha256"] = hashlib.sha256(out.path("model-final.keras").read_bytes()).hexdigest()
         history["status"] = "completed"
     except BaseException as err:  # also Flower's run-stopped exceptions: never leave "running" behind

@@ -2,7 +2,9 @@
 
 `make_strategy` builds any strategy of `flwr.serverapp.strategy` (optionally
 wrapped in a differential-privacy wrapper) from the run config, with pooled
-metric aggregation.
+metric aggregation. Which keys each strategy takes, and under which Flower
+keyword, comes from the key table in `fedcredit.core.config`; this module only
+knows which Flower class a name stands for.
 """
 
 from __future__ import annotations
@@ -14,8 +16,30 @@ from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp import strategy as fl
 
 from fedcredit.core import metrics
-from fedcredit.core.config import ConfigError, RunConfig
+from fedcredit.core.config import (
+    KEYS,
+    ConfigError,
+    RunConfig,
+    privacy_kwargs,
+    strategy_kwargs,
+)
 from fedcredit.federation.protocol import UNIT_WEIGHT
+
+STRATEGY_CLASSES: dict[str, type[fl.Strategy]] = {
+    "fedavg": fl.FedAvg, "fedprox": fl.FedProx, "fedadam": fl.FedAdam, "fedyogi": fl.FedYogi,
+    "fedadagrad": fl.FedAdagrad, "fedavgm": fl.FedAvgM, "fedmedian": fl.FedMedian, "fedtrimmedavg": fl.FedTrimmedAvg,
+    "krum": fl.Krum, "multikrum": fl.MultiKrum, "bulyan": fl.Bulyan, "qfedavg": fl.QFedAvg,
+}
+PRIVACY_CLASSES: dict[str, type[fl.Strategy]] = {
+    "server-fixed": fl.DifferentialPrivacyServerSideFixedClipping,
+    "client-fixed": fl.DifferentialPrivacyClientSideFixedClipping,
+    "server-adaptive": fl.DifferentialPrivacyServerSideAdaptiveClipping,
+    "client-adaptive": fl.DifferentialPrivacyClientSideAdaptiveClipping,
+}
+# Not run-config keys: where the banks' train replies put what the strategy reads (see client.py).
+_PROTOCOL_KWARGS: dict[str, dict[str, Any]] = {"qfedavg": {"train_loss_key": "train-loss"}}
+_FIXED_CLIPPING = ("server-fixed", "client-fixed")
+_ADAPTIVE_CLIPPING = ("server-adaptive", "client-adaptive")
 
 
 def pooled_metric_record(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
@@ -37,75 +61,66 @@ def check_against_banks(cfg: RunConfig, num_banks: int) -> None:
                           f"banks minus malicious ({num_banks} - {f})")
     if cfg.min_banks > num_banks:
         raise ConfigError(f"min-banks={cfg.min_banks} but only {num_banks} bank(s) answered: lower min-banks")
+    sampled, noise = _sampled(cfg, num_banks), cfg.privacy_noise_multiplier
+    if cfg.privacy_mode in _ADAPTIVE_CLIPPING and noise > 0 and noise >= sampled / 10:
+        # Flower noises the clipped-bank count with stddev sampled/20 and needs the multiplier below twice that.
+        raise ConfigError(f"privacy.mode = {cfg.privacy_mode!r} with privacy.noise-multiplier={noise} needs more "
+                          f"than {math.floor(10 * noise)} banks per round, this run samples {sampled}: lower "
+                          f"privacy.noise-multiplier below {sampled / 10:g}, add banks or use a fixed clipping mode")
+
+
+def _sampled(cfg: RunConfig, num_banks: int) -> int:
+    """Banks asked to train each round, as the DP wrappers must be told."""
+    return max(int(num_banks * cfg.fraction_train), cfg.min_banks)
 
 
 def make_strategy(cfg: RunConfig, num_banks: int) -> tuple[Any, Any]:
     """(strategy, privacy accountant or None) for the run config and federation size."""
     check_against_banks(cfg, num_banks)
-    accounted = cfg.privacy_mode in ("server-fixed", "client-fixed") and cfg.strategy_name in ("fedavg", "fedprox")
+    accounted = cfg.privacy_mode in _FIXED_CLIPPING and cfg.strategy_name in ("fedavg", "fedprox")
     common: dict[str, Any] = dict(
         fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_banks, min_evaluate_nodes=cfg.min_banks, min_available_nodes=cfg.min_banks,
         evaluate_metrics_aggr_fn=pooled_metric_record,
         weighted_by_key=UNIT_WEIGHT if accounted else "num-examples",
     )
-    n = cfg.strategy_name
-    if n == "fedavg":
-        strategy = fl.FedAvg(**common)
-    elif n == "fedprox":
-        strategy = fl.FedProx(**common, proximal_mu=cfg.strategy_proximal_mu)
-    elif n in ("fedadam", "fedyogi"):
-        cls = fl.FedAdam if n == "fedadam" else fl.FedYogi
-        strategy = cls(**common, eta=cfg.strategy_eta, beta_1=cfg.strategy_beta_1, beta_2=cfg.strategy_beta_2,
-                       tau=cfg.strategy_tau)
-    elif n == "fedadagrad":
-        strategy = fl.FedAdagrad(**common, eta=cfg.strategy_eta, tau=cfg.strategy_tau)
-    elif n == "fedavgm":
-        strategy = fl.FedAvgM(**common, server_learning_rate=cfg.strategy_server_learning_rate,
-                              server_momentum=cfg.strategy_server_momentum)
-    elif n == "fedmedian":
-        strategy = fl.FedMedian(**common)
-    elif n == "fedtrimmedavg":
-        strategy = fl.FedTrimmedAvg(**common, beta=cfg.strategy_trim_beta)
-    elif n == "krum":
-        strategy = fl.Krum(**common, num_malicious_nodes=cfg.strategy_num_malicious_nodes)
-    elif n == "multikrum":
-        strategy = fl.MultiKrum(**common, num_malicious_nodes=cfg.strategy_num_malicious_nodes,
-                                num_nodes_to_select=cfg.strategy_num_nodes_to_select)
-    elif n == "bulyan":
-        strategy = fl.Bulyan(**common, num_malicious_nodes=cfg.strategy_num_malicious_nodes)
-    elif n == "qfedavg":
-        strategy = fl.QFedAvg(**common, q=cfg.strategy_q, client_learning_rate=cfg.strategy_client_learning_rate,
-                              train_loss_key="train-loss")
-    else:  # parse_run_config already refused it; keep the factory honest anyway
-        raise ConfigError(f"unknown strategy {n!r}")
+    try:
+        cls = STRATEGY_CLASSES[cfg.strategy_name]
+    except KeyError:  # parse_run_config already refused it; keep the factory honest anyway
+        raise ConfigError(f"unknown strategy {cfg.strategy_name!r}: choose one of {list(STRATEGY_CLASSES)}") from None
+    strategy = cls(**common, **strategy_kwargs(cfg), **_PROTOCOL_KWARGS.get(cfg.strategy_name, {}))
     return wrap_privacy(cfg, strategy, num_banks, accounted)
 
 
 def wrap_privacy(cfg: RunConfig, strategy: Any, num_banks: int, accounted: bool) -> tuple[Any, Any]:
+    """(strategy in the chosen DP wrapper, RDP accountant when Flower can account for it, else None)."""
     if cfg.privacy_mode == "none":
         return strategy, None
-    sampled = max(int(num_banks * cfg.fraction_train), cfg.min_banks)
-    if cfg.privacy_mode in ("server-adaptive", "client-adaptive"):
-        cls = (fl.DifferentialPrivacyServerSideAdaptiveClipping if cfg.privacy_mode == "server-adaptive"
-               else fl.DifferentialPrivacyClientSideAdaptiveClipping)
-        return cls(strategy, noise_multiplier=cfg.privacy_noise_multiplier, num_sampled_clients=sampled,
-                   initial_clipping_norm=cfg.privacy_initial_clipping_norm,
-                   target_clipped_quantile=cfg.privacy_target_clipped_quantile,
-                   clip_norm_lr=cfg.privacy_clip_norm_lr), None
+    kwargs: dict[str, Any] = dict(num_sampled_clients=_sampled(cfg, num_banks), **privacy_kwargs(cfg))
     accountant = None
-    if accounted and cfg.privacy_noise_multiplier > 0:
-        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
-        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+    if cfg.privacy_mode in _FIXED_CLIPPING:
+        if accounted and cfg.privacy_noise_multiplier > 0:
+            from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
+            from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-        accountant = RdpAccountant(PrivacyConfig(
-            target_delta=cfg.privacy_delta, population_size=num_banks,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION))
-    cls = (fl.DifferentialPrivacyServerSideFixedClipping if cfg.privacy_mode == "server-fixed"
-           else fl.DifferentialPrivacyClientSideFixedClipping)
-    return cls(strategy, noise_multiplier=cfg.privacy_noise_multiplier, clipping_norm=cfg.privacy_clipping_norm,
-               num_sampled_clients=sampled, accountant=accountant), accountant
+            accountant = RdpAccountant(PrivacyConfig(
+                target_delta=cfg.privacy_delta, population_size=num_banks,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION))
+        kwargs["accountant"] = accountant
+    return PRIVACY_CLASSES[cfg.privacy_mode](strategy, **kwargs), accountant
+
+
+def strategy_table() -> str:
+    """The README's Markdown table: each strategy name, its Flower class and its keys (defaults)."""
+    default = RunConfig()
+    rows = ["| `strategy.name` | Flower class | its keys (default) |", "| --- | --- | --- |"]
+    for name, cls in STRATEGY_CLASSES.items():
+        keys = [f"`{spec.name}` ({getattr(default, field)})" for field, spec in KEYS.items()
+                if spec.strategies is not None and name in spec.strategies]
+        label = f"`{name}`" + (" (default)" if name == default.strategy_name else "")
+        rows.append(f"| {label} | `{cls.__name__}` | {', '.join(keys) or 'none'} |")
+    return "\n".join(rows) + "\n"
 
 
 def privacy_summary(cfg: RunConfig, accountant: Any) -> dict[str, Any] | None:

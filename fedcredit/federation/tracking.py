@@ -1,27 +1,48 @@
-"""Per-bank records of every round, kept at the Grid.
+"""Per-bank records of every round, and the protocol kept at the Grid.
 
 `TrackingGrid` wraps the Grid a strategy talks through: it records which
-banks were asked, which replied and which failed (and why), keeps each
-bank's figures, and drops replies that break the protocol before any
-strategy can aggregate them. Tracking at the Grid, not in a strategy
+banks were asked, which replied, which failed and which were refused (and
+why), keeps each bank's figures, checks every reply against the protocol
+(`fedcredit.federation.protocol`) and bounds oversized updates before any
+strategy can aggregate them. Doing this at the Grid, not in a strategy
 subclass, leaves every Flower strategy and DP wrapper as shipped.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcredit.core import metrics
-from fedcredit.federation.protocol import UNIT_WEIGHT
+from fedcredit.federation import protocol
+from fedcredit.federation.protocol import UNIT_WEIGHT, ProtocolError
+
+
+@dataclass(frozen=True)
+class ReplyRules:
+    """What the coordinator knows before round 1 to check replies against.
+
+    `rows`: the training rows each bank (node id) reported with its
+    statistics: its train replies must claim exactly that many, its
+    evaluation the matching validation share. `update_clip`: an update
+    farther from the global model than this multiple of the median distance
+    of the other banks' updates is scaled down to it (0: off).
+    """
+
+    rows: Mapping[int, int] = field(default_factory=dict)
+    bins: int | None = None
+    val_fraction: float | None = None
+    threshold: float | None = None
+    update_clip: float = 0.0
+    extra_train_keys: Sequence[str] = ()
 
 
 @dataclass
@@ -31,12 +52,14 @@ class Phase:
     sampled: list[int] = field(default_factory=list)
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)  # replies that broke the protocol
+    clipped: dict[int, float] = field(default_factory=dict)  # update scale factors applied
     summaries: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None  # why no reply of this phase reached the strategy
 
     @property
     def missing(self) -> list[int]:
-        return [n for n in self.sampled if n not in self.replies and n not in self.failed]
+        return [n for n in self.sampled if n not in self.replies and n not in self.failed and n not in self.refused]
 
     def pooled(self) -> dict[str, Any] | None:
         """Pooled evaluation metrics of the banks that replied (None: nobody did)."""
@@ -64,8 +87,30 @@ class Tracker:
         return len(self.aggregated)
 
 
-def _finite(msg: Message) -> bool:
-    return all(np.isfinite(a).all() for rec in msg.content.array_records.values() for a in rec.to_numpy_ndarrays())
+def bound_updates(updates: dict[int, list[np.ndarray]], global_weights: list[np.ndarray],
+                  clip: float) -> dict[int, float]:
+    """Scale down updates far larger than the others'; {node: factor applied}.
+
+    Each update's distance from the global model is compared with the median
+    distance of the *other* banks' updates (so with two banks each is judged
+    by the other) and scaled down to `clip` times that median when above it.
+    A boosted update thus pulls the global model no harder than `clip`
+    honest ones, while honest banks of different sizes and data keep theirs.
+    """
+    flat_global = np.concatenate([g.ravel().astype(np.float64) for g in global_weights])
+    distance = {n: float(np.linalg.norm(np.concatenate([w.ravel().astype(np.float64) for w in ws]) - flat_global))
+                for n, ws in updates.items()}
+    factors = {}
+    for node, d in distance.items():
+        others = [v for n, v in distance.items() if n != node]
+        if not others or clip <= 0:
+            continue
+        limit = clip * float(np.median(others))
+        if d > limit > 0:
+            factors[node] = limit / d
+            updates[node] = [(g + (w - g) * factors[node]).astype(w.dtype)
+                             for w, g in zip(updates[node], global_weights, strict=True)]
+    return factors
 
 
 def _round_of(messages: list[Message]) -> int:
@@ -90,13 +135,17 @@ class TrackingGrid:
     """
 
     def __init__(self, grid: Grid, tracker: Tracker, banks: Iterable[int] | None = None, min_banks: int = 1,
-                 all_or_nothing: bool = False, wait_timeout: float = float("inf")) -> None:
+                 all_or_nothing: bool = False, wait_timeout: float = float("inf"), rules: ReplyRules | None = None,
+                 preprocessing: str | None = None) -> None:
         self._grid = grid
         self.tracker = tracker
         self.banks = set(banks) if banks is not None else None
         self.min_banks = min_banks
         self.all_or_nothing = all_or_nothing
         self.wait_timeout = wait_timeout
+        self.rules = rules or ReplyRules()
+        self.preprocessing = preprocessing
+        self._bins = self.rules.bins
         self._short_since: float | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -120,35 +169,66 @@ class TrackingGrid:
         kind = messages[0].metadata.message_type if messages else ""
         if kind not in ("train", "evaluate"):
             return self._grid.send_and_receive(messages, timeout=timeout)
-        phase = self.tracker.phase(kind, _round_of(messages))
+        server_round = _round_of(messages)
+        phase = self.tracker.phase(kind, server_round)
         phase.sampled = [m.metadata.dst_node_id for m in messages]
-        kept = []
+        if self.preprocessing is not None:
+            for msg in messages:  # its own record: the strategy's config (and Flower's log) carry only the digest
+                msg.content[protocol.PREPROCESSING] = protocol.preprocessing_record(self.preprocessing)
+        reference = messages[0].content[protocol.ARRAYS]
+        kept: dict[int, Message] = {}
+        updates: dict[int, list[np.ndarray]] = {}
         for msg in self._grid.send_and_receive(messages, timeout=timeout):
             node = msg.metadata.src_node_id
+            if node not in phase.sampled or node in kept or node in phase.failed or node in phase.refused:
+                log(WARNING, "%s: ignored a reply from node %s, which was not asked or already answered", kind, node)
+                continue
             if msg.has_error():
                 phase.failed[node] = msg.error.reason
                 log(WARNING, "%s: bank node %s failed: %s", kind, node, msg.error.reason)
                 continue
-            if kind == "train" and not _finite(msg):
-                phase.failed[node] = "returned non-finite weights (NaN or inf); reply discarded"
-                log(WARNING, "train: bank node %s returned non-finite weights; discarded", node)
+            try:
+                record = self._check(kind, node, msg, reference, updates)
+            except ProtocolError as err:
+                phase.refused[node] = f"reply refused: {err}"
+                log(WARNING, "%s: reply of bank node %s refused: %s", kind, node, err)
                 continue
-            record = dict(next(iter(msg.content.metric_records.values())))
             if kind == "evaluate":
                 phase.summaries.append(record)
                 own = metrics.pooled([record])
                 own["auc"] = record["auc"]  # the bank's exact AUC, computed on its side
                 record = own
             phase.replies[node] = {k: v for k, v in record.items() if not isinstance(v, list) and k != UNIT_WEIGHT}
-            kept.append(msg)
+            kept[node] = msg
+        if kind == "train" and self.rules.update_clip > 0 and len(updates) > 1:
+            phase.clipped = bound_updates(updates, reference.to_numpy_ndarrays(), self.rules.update_clip)
+            for node, factor in phase.clipped.items():
+                kept[node].content[protocol.ARRAYS] = ArrayRecord(updates[node])
+                log(WARNING, "train: update of bank node %s scaled by %.3g (update-clip=%g x the others' median)",
+                    node, factor, self.rules.update_clip)
         if kind == "train" and kept and len(kept) < self.min_banks:
             phase.skipped = f"only {len(kept)} usable repl{'y' if len(kept) == 1 else 'ies'}, min-banks={self.min_banks}"
-        elif kind == "train" and kept and self.all_or_nothing and phase.failed:
+        elif kind == "train" and kept and self.all_or_nothing and (phase.failed or phase.refused):
             phase.skipped = "differential privacy: a sampled bank failed, so the calibrated noise would not hold"
         if phase.skipped:
-            log(WARNING, "train round %s not aggregated: %s", _round_of(messages), phase.skipped)
+            log(WARNING, "train round %s not aggregated: %s", server_round, phase.skipped)
             return []
-        return kept
+        return list(kept.values())
+
+    def _check(self, kind: str, node: int, msg: Message, reference: ArrayRecord,
+               updates: dict[int, list[np.ndarray]]) -> dict[str, Any]:
+        """The reply's metrics, checked against the protocol (train: its weights go to `updates`)."""
+        rows = self.rules.rows.get(node)
+        if kind == "train":
+            weights, record = protocol.read_train_reply(msg.content, reference, rows, self.rules.extra_train_keys)
+            updates[node] = weights
+            return record
+        if self._bins is None:  # no agreed size: the first reply's, and every other reply must match it
+            hist = msg.content.metric_records.get(protocol.METRICS, {}).get("hist-bad")
+            self._bins = len(hist) if isinstance(hist, list) else 0
+        bounds = (protocol.expected_validation_rows(rows, self.rules.val_fraction)
+                  if rows is not None and self.rules.val_fraction is not None else None)
+        return protocol.read_evaluate_reply(msg.content, self._bins, bounds, self.rules.threshold)
 
 
 class FederationStopped(RuntimeError):

@@ -10,150 +10,27 @@ federation). Pooled and bank-alone models get the federation's epoch budget
 KS, Brier, log loss on the hold-out set) goes to `baseline.md` and
 `baseline.json` in the run directory.
 
-Also home of the run-directory readers that `fedcredit report` shares.
+The run directory is read by `fedcredit.risk.rundir`; the command line is
+`fedcredit.cli.baseline`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import math
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
-from fedcredit.core.loading import DataValidationError
-from fedcredit.core.partition import PartitionError
-from fedcredit.core.schema import SchemaError
+from fedcredit.core.config import RunConfig
 from fedcredit.federation.outputs import write_json
+from fedcredit.risk.rundir import Run, holdout, load_final_model, one_line, simulated_banks, target_of
 
 METRICS = ("auc", "gini", "ks", "brier", "logloss")
 LABELS = {"auc": "AUC", "gini": "Gini", "ks": "KS", "brier": "Brier", "logloss": "log loss"}
 HIGHER_IS_BETTER = {"auc": True, "gini": True, "ks": True, "brier": False, "logloss": False}
-
-
-class RunDirError(ValueError):
-    """A run directory cannot be used; the message names the file and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a run directory holds, read once."""
-
-    dir: Path
-    config: dict[str, Any]
-    cfg: RunConfig
-    history: dict[str, Any]
-
-    @property
-    def num_banks(self) -> int:
-        """Federation size: banks that sent statistics plus those that failed to."""
-        return len(self.history.get("banks") or {}) + len(self.history.get("statistics-failed") or {})
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / "model-final.keras"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirError(f"{path} does not exist: is {path.parent} a fedcredit run directory?")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise RunDirError(f"{path} does not hold a JSON object")
-    return value
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Config and history of a run directory, checked enough to be used."""
-    path = Path(run_dir).expanduser().resolve()
-    if not path.is_dir():
-        raise RunDirError(f"run directory {path} does not exist")
-    config = _read_json(path / "config.json")
-    history = _read_json(path / "history.json")
-    try:
-        cfg = parse_run_config(config)
-    except ConfigError as err:
-        raise RunDirError(f"{path / 'config.json'}: {err}") from err
-    if not isinstance(history.get("rounds"), list):
-        raise RunDirError(f"{path / 'history.json'} has no 'rounds' list: not a fedcredit history")
-    return Run(path, config, cfg, history)
-
-
-def one_line(err: Exception) -> str:
-    """Multi-line validation errors as one line for stderr."""
-    if isinstance(err, DataValidationError):
-        return f"{err.path}: " + "; ".join(str(p) for p in err.problems if p.blocking)
-    return " ".join(str(err).split())
-
-
-def simulated_banks(run: Run) -> list[Any]:
-    """The run's simulated banks (train and validation rows), rebuilt from its config.
-
-    Refuses a run whose banks are not the simulation's (a deployment): its
-    rows never existed in one place and cannot be rebuilt.
-    """
-    from fedcredit.core.banks import load_bank
-
-    recorded = set(run.history.get("banks") or {})
-    if run.num_banks < 1:
-        raise RunDirError(f"{run.dir / 'history.json'} records no banks: the run stopped before statistics")
-    try:
-        banks = [load_bank(run.cfg, {"partition-id": i, "num-partitions": run.num_banks}) for i in range(run.num_banks)]
-    except (DataValidationError, SchemaError, PartitionError, OSError) as err:
-        raise RunDirError(f"{run.dir}: its banks cannot be rebuilt as simulated banks from its config (a deployment "
-                          f"run? this needs a simulation run): {one_line(err)}") from err
-    names = {b.name for b in banks}
-    if not recorded <= names:
-        raise RunDirError(
-            f"{run.dir}: its banks {sorted(recorded)} are not the simulated banks {sorted(names)} of its config "
-            "(a deployment run?): this needs a simulation run"
-        )
-    return banks
-
-
-def holdout(run: Run) -> pd.DataFrame:
-    from fedcredit.core.banks import holdout_set
-
-    try:
-        return holdout_set(run.cfg)
-    except (DataValidationError, SchemaError, PartitionError, OSError) as err:
-        raise RunDirError(f"cannot rebuild the hold-out set of {run.dir}: {one_line(err)}") from err
-
-
-def load_final_model(run: Run) -> Any:
-    from fedcredit.core import model as mdl
-
-    if not run.model_path.is_file():
-        raise RunDirError(f"{run.model_path} does not exist: the run did not finish (status {run.history.get('status')!r})")
-    try:
-        return mdl.load(str(run.model_path))
-    except Exception as err:  # Keras raises many types for a damaged file
-        raise RunDirError(f"{run.model_path} cannot be loaded: {one_line(err)[:300]}") from err
-
-
-def target_of(run: Run) -> str:
-    from fedcredit.core.banks import schema_of
-
-    try:
-        return schema_of(run.cfg).target
-    except SchemaError as err:
-        raise RunDirError(f"{run.dir / 'config.json'}: {one_line(err)}") from err
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's retracing warnings (harmless here: one model per bank) off the user's terminal."""
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 # --- the baselines --------------------------------------------------------------
@@ -215,9 +92,9 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
             say(f"bank alone: {bank.name} cannot train a model alone: {one_line(err)}")
             alone[bank.name] = {"training-rows": len(bank.train), **{k: math.nan for k in METRICS}, "error": one_line(err)}
     labels = test[target_of(run)].to_numpy()
-    last = run.history["rounds"][-1] if run.history["rounds"] else {}
+    last = run.history.last_round()
     return {
-        "run-id": run.history.get("run-id"),
+        "run-id": run.history.run_id,
         "run-dir": str(run.dir),
         "seed": cfg.seed,
         "epochs": epochs,
@@ -227,7 +104,7 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
         "holdout": {"rows": len(test), "default-rate": float(labels.mean())},
         "metrics": list(METRICS),
         "federated": {"training-rows": len(pooled_train), **federated,
-                      "history-holdout-auc": (last.get("holdout") or {}).get("auc")},
+                      "history-holdout-auc": last.holdout_auc if last is not None else None},
         "pooled": {"training-rows": len(pooled_train), **pooled},
         "bank-alone": {"banks": alone, **summarise_banks(alone)},
         "seconds": round(time.monotonic() - started, 1),
@@ -274,28 +151,18 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a simulation run's output directory")
+def reproduction_warning(result: dict[str, Any], tolerance: float = 1e-4) -> str | None:
+    """Why the federated row may not be the run's model on the run's data (None: it reproduces history.json)."""
+    recorded, actual = result["federated"]["history-holdout-auc"], result["federated"]["auc"]
+    if recorded is None or abs(recorded - actual) <= tolerance:
+        return None
+    return (f"the final model's hold-out AUC {actual:.4f} differs from the last round's {recorded:.4f} in "
+            "history.json: has the data changed since the run?")
 
 
-def run(args: argparse.Namespace) -> int:
-    quiet_tensorflow()
-
-    def say(msg: str) -> None:
-        print(f"fedcredit baseline: {msg}", file=sys.stderr, flush=True)
-
-    try:
-        run_dir = load_run(args.run_dir)
-        result = compute(run_dir, say)
-    except RunDirError as err:
-        print(f"fedcredit baseline: error: {err}", file=sys.stderr)
-        return 2
-    recorded = result["federated"]["history-holdout-auc"]
-    if recorded is not None and abs(recorded - result["federated"]["auc"]) > 1e-4:
-        say(f"warning: the final model's hold-out AUC {result['federated']['auc']:.4f} differs from the last round's "
-            f"{recorded:.4f} in history.json: has the data changed since the run?")
-    write_json(run_dir.dir / "baseline.json", result)
-    (run_dir.dir / "baseline.md").write_text(to_markdown(result), encoding="utf-8")
-    print(to_markdown(result))
-    say(f"wrote {run_dir.dir / 'baseline.md'} and baseline.json ({result['seconds']} s)")
-    return 0
+def write(run_dir: Path, result: dict[str, Any]) -> tuple[Path, Path]:
+    """baseline.json (for the report) and baseline.md (for people) in the run directory."""
+    json_path, md_path = run_dir / "baseline.json", run_dir / "baseline.md"
+    write_json(json_path, result)
+    md_path.write_text(to_markdown(result), encoding="utf-8")
+    return json_path, md_path

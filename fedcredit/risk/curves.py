@@ -16,37 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fedcredit.core import metrics
+
 # Shares below this count as this in PSI: an empty bin would make the index infinite.
 PSI_FLOOR = 1e-4
 # Conventional PSI reading (credit-scoring practice): below 0.1 stable, 0.1-0.25 shifted, above 0.25 unstable.
 PSI_STABLE, PSI_UNSTABLE = 0.1, 0.25
 
 
-def _arrays(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel().astype(bool)
-    if scores.size != labels.size:
-        raise ValueError(f"{scores.size} scores but {labels.size} labels")
-    return scores, labels
-
-
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate, threshold) for every distinct score, riskiest first.
-
-    A loan is flagged when its score is at or above the threshold; the first
-    point (threshold +inf) flags nobody. Same points as scikit-learn's
-    `roc_curve(drop_intermediate=False)`.
-    """
-    scores, labels = _arrays(scores, labels)
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    tp = np.cumsum(y)[last_of_value]
-    fp = np.cumsum(~y)[last_of_value]
-    n_bad, n_good = int(y.sum()), int((~y).sum())
-    tpr = np.r_[0.0, tp / n_bad] if n_bad else np.full(tp.size + 1, math.nan)
-    fpr = np.r_[0.0, fp / n_good] if n_good else np.full(fp.size + 1, math.nan)
-    return fpr, tpr, np.r_[np.inf, s[last_of_value]]
+# The ROC kernel shared with the pooled and exact metrics (re-exported: the report plots it).
+roc_curve = metrics.roc_curve
 
 
 @dataclass(frozen=True)
@@ -61,17 +40,13 @@ class KSCurve:
 
 
 def ks_curve(scores: np.ndarray, labels: np.ndarray) -> KSCurve:
-    scores, labels = _arrays(scores, labels)
-    if labels.all() or not labels.any():
+    """The KS curves, read off the ROC curve: loans at or below a score are those the next higher one does not flag."""
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
         raise ValueError("KS needs both defaulted and repaid loans")
-    order = np.argsort(scores, kind="stable")
-    s, y = scores[order], labels[order]
-    last_of_value = np.r_[s[1:] != s[:-1], True]
-    cdf_bad = np.cumsum(y)[last_of_value] / y.sum()
-    cdf_good = np.cumsum(~y)[last_of_value] / (~y).sum()
-    gap = np.abs(cdf_good - cdf_bad)
-    i = int(np.argmax(gap))
-    return KSCurve(s[last_of_value], cdf_bad, cdf_good, float(gap[i]), float(s[last_of_value][i]))
+    gap = np.abs(tpr - fpr)[-2::-1]  # the same gaps as metrics.auc_ks, lowest score first
+    i = int(np.argmax(gap >= gap.max() - 1e-12))  # equal gaps (up to rounding): the lowest threshold
+    return KSCurve(thresholds[:0:-1], 1 - tpr[-2::-1], 1 - fpr[-2::-1], float(gap[i]), float(thresholds[-1 - i]))
 
 
 def _bin_ids(scores: np.ndarray, n_bins: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +74,7 @@ def reliability_bins(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, s
     Quantile bins (equal counts) by default: a credit model's PDs crowd
     below 0.2, where equal-width bins would leave most bins empty.
     """
-    scores, labels = _arrays(scores, labels)
+    scores, labels = metrics.binary_arrays(scores, labels)
     ids, edges = _bin_ids(scores, n_bins, strategy)
     count = np.bincount(ids, minlength=n_bins)
     sum_pd = np.bincount(ids, weights=scores, minlength=n_bins)
@@ -170,7 +145,7 @@ def gains_table(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> pd.
     cumulative share of all defaults caught by flagging down to this decile;
     `lift` is the decile's default rate over the overall one.
     """
-    scores, labels = _arrays(scores, labels)
+    scores, labels = metrics.binary_arrays(scores, labels)
     n, n_bad = scores.size, int(labels.sum())
     if n < n_bins:
         raise ValueError(f"{n} rows cannot be cut into {n_bins} deciles")

@@ -11,18 +11,17 @@ and the final model's SHA-256.
 
 Hold-out sections need the run's hold-out set and stability needs its
 simulated banks; a deployment run (holdout-eval=false, its own banks) has
-neither, and those sections say so instead of failing.
+neither, and those sections say so instead of failing. The command line is
+`fedcredit.cli.report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import html
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,20 +38,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from fedcredit.federation.history import History, metric
 from fedcredit.risk import curves as rm
-from fedcredit.risk.baseline import (
-    LABELS,
-    METRICS,
-    Run,
-    RunDirError,
-    holdout,
-    load_final_model,
-    load_run,
-    quiet_tensorflow,
-    simulated_banks,
-    table_rows,
-    target_of,
-)
+from fedcredit.risk.baseline import LABELS, METRICS, table_rows
+from fedcredit.risk.rundir import Run, RunDirError, holdout, load_final_model, simulated_banks, target_of
 
 PNG_NAMES = ("rounds.png", "bank_auc.png", "roc.png", "ks.png", "calibration.png", "distributions.png", "psi.png")
 BAD, GOOD = "#c0392b", "#2471a3"  # defaulted / repaid loans, the same colours in every plot
@@ -220,38 +209,36 @@ def plot_psi(table: pd.DataFrame, out_dir: Path) -> Path:
 
 # --- data from the run --------------------------------------------------------------
 
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+def _num(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
-def rounds_table(history: dict[str, Any]) -> pd.DataFrame:
+def rounds_table(history: History) -> pd.DataFrame:
+    """One row per trained round: pooled validation and hold-out figures, banks trained, failures, seconds."""
     rows = []
-    for entry in history["rounds"]:
-        if entry.get("round", 0) < 1:
-            continue
-        val = ((entry.get("evaluate") or {}).get("pooled")) or {}
-        hold = entry.get("holdout") or {}
-        train = entry.get("train") or {}
-        rows.append({"round": int(entry["round"]), "val_auc": _num(val.get("auc")), "val_ks": _num(val.get("ks")),
-                     "val_logloss": _num(val.get("logloss")), "holdout_auc": _num(hold.get("auc")),
-                     "holdout_logloss": _num(hold.get("logloss")), "trained": len(train.get("ok", [])),
-                     "failed": ", ".join(f"{b}: {r}" for b, r in {**(train.get("failed") or {}),
-                                         **((entry.get("evaluate") or {}).get("failed") or {})}.items()),
-                     "seconds": _num(entry.get("seconds"))})
+    for entry in history.trained_rounds:
+        rows.append({"round": entry.round, "val_auc": _num(metric(entry.pooled, "auc")),
+                     "val_ks": _num(metric(entry.pooled, "ks")), "val_logloss": _num(metric(entry.pooled, "logloss")),
+                     "holdout_auc": _num(metric(entry.holdout, "auc")),
+                     "holdout_logloss": _num(metric(entry.holdout, "logloss")),
+                     "trained": len(entry.train.ok) if entry.train is not None else 0,
+                     "failed": ", ".join(f"{b}: {r}" for b, r in entry.failures.items()),
+                     "seconds": _num(entry.seconds)})
     return pd.DataFrame(rows, columns=["round", "val_auc", "val_ks", "val_logloss", "holdout_auc", "holdout_logloss",
                                        "trained", "failed", "seconds"])
 
 
-def bank_auc_table(history: dict[str, Any]) -> pd.DataFrame:
+def bank_auc_table(history: History) -> pd.DataFrame:
+    """Rounds x banks: each bank's validation AUC (NaN where the bank did not report one)."""
     data: dict[str, dict[int, float]] = {}
-    for entry in history["rounds"]:
-        for bank, m in (((entry.get("evaluate") or {}).get("banks")) or {}).items():
-            data.setdefault(bank, {})[int(entry["round"])] = _num((m or {}).get("auc"))
+    for entry in history.rounds:
+        for bank, m in entry.bank_metrics.items():
+            data.setdefault(bank, {})[entry.round] = _num(metric(m, "auc"))
     return pd.DataFrame(data).sort_index()
 
 
 def has_holdout(run: Run) -> bool:
-    return run.cfg.holdout_eval and any("holdout" in e for e in run.history["rounds"])
+    return run.cfg.holdout_eval and any(e.holdout is not None for e in run.history.rounds)
 
 
 def psi_table(model: Any, banks: list[Any], target: str) -> pd.DataFrame:
@@ -320,34 +307,33 @@ nav a { margin-right: 1em; }
 
 def summary_section(run: Run) -> str:
     h = run.history
-    recorded = h.get("model-final-sha256")
+    recorded = h.model_final_sha256
     if run.model_path.is_file():
         actual = hashlib.sha256(run.model_path.read_bytes()).hexdigest()
         check = ("matches model-final.keras" if actual == recorded
                  else f"DOES NOT MATCH model-final.keras (its SHA-256 is {actual})")
     else:
         check = "model-final.keras is missing"
-    banks = h.get("banks") or {}
     rows = [
-        ["run id", h.get("run-id")],
-        ["status", h.get("status") + (f" ({h['reason']})" if h.get("reason") else "")],
+        ["run id", _fmt(h.run_id)],
+        ["status", (h.status or "not recorded") + (f" ({h.reason})" if h.reason else "")],
         ["strategy", _strategy_text(run)],
-        ["rounds", f"{len([e for e in h['rounds'] if e.get('round', 0) > 0])} of {run.cfg.num_server_rounds}"],
-        ["banks", ", ".join(f"{b} ({m.get('training-rows')} training rows)" for b, m in banks.items()) or "none"],
-        ["best round (pooled validation AUC)", h.get("best-round", "n/a")],
+        ["rounds", f"{len(h.trained_rounds)} of {run.cfg.num_server_rounds}"],
+        ["banks", ", ".join(f"{b} ({_fmt(m.training_rows)} training rows)" for b, m in h.banks.items()) or "none"],
+        ["best round (pooled validation AUC)", _fmt(h.best_round)],
         ["final model SHA-256", f"{recorded or 'not recorded'} ({check})"],
         ["run directory", str(run.dir)],
-        ["seconds", h.get("seconds", "n/a")],
+        ["seconds", _fmt(h.seconds, 2)],
     ]
     return section("summary", "Summary", html_table(["item", "value"], rows, numeric_from=2))
 
 
 def _strategy_text(run: Run) -> str:
     """Strategy and privacy mechanism as recorded by the run (older runs: FedAvg)."""
-    info = run.history.get("strategy")
-    if isinstance(info, dict):
-        privacy = info.get("privacy", "none")
-        text = f"{info.get('name', 'fedavg')} (Flower {info.get('flower-class', '?')})"
+    info = run.history.strategy
+    if info is not None:
+        privacy = info.privacy or "none"
+        text = f"{info.name or 'fedavg'} (Flower {info.flower_class or '?'})"
         return text if privacy == "none" else f"{text}, differential privacy: {privacy}"
     return str(run.config.get("strategy.name") or "fedavg")
 
@@ -453,13 +439,11 @@ def config_section(run: Run) -> str:
 
 
 def privacy_section(run: Run) -> str:
-    privacy = run.history.get("privacy")
+    privacy = run.history.privacy
     if not privacy:
         return section("privacy", "Privacy", note("No privacy figures recorded in history.json for this run."))
-    if isinstance(privacy, dict):
-        rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in privacy.items()]
-        return section("privacy", "Privacy", html_table(["item", "value"], rows, numeric_from=2))
-    return section("privacy", "Privacy", f"<pre>{_e(json.dumps(privacy, indent=2))}</pre>")
+    rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in privacy.items()]
+    return section("privacy", "Privacy", html_table(["item", "value"], rows, numeric_from=2))
 
 
 def _try(what: Callable[[], Any]) -> tuple[Any, str]:
@@ -500,7 +484,7 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
         else:
             why_not_psi = f"Not available: {why_not_psi}"
 
-    title = f"Model-risk report: run {run.history.get('run-id', run.dir.name)}"
+    title = f"Model-risk report: run {run.history.run_id or run.dir.name}"
     nav = " ".join(f'<a href="#{k}">{k}</a>' for k in ("summary", "baseline", "rounds", "holdout", "calibration",
                                                         "distributions", "gains", "stability", "config", "privacy"))
     parts = [summary_section(run), baseline_section(run), rounds_section(run, out_dir, pngs),
@@ -513,23 +497,11 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
     return page, pngs
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
-
-
-def run(args: argparse.Namespace) -> int:
-    quiet_tensorflow()
-    try:
-        the_run = load_run(args.run_dir)
-    except RunDirError as err:
-        print(f"fedcredit report: error: {err}", file=sys.stderr)
-        return 2
-    page, pngs = build(the_run, the_run.dir / "report")
-    out = the_run.dir / "report.html"
+def write(run: Run) -> tuple[Path, int, list[Path]]:
+    """Build the report of `run` into its directory: (report.html, its size in bytes, PNG files)."""
+    page, pngs = build(run, run.dir / "report")
+    out = run.dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    print(f"fedcredit report: wrote {out} ({len(page) // 1024} KiB) and {len(pngs)} plots in {the_run.dir / 'report'}",
-          file=sys.stderr)
-    print(out)
-    return 0
+    tmp.replace(out)  # a reader never sees half a report
+    return out, len(page.encode("utf-8")), pngs

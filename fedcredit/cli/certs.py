@@ -1,0 +1,39 @@
+"""`fedcredit certs --out DIR --host H --bank B`: the consortium's CA, SuperLink certificate and bank keys.
+
+Safe to rerun on the same `--out`: the CA and every existing key are reused
+(never overwritten), so `fedcredit certs --out DIR --host H --bank newbank`
+adds a bank to a running consortium. Exit code 0 on success, 1 when existing
+files cannot be reused as they are (the message says how to fix them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedcredit.deploy.certs import CredentialsError, make_credentials
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True,
+                        help="directory for the files; an existing CA and existing keys there are reused")
+    parser.add_argument("--host", action="append", required=True,
+                        help="a host name or IP the banks use to reach the SuperLink (repeat for each)")
+    parser.add_argument("--bank", action="append", default=[], help="a bank name (repeat for each)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        creds = make_credentials(args.out, args.host, args.bank)
+    except (CredentialsError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for note in creds.notes:
+        print(note)
+    print(f"CA certificate (give to every bank): {creds.ca_cert}")
+    print(f"SuperLink certificate and key (coordinator only): {creds.superlink_cert}, {creds.superlink_key}")
+    for bank, (private, public) in creds.bank_keys.items():
+        print(f"{bank}: private key {private} (stays at the bank), public key {public} (register it)")
+    print(f"Keep {Path(args.out) / 'ca.key'} offline: it signs SuperLink certificates. Private keys are mode 0600.")
+    return 0

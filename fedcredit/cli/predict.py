@@ -1,0 +1,81 @@
+"""`fedcredit predict MODEL applicants.csv`: probability of default, decision and reason codes.
+
+Arguments and printing only; validation, scoring and reason codes live in
+`fedcredit.risk.predict` and `fedcredit.risk.explain`. Invalid rows are kept
+in the output (status "invalid") and each is reported on stderr with its CSV
+line, column and value (this runs at the bank: nothing is sent). Exit code:
+0 every row scored, 1 the output is complete but some rows are invalid,
+2 nothing could be scored (unreadable file, missing columns, model or schema
+problem, output not writable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TextIO
+
+from fedcredit.core.schema import SchemaError, load_schema
+from fedcredit.risk.predict import STATUS_INVALID, PredictError, load_model, read_applicants, score_applicants, write
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's retracing warnings off the user's terminal."""
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="a saved fedcredit model (.keras), e.g. RUN_DIR/model-final.keras")
+    parser.add_argument("applicants", metavar="APPLICANTS_CSV", help="applicants' raw columns (the target may be absent)")
+    parser.add_argument("--threshold", type=_threshold, default=0.1,
+                        help="decline when the probability of default is at or above this (default 0.1)")
+    parser.add_argument("--output", default="-", help="output file (default: stdout)")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    parser.add_argument("--schema-path", default="", help="TOML schema of the columns (default: built-in LendingClub)")
+
+
+def _predict(args: argparse.Namespace, err: TextIO) -> int:
+    try:
+        schema = load_schema(args.schema_path)
+    except SchemaError as e:
+        raise PredictError(str(e)) from e
+    path = str(args.applicants)
+    raw, passthrough = read_applicants(path, schema)
+    model = load_model(args.model, schema)
+    result = score_applicants(model, raw, passthrough, schema, path, args.threshold)
+    for p in result.notes:
+        print(f"fedcredit predict: {path}: note: {p}", file=err)
+    for rec in result.invalid:
+        print(f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']}; row not scored "
+              f"(status '{STATUS_INVALID}')", file=err)
+    if args.output == "-":
+        write(result.records, passthrough, args.format, sys.stdout)
+    else:
+        with open(args.output, "w", encoding="utf-8", newline="") as stream:
+            write(result.records, passthrough, args.format, stream)
+    n_scored = len(result.records) - len(result.invalid)
+    declined = sum(1 for r in result.records if r["decision"] == "decline")
+    print(f"fedcredit predict: scored {n_scored} of {len(result.records)} applicants at threshold {args.threshold:g} "
+          f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged"
+          + ("" if args.output == "-" else f"; wrote {args.output}"), file=err)
+    return 1 if result.invalid else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    try:
+        return _predict(args, sys.stderr)
+    except (PredictError, OSError) as e:  # OSError: e.g. the output file cannot be written
+        print(f"fedcredit predict: error: {e}", file=sys.stderr)
+        return 2

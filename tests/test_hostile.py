@@ -1,0 +1,237 @@
+"""One hostile or broken bank among four: refused with its reason, and the run goes on with the others.
+
+The real ServerApp (`fedcredit.federation.server.run`) drives the real ClientApp
+handlers of `client_app.py` through a Grid in this process; one bank's replies
+are tampered with on their way back, as a hostile bank would send them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+import client_app
+from fedcredit.federation import protocol, server
+from fedcredit.federation.outputs import load_checkpoint
+
+NODES = (11, 12, 13, 14)
+HOSTILE = 11
+Tamper = Callable[[str, RecordDict, Message], RecordDict | None]  # (message type, reply, request) -> new reply
+
+
+def run_config(out: Path, **extra) -> dict:
+    return {"partitioning": "iid", "num-server-rounds": 2, "local-epochs": 1, "hidden-units": "8",
+            "learning-rate": 0.01, "histogram-bins": 200, "seed": 5, "output-dir": str(out), **extra}
+
+
+class Banks:
+    """A Grid whose four banks answer with the real ClientApp handlers, one of them tampered with."""
+
+    def __init__(self, config: dict, tamper: Tamper | None = None) -> None:
+        self.tamper = tamper
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={"partition-id": i, "num-partitions": 4},
+                                    state=RecordDict(), run_config=config) for i, n in enumerate(NODES)}
+
+    def get_node_ids(self) -> list[int]:
+        return list(NODES)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        handlers = {"query": client_app.query, "train": client_app.train, "evaluate": client_app.evaluate}
+        replies = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            kind = msg.metadata.message_type
+            reply = handlers[kind](msg, self.contexts[node])
+            if node == HOSTILE and self.tamper is not None and not reply.has_error():
+                content = self.tamper(kind, reply.content, msg)
+                if content is None:
+                    reply = Message(Error(code=1, reason="bank down"), reply_to=msg)
+                else:
+                    reply = Message(content=content, reply_to=msg)
+            replies.append(reply)
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def run(tmp_path: Path, tamper: Tamper | None = None, **extra) -> tuple[dict, list[np.ndarray]]:
+    config = run_config(tmp_path / "out", **extra)
+    history = server.run(Banks(config, tamper), config, "t", Path(client_app.__file__).parent)
+    run_dir = Path(history["output-dir"])
+    assert history["status"] == "completed"
+    assert json.loads((run_dir / "history.json").read_text())["status"] == "completed"
+    last = max(run_dir.glob("checkpoints/round-*.npz"))
+    return history, load_checkpoint(last)
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory):
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    try:
+        return run(tmp_path_factory.mktemp("honest"))
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="module")
+def absent_from_training(tmp_path_factory):
+    """The reference for a refused train reply: the same run with that bank failing every train message."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    try:
+        return run(tmp_path_factory.mktemp("absent"), lambda kind, c, m: None if kind == "train" else c)
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def _name(history: dict) -> str:
+    return next(name for name, b in history["banks"].items() if b["node-id"] == str(HOSTILE))
+
+
+def _weights(edit: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Tamper:
+    def tamper(kind, content, msg):
+        if kind == "train":
+            content[protocol.ARRAYS] = ArrayRecord(edit(content[protocol.ARRAYS].to_numpy_ndarrays()))
+        return content
+    return tamper
+
+
+def _metric(kind_wanted: str, key: str, value) -> Tamper:
+    def tamper(kind, content, msg):
+        if kind == kind_wanted:
+            content[protocol.METRICS][key] = value
+        return content
+    return tamper
+
+
+def _boost(factor: float) -> Tamper:
+    def tamper(kind, content, msg):
+        if kind == "train":
+            glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
+            mine = content[protocol.ARRAYS].to_numpy_ndarrays()
+            content[protocol.ARRAYS] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
+        return content
+    return tamper
+
+
+TRAIN_CASES = {
+    "all weights 1e30 (finite but absurd)": (_weights(lambda ws: [np.full_like(w, 1e30) for w in ws]), None),
+    "a NaN weight": (_weights(lambda ws: [w * np.nan for w in ws]), "NaN or infinite"),
+    "a bias of shape (1,) instead of (8,)": (_weights(lambda ws: [ws[0], ws[1][:1], *ws[2:]]), "array 1 has shape"),
+    "a transposed kernel": (_weights(lambda ws: [ws[0], ws[1], ws[2].T, *ws[3:]]), "array 2 has shape"),
+    "a missing array": (_weights(lambda ws: ws[:-1]), "named differently"),
+    "num-examples 10^12": (_metric("train", "num-examples", 10**12), "num-examples must be a whole number"),
+    "num-examples -1000": (_metric("train", "num-examples", -1000), "num-examples must be a whole number"),
+    "num-examples 0": (_metric("train", "num-examples", 0), "but the bank reported"),
+    "an extra metric key": (_metric("train", "extra", 1.0), "unexpected keys \\['extra'\\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_a_train_reply_that_breaks_the_protocol_is_refused(tmp_path, case, absent_from_training):
+    tamper, reason = TRAIN_CASES[case]
+    history, final = run(tmp_path, tamper)
+    name = _name(history)
+    for entry in history["rounds"][1:]:
+        if reason is None:  # absurd but well-formed: bounded, not refused
+            assert name in entry["train"]["clipped"] and entry["train"]["clipped"][name] < 1e-20
+        else:
+            assert re.search(reason, entry["train"]["refused"].get(name, "")), entry["train"]
+            assert name not in entry["train"]["ok"] and len(entry["train"]["ok"]) == 3
+    if reason is not None:  # the global model is exactly the honest banks' model
+        assert all(np.array_equal(a, b) for a, b in zip(final, absent_from_training[1]))
+
+
+@pytest.mark.parametrize("factor", [10.0, 1000.0])
+def test_a_boosted_update_is_bounded_and_the_model_stays_close(tmp_path, honest, factor):
+    history, _ = run(tmp_path, _boost(factor))
+    name = _name(history)
+    assert all(name in e["train"]["clipped"] for e in history["rounds"][1:])
+    assert abs(history["rounds"][-1]["holdout"]["auc"] - honest[0]["rounds"][-1]["holdout"]["auc"]) < 0.02
+
+
+def _hist(key: str, edit: Callable[[list[int]], list[int]]) -> Tamper:
+    def tamper(kind, content, msg):
+        if kind == "evaluate":
+            content[protocol.METRICS][key] = edit(list(content[protocol.METRICS][key]))
+        return content
+    return tamper
+
+
+EVALUATE_CASES = {
+    "negative histogram counts": (_hist("hist-good", lambda h: [v - 1 for v in h]), "must be a whole number"),
+    "inflated histograms": (_hist("hist-bad", lambda h: [v * 1000 for v in h]), "must be a whole number from 0"),
+    "a histogram of the wrong length": (_hist("hist-bad", lambda h: h[:-1]), "histogram-bins=200"),
+    "NaN sums": (_metric("evaluate", "sum-brier", float("nan")), "sum-brier is not a finite number"),
+    "AUC 1.0 from every default moved to the top bin": (_hist("hist-bad", lambda h: [0] * (len(h) - 1) + [sum(h)]),
+                                                        "does not match the"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVALUATE_CASES))
+def test_an_evaluation_that_breaks_the_protocol_is_refused(tmp_path, case, honest):
+    tamper, reason = EVALUATE_CASES[case]
+    history, final = run(tmp_path, tamper)
+    name = _name(history)
+    for entry in history["rounds"][1:]:
+        refused = entry["evaluate"]["refused"]
+        assert re.search(reason, refused.get(name, "")), refused
+        pooled = entry["evaluate"]["pooled"]
+        honest_banks = [b for b in honest[0]["rounds"][entry["round"]]["evaluate"]["banks"] if b != name]
+        assert pooled["num-examples"] == sum(
+            honest[0]["rounds"][entry["round"]]["evaluate"]["banks"][b]["num-examples"] for b in honest_banks)
+    # Evaluation never touches training: the model is the honest run's.
+    assert all(np.array_equal(a, b) for a, b in zip(final, honest[1]))
+
+
+def _stats(edit: Callable[[RecordDict], None]) -> Tamper:
+    def tamper(kind, content, msg):
+        if kind == "query":
+            edit(content)
+        return content
+    return tamper
+
+
+def _numeric(triple):
+    return _stats(lambda c: c.metric_records[protocol.NUMERIC_STATS].__setitem__("int_rate", triple))
+
+
+def _categories(counts):
+    return _stats(lambda c: c.config_records[protocol.CATEGORY_COUNTS].__setitem__("term", json.dumps(counts)))
+
+
+STATISTICS_CASES = {
+    "negative counts": (_numeric([-5.0, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
+    "NaN sums": (_numeric([10.0, float("nan"), 1.0]), "sum of 'int_rate' is not a finite number"),
+    "a NaN count": (_numeric([float("nan"), 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
+    "a count of 10^12": (_numeric([1e12, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
+    "20,000 bogus categories": (_categories({f"c{i}": 1 for i in range(20_000)}), "distinct categories"),
+    "negative category counts": (_categories({"term_36": -3}), "a category count of 'term'"),
+    "another schema": (_stats(lambda c: c.config_records[protocol.BANK_INFO].__setitem__(protocol.SCHEMA_SHA, "0" * 64)),
+                       "differs from the coordinator's"),
+}
+
+
+@pytest.mark.parametrize("case", list(STATISTICS_CASES))
+def test_statistics_that_break_the_protocol_leave_the_bank_out(tmp_path, case):
+    tamper, reason = STATISTICS_CASES[case]
+    history, _ = run(tmp_path, tamper)
+    assert reason in history["statistics-failed"][f"node-{HOSTILE}"]
+    assert len(history["banks"]) == 3 and all(b["node-id"] != str(HOSTILE) for b in history["banks"].values())
+    prep = json.loads((Path(history["output-dir"]) / "preprocessing.json").read_text())
+    assert len(prep["vocabulary"]["term"]) <= 2  # no bogus category reached the model
+    assert all(len(e["train"]["ok"]) == 3 for e in history["rounds"][1:])
