@@ -20,7 +20,7 @@ def query(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the bank's training rows, for federated preprocessing."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR)
+        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
         return protocol.statistics_reply(*client.statistics(cfg, context.node_config))
 
     return client.answer(msg, build)
@@ -31,11 +31,16 @@ def train(msg: Message, context: Context) -> Message:
     """Fit the global model on the bank's training rows (FedProx: with the proximal term)."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR)
+        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
         config = msg.content[protocol.CONFIG]
-        weights, loss, rows = client.train(cfg, context.node_config, msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
-                                           protocol.read_preprocessing(msg.content), int(config["server-round"]),
-                                           float(config.get("proximal-mu", 0.0)))
+        weights, loss, rows = client.train(
+            cfg,
+            context.node_config,
+            msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
+            protocol.read_preprocessing(msg.content),
+            int(config["server-round"]),
+            float(config.get("proximal-mu", 0.0)),
+        )
         return protocol.train_reply(weights, loss, rows)
 
     return client.answer(msg, build)
@@ -46,9 +51,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Summarise the global model's scores on the bank's validation rows."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR)
-        summary = client.evaluate(cfg, context.node_config, msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
-                                  protocol.read_preprocessing(msg.content))
+        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        summary = client.evaluate(
+            cfg,
+            context.node_config,
+            msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
+            protocol.read_preprocessing(msg.content),
+        )
         return protocol.evaluate_reply(summary)
 
     return client.answer(msg, build)

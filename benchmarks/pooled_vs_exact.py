@@ -27,11 +27,16 @@ def main(run_dirs: list[str]) -> int:
         cfg = parse_run_config(history["config"])
         n = len(history["banks"])
         val = pd.concat([load_bank(cfg, {"partition-id": i, "num-partitions": n}).val for i in range(n)])
-        exact = metrics.exact(mdl.score(mdl.load(str(run_dir / "model-final.keras")), val),
-                              val[schema_of(cfg).target].to_numpy(), cfg.threshold)
+        exact = metrics.exact(
+            mdl.score(mdl.load(str(run_dir / "model-final.keras")), val),
+            val[schema_of(cfg).target].to_numpy(),
+            cfg.threshold,
+        )
         pooled = history["rounds"][-1]["evaluate"]["pooled"]
-        print(f"{run_dir.name}: pooled AUC {pooled['auc']:.5f} exact {exact['auc']:.5f} "
-              f"|diff| {abs(pooled['auc'] - exact['auc']):.5f}; KS {pooled['ks']:.4f} exact {exact['ks']:.4f}")
+        print(
+            f"{run_dir.name}: pooled AUC {pooled['auc']:.5f} exact {exact['auc']:.5f} "
+            f"|diff| {abs(pooled['auc'] - exact['auc']):.5f}; KS {pooled['ks']:.4f} exact {exact['ks']:.4f}"
+        )
     return 0
 
 

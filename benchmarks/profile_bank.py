@@ -41,8 +41,8 @@ def main() -> int:
     args = ap.parse_args()
     cfg = parse_run_config({"partitioning": "iid"})
     nodes = [{"partition-id": i, "num-partitions": args.banks} for i in range(args.banks)]
-    prep = preprocessing_from_stats(merge_stats([client.statistics(cfg, n)[1] for n in nodes]), 10).to_json()
-    key, model = client._model(cfg, prep, simulation=True)
+    prep = preprocessing_from_stats(merge_stats([client.statistics(cfg, n)[3] for n in nodes]), 10).to_json()
+    key, model, trainer = client._model(cfg, prep, simulation=True)
     weights = model.get_weights()
     for server_round in (1, 2):
         train_s, eval_s = [], []
@@ -58,16 +58,21 @@ def main() -> int:
     print(f"  train message: {1000 * sum(train_s) / len(train_s):.1f} ms per bank")
     print(f"  evaluate message: {1000 * sum(eval_s) / len(eval_s):.1f} ms per bank")
     bank = client.load_bank(cfg, nodes[0])
-    feats = client._inputs(key, bank, "train", model)
+    feats = client._inputs(key, bank, "train", trainer)
     labels = bank.train["Class"].to_numpy()
-    print(f"  of which Keras fit ({cfg.local_epochs} epochs): "
-          f"{ms(lambda: mdl.fit(model, weights, feats, labels, cfg.local_epochs, cfg.batch_size, 1.0, 1)):.1f} ms, "
-          f"1 epoch: {ms(lambda: mdl.fit(model, weights, feats, labels, 1, cfg.batch_size, 1.0, 1)):.1f} ms")
+    local, one = mdl.FitOptions(cfg.local_epochs, cfg.batch_size, seed=1), mdl.FitOptions(1, cfg.batch_size, seed=1)
+    print(
+        f"  of which Keras fit ({cfg.local_epochs} epochs): "
+        f"{ms(lambda: trainer.fit(weights, feats, labels, local)):.1f} ms, "
+        f"1 epoch: {ms(lambda: trainer.fit(weights, feats, labels, one)):.1f} ms"
+    )
     test = holdout_set(cfg)
     x, y = mdl.to_inputs(test, model), test["Class"].to_numpy()
     out = RunOutputs(tempfile.mkdtemp(prefix="fedcredit-profile-"), "profile")
     print("ServerApp work per round:")
-    print(f"  hold-out scoring + metrics ({len(test)} rows): {ms(lambda: metrics.exact(mdl.predict(model, x), y, 0.1)):.1f} ms")
+    print(
+        f"  hold-out scoring + metrics ({len(test)} rows): {ms(lambda: metrics.exact(mdl.predict(model, x), y, 0.1)):.1f} ms"
+    )
     print(f"  checkpoint: {ms(lambda: out.save_checkpoint(1, weights)):.1f} ms")
     print(f"  best-model .keras save: {ms(lambda: model.save(out.path('model-best.keras'))):.1f} ms")
     print(f"  TensorBoard scalars: {ms(lambda: write_scalars(out.path('tb'), 1, {'pooled': {'auc': 0.7}})):.1f} ms")

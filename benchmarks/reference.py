@@ -55,11 +55,17 @@ def main() -> int:
             last = history["rounds"][-1]
             t = time.monotonic()
             pooled = pooled_auc(parse_run_config({**defaults, **run_config}), num_banks)
-            rows.append({"seed": seed, "federated hold-out AUC": last["holdout"]["auc"],
-                         "pooled (centralised) hold-out AUC": pooled,
-                         "federated pooled val AUC": last["evaluate"]["pooled"]["auc"],
-                         "flwr run wall s": round(result.seconds, 1), "strategy s": history["seconds"],
-                         "pooled training s": round(time.monotonic() - t, 1)})
+            rows.append(
+                {
+                    "seed": seed,
+                    "federated hold-out AUC": last["holdout"]["auc"],
+                    "pooled (centralised) hold-out AUC": pooled,
+                    "federated pooled val AUC": last["evaluate"]["pooled"]["auc"],
+                    "flwr run wall s": round(result.seconds, 1),
+                    "strategy s": history["seconds"],
+                    "pooled training s": round(time.monotonic() - t, 1),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     print(table.round(4).to_string(index=False))

@@ -104,10 +104,12 @@ cfg = parse_run_config({{**base, **json.loads({json.dumps(json.dumps(run_config)
 schema = schema_of(cfg)
 train = pd.concat([load_bank(cfg, {{"partition-id": i, "num-partitions": {num_banks}}}).train for i in range({num_banks})])
 prep = preprocessing_from_stats(compute_stats(train, schema), cfg.min_category_count)
-m = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout, cfg.l2, cfg.learning_rate, cfg.seed)
+m = mdl.build_model(prep, mdl.ModelSpec.of(cfg, schema))
+trainer = mdl.Trainer(m, cfg.learning_rate)
 x, y = mdl.to_inputs(train, m), train[schema.target].to_numpy()
 t = time.perf_counter()
-mdl.fit(m, m.get_weights(), x, y, cfg.num_server_rounds * cfg.local_epochs, cfg.batch_size, cfg.positive_weight, cfg.seed)
+trainer.fit(m.get_weights(), x, y, mdl.FitOptions(cfg.num_server_rounds * cfg.local_epochs, cfg.batch_size,
+                                                 cfg.positive_weight, cfg.seed))
 print(time.perf_counter() - t)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -115,8 +117,12 @@ print(time.perf_counter() - t)
 
 
 def tf_import_seconds() -> float:
-    out = subprocess.run([sys.executable, "-c", "import time; t=time.perf_counter(); import tensorflow; "
-                          "print(time.perf_counter()-t)"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import time; t=time.perf_counter(); import tensorflow; print(time.perf_counter()-t)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -169,8 +175,9 @@ def main() -> int:
         for label, run_config, n in cases:
             fed = federated(flower, run_config, f"num-supernodes={n}{cpus}", Path(args.out) / label.split()[0])
             pooled = pooled_fit_seconds(run_config, n)
-            rows.append({"federation": label, "pooled fit s": pooled, **fed,
-                         "strategy / pooled": fed["strategy s"] / pooled})
+            rows.append(
+                {"federation": label, "pooled fit s": pooled, **fed, "strategy / pooled": fed["strategy s"] / pooled}
+            )
             print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows).round(3)
     print(table.to_markdown(index=False))

@@ -32,8 +32,17 @@ _BUILT: dict[str, Path] = {}
 
 
 def tiny_config(data_path: Path, output_dir: Path) -> dict[str, Any]:
-    return {**RunConfig().to_flower(), "data-path": str(data_path), "partitioning": "iid", "num-server-rounds": 2,
-            "local-epochs": 1, "hidden-units": "8", "learning-rate": 0.01, "seed": 7, "output-dir": str(output_dir)}
+    return {
+        **RunConfig().to_flower(),
+        "data-path": str(data_path),
+        "partitioning": "iid",
+        "num-server-rounds": 2,
+        "local-epochs": 1,
+        "hidden-units": "8",
+        "learning-rate": 0.01,
+        "seed": 7,
+        "output-dir": str(output_dir),
+    }
 
 
 def _phase(per_bank: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> PhaseRecord:
@@ -47,44 +56,70 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
     banks = [load_bank(cfg, {"partition-id": i, "num-partitions": NUM_BANKS}) for i in range(NUM_BANKS)]
     stats = [compute_stats(b.train, schema) for b in banks]
     prep = preprocessing_from_stats(merge_stats(stats), cfg.min_category_count)
-    model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout, cfg.l2,
-                            cfg.learning_rate, cfg.seed)
+    model = mdl.build_model(prep, mdl.ModelSpec.of(cfg, schema))
+    trainer = mdl.Trainer(model, cfg.learning_rate)
     test = holdout_set(cfg)
     test_inputs, test_labels = mdl.to_inputs(test, model), test[schema.target].to_numpy()
-    data = {b.name: (mdl.to_inputs(b.train, model), b.train[schema.target].to_numpy(),
-                     mdl.to_inputs(b.val, model), b.val[schema.target].to_numpy()) for b in banks}
+    data = {
+        b.name: (
+            mdl.to_inputs(b.train, model),
+            b.train[schema.target].to_numpy(),
+            mdl.to_inputs(b.val, model),
+            b.val[schema.target].to_numpy(),
+        )
+        for b in banks
+    }
     weights = model.get_weights()
     rounds = [RoundEntry(0, holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold))]
     for r in range(1, cfg.num_server_rounds + 1):
         updates, train_metrics = [], {}
         for name, (x, y, _, _) in data.items():
-            loss = mdl.fit(model, weights, x, y, cfg.local_epochs, cfg.batch_size, cfg.positive_weight, cfg.seed + r)
+            loss = trainer.fit(
+                weights, x, y, mdl.FitOptions(cfg.local_epochs, cfg.batch_size, cfg.positive_weight, seed=cfg.seed + r)
+            )
             updates.append((model.get_weights(), len(y)))
             train_metrics[name] = {"train-loss": loss, "num-examples": len(y)}
         total = sum(n for _, n in updates)
         weights = [sum(w[i] * n for w, n in updates) / total for i in range(len(weights))]
         model.set_weights(weights)
-        summaries = {name: metrics.summarise(mdl.predict(model, xv), yv, cfg.threshold, cfg.histogram_bins)
-                     for name, (_, _, xv, yv) in data.items()}
-        rounds.append(RoundEntry(
-            r,
-            holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
-            aggregated=True,
-            train=_phase(train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}),
-            evaluate=_phase({n: metrics.pooled([s]) for n, s in summaries.items()}, metrics.pooled(list(summaries.values()))),
-            seconds=0.1,
-        ))
+        summaries = {
+            name: metrics.summarise(mdl.predict(model, xv), yv, cfg.threshold, cfg.histogram_bins)
+            for name, (_, _, xv, yv) in data.items()
+        }
+        rounds.append(
+            RoundEntry(
+                r,
+                holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
+                aggregated=True,
+                train=_phase(
+                    train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}
+                ),
+                evaluate=_phase(
+                    {n: metrics.pooled([s]) for n, s in summaries.items()}, metrics.pooled(list(summaries.values()))
+                ),
+                seconds=0.1,
+            )
+        )
     run_dir.mkdir(parents=True)
     model.save(run_dir / "model-final.keras")
     write_json(run_dir / "config.json", cfg.to_flower())
-    write_json(run_dir / "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
-    write_history(run_dir / "history.json", History(
-        run_id="424242", status="completed", config=cfg.to_flower(), output_dir=str(run_dir),
-        banks={b.name: BankRecord(str(i + 1), s.rows) for i, (b, s) in enumerate(zip(banks, stats))},
-        rounds=rounds, best_round=cfg.num_server_rounds,
-        model_final_sha256=hashlib.sha256((run_dir / "model-final.keras").read_bytes()).hexdigest(),
-        seconds=1.0,
-    ))
+    write_json(
+        run_dir / "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary}
+    )
+    write_history(
+        run_dir / "history.json",
+        History(
+            run_id="424242",
+            status="completed",
+            config=cfg.to_flower(),
+            output_dir=str(run_dir),
+            banks={b.name: BankRecord(str(i + 1), s.rows) for i, (b, s) in enumerate(zip(banks, stats))},
+            rounds=rounds,
+            best_round=cfg.num_server_rounds,
+            model_final_sha256=hashlib.sha256((run_dir / "model-final.keras").read_bytes()).hexdigest(),
+            seconds=1.0,
+        ),
+    )
     return run_dir
 
 

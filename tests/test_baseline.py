@@ -55,8 +55,13 @@ def test_markdown_table(result):
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| model | training rows | AUC | Gini | KS | Brier | log loss |")
     names = [r.split("|")[1].strip() for r in rows[2:]]
-    assert names == ["federated (final model)", "pooled (all banks' rows)",
-                     *[f"bank alone: {b}" for b in table["bank-alone"]["banks"]], "bank alone: mean", "bank alone: worst"]
+    assert names == [
+        "federated (final model)",
+        "pooled (all banks' rows)",
+        *[f"bank alone: {b}" for b in table["bank-alone"]["banks"]],
+        "bank alone: mean",
+        "bank alone: worst",
+    ]
     assert f"{table['pooled']['auc']:.4f}" in rows[3]
 
 
@@ -73,10 +78,15 @@ def test_report_shows_the_baseline_table(result):
     run_dir, table = result
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
-    section = page[page.index('<section id="baseline">'):]
-    section = section[:section.index("</section>")]
+    section = page[page.index('<section id="baseline">') :]
+    section = section[: section.index("</section>")]
     assert "Not computed" not in section
-    for name in ["federated (final model)", "pooled (all banks&#x27; rows)", *table["bank-alone"]["banks"], "bank alone: worst"]:
+    for name in [
+        "federated (final model)",
+        "pooled (all banks&#x27; rows)",
+        *table["bank-alone"]["banks"],
+        "bank alone: worst",
+    ]:
         assert name in section
     assert f"{table['pooled']['auc']:.4f}" in section and f"{table['bank-alone']['worst']['logloss']:.4f}" in section
 

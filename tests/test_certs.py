@@ -112,7 +112,9 @@ def test_ca_key_of_another_consortium_is_refused(tmp_path):
 def test_bank_public_key_without_its_private_key_is_an_error(tmp_path):
     make_credentials(tmp_path, HOSTS, ["acme"])
     (tmp_path / "banks" / "acme" / "supernode.key").unlink()
-    with pytest.raises(CredentialsError, match=r"supernode\.key is missing: if acme made its own key pair, leave out --bank acme"):
+    with pytest.raises(
+        CredentialsError, match=r"supernode\.key is missing: if acme made its own key pair, leave out --bank acme"
+    ):
         make_bank_keys(tmp_path / "banks", "acme")
     assert not (tmp_path / "banks" / "acme" / "supernode.key").exists()
 

@@ -22,12 +22,32 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_variants_cross_strategies_and_noise_levels():
-    todo = plan(_args("--strategies", "fedavg", "fedprox", "--privacy", "server-fixed", "--noise", "0.5", "1.0",
-                          "--set", "num-server-rounds=2"))
-    assert [label for label, _ in todo] == ["fedavg server-fixed z=0.5", "fedavg server-fixed z=1",
-                                            "fedprox server-fixed z=0.5", "fedprox server-fixed z=1"]
-    assert todo[1][1] == {"num-server-rounds": 2, "strategy.name": "fedavg", "privacy.mode": "server-fixed",
-                          "privacy.noise-multiplier": 1.0}
+    todo = plan(
+        _args(
+            "--strategies",
+            "fedavg",
+            "fedprox",
+            "--privacy",
+            "server-fixed",
+            "--noise",
+            "0.5",
+            "1.0",
+            "--set",
+            "num-server-rounds=2",
+        )
+    )
+    assert [label for label, _ in todo] == [
+        "fedavg server-fixed z=0.5",
+        "fedavg server-fixed z=1",
+        "fedprox server-fixed z=0.5",
+        "fedprox server-fixed z=1",
+    ]
+    assert todo[1][1] == {
+        "num-server-rounds": 2,
+        "strategy.name": "fedavg",
+        "privacy.mode": "server-fixed",
+        "privacy.noise-multiplier": 1.0,
+    }
 
 
 def test_a_bad_variant_is_refused_before_any_run():
@@ -38,8 +58,12 @@ def test_a_bad_variant_is_refused_before_any_run():
 
 
 def test_plot_skips_failed_runs():
-    table = pd.DataFrame([{"variant": "fedavg", "auc per round": [0.7, 0.72], "hold-out per round": [0.7, 0.73]},
-                          {"variant": "krum", "auc per round": float("nan"), "hold-out per round": float("nan")}])
+    table = pd.DataFrame(
+        [
+            {"variant": "fedavg", "auc per round": [0.7, 0.72], "hold-out per round": [0.7, 0.73]},
+            {"variant": "krum", "auc per round": float("nan"), "hold-out per round": float("nan")},
+        ]
+    )
     plot(table, Path(tempfile.mkdtemp()) / "c.png")
 
 
@@ -48,7 +72,8 @@ def test_summary_and_plot_of_runs(tmp_path):
     run_dir.mkdir()
     rounds = [RoundEntry(0, holdout={"auc": 0.5})] + [
         RoundEntry(r, holdout={"auc": 0.7 + r / 100}, evaluate=PhaseRecord(pooled={"auc": 0.69 + r / 100, "ks": 0.3}))
-        for r in (1, 2)]
+        for r in (1, 2)
+    ]
     write_history(run_dir / "history.json", History(rounds=rounds, seconds=12.5, privacy={"epsilon": 4.2}))
     row = summarise_run(run_dir)
     assert row["hold-out AUC"] == 0.72 and row["rounds"] == 2 and row["epsilon"] == 4.2

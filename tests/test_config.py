@@ -57,36 +57,42 @@ def test_ints_given_for_floats_are_accepted():
     assert parse_run_config({"learning-rate": 1, "dropout": 0}).learning_rate == 1.0
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"num-server-round": 3}, "unknown run-config keys \\['num-server-round'\\]"),
-    ({"num-server-rounds": 0}, "'num-server-rounds' = 0 is out of range: it must be >= 1"),
-    ({"num-server-rounds": 2.5}, "must be a whole number"),
-    ({"fraction-train": 1.5}, "'fraction-train' = 1.5 is out of range: it must be > 0 and <= 1"),
-    ({"dropout": "high"}, "'dropout' must be a number"),
-    ({"partitioning": "states"}, "choose one of \\['region', 'iid', 'dirichlet'\\]"),
-    ({"hidden-units": "64,x"}, "layer sizes separated by commas"),
-    ({"hidden-units": ""}, "at least one positive layer size"),
-    ({"holdout-eval": "yes"}, "must be true or false"),
-    ({"threshold": 0}, "'threshold' = 0.0 is out of range: it must be > 0 and <= 1"),
-    ({"max-categories": 0}, "'max-categories' = 0 is out of range: it must be >= 1"),
-    ({"max-category-length": 0}, "'max-category-length' = 0 is out of range: it must be >= 1"),
-    ({"update-clip": -1.0}, "'update-clip' = -1.0 is out of range: it must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"num-server-round": 3}, "unknown run-config keys \\['num-server-round'\\]"),
+        ({"num-server-rounds": 0}, "'num-server-rounds' = 0 is out of range: it must be >= 1"),
+        ({"num-server-rounds": 2.5}, "must be a whole number"),
+        ({"fraction-train": 1.5}, "'fraction-train' = 1.5 is out of range: it must be > 0 and <= 1"),
+        ({"dropout": "high"}, "'dropout' must be a number"),
+        ({"partitioning": "states"}, "choose one of \\['region', 'iid', 'dirichlet'\\]"),
+        ({"hidden-units": "64,x"}, "layer sizes separated by commas"),
+        ({"hidden-units": ""}, "at least one positive layer size"),
+        ({"holdout-eval": "yes"}, "must be true or false"),
+        ({"threshold": 0}, "'threshold' = 0.0 is out of range: it must be > 0 and <= 1"),
+        ({"max-categories": 0}, "'max-categories' = 0 is out of range: it must be >= 1"),
+        ({"max-category-length": 0}, "'max-category-length' = 0 is out of range: it must be >= 1"),
+        ({"update-clip": -1.0}, "'update-clip' = -1.0 is out of range: it must be >= 0"),
+    ],
+)
 def test_invalid_values_name_the_key_and_range(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_run_config(raw)
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"learning-rate": float("nan")}, r"'learning-rate' must be a finite number \(> 0\), got nan"),
-    ({"l2": float("inf")}, r"'l2' must be a finite number \(>= 0\), got inf"),
-    ({"round-timeout": float("inf")}, "'round-timeout' must be a finite number"),
-    ({"strategy.eta": float("-inf")}, "'strategy.eta' must be a finite number"),
-    ({"num-server-rounds": float("inf")}, "'num-server-rounds' must be a finite number"),
-    ({"seed": -1}, "'seed' = -1 is out of range: it must be >= 0 and <= 4294967295"),
-    ({"seed": 2**32}, "'seed' = 4294967296 is out of range: it must be >= 0 and <= 4294967295"),
-    ({"dropout": 1.0}, "'dropout' = 1.0 is out of range: it must be >= 0 and < 1"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"learning-rate": float("nan")}, r"'learning-rate' must be a finite number \(> 0\), got nan"),
+        ({"l2": float("inf")}, r"'l2' must be a finite number \(>= 0\), got inf"),
+        ({"round-timeout": float("inf")}, "'round-timeout' must be a finite number"),
+        ({"strategy.eta": float("-inf")}, "'strategy.eta' must be a finite number"),
+        ({"num-server-rounds": float("inf")}, "'num-server-rounds' must be a finite number"),
+        ({"seed": -1}, "'seed' = -1 is out of range: it must be >= 0 and <= 4294967295"),
+        ({"seed": 2**32}, "'seed' = 4294967296 is out of range: it must be >= 0 and <= 4294967295"),
+        ({"dropout": 1.0}, "'dropout' = 1.0 is out of range: it must be >= 0 and < 1"),
+    ],
+)
 def test_values_that_would_trap_training_are_refused(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_run_config(raw)
@@ -111,8 +117,7 @@ def test_every_field_has_its_key_and_bounds_are_consistent():
 
 
 def test_edited_defaults_never_fail_a_run_and_are_reported_as_ignored(tmp_path):
-    app = _edited_app(tmp_path, {"strategy.eta": "0.02", "strategy.proximal-mu": "0.5",
-                                 "privacy.clipping-norm": "2.0"})
+    app = _edited_app(tmp_path, {"strategy.eta": "0.02", "strategy.proximal-mu": "0.5", "privacy.clipping-norm": "2.0"})
     raw = app_defaults(app)
     cfg = parse_run_config(raw)  # strategy.name = "fedavg", privacy.mode = "none": none of the three is used
     assert cfg.strategy_name == "fedavg" and cfg.strategy_eta == 0.02
@@ -121,11 +126,15 @@ def test_edited_defaults_never_fail_a_run_and_are_reported_as_ignored(tmp_path):
     with pytest.raises(ConfigError) as err:  # the same values set on the command line against the repo's app
         check_overrides(raw, app_defaults(REPO), cfg)
     message = str(err.value)
-    assert "'strategy.eta' = 0.02 is a parameter of ['fedadam', 'fedyogi', 'fedadagrad'], but strategy.name = " \
-           "'fedavg'" in message
+    assert (
+        "'strategy.eta' = 0.02 is a parameter of ['fedadam', 'fedyogi', 'fedadagrad'], but strategy.name = "
+        "'fedavg'" in message
+    )
     assert "'strategy.proximal-mu' = 0.5 is a parameter of ['fedprox']" in message
-    assert "'privacy.clipping-norm' = 2.0 is a parameter of ['server-fixed', 'client-fixed'], but privacy.mode = " \
-           "'none'" in message
+    assert (
+        "'privacy.clipping-norm' = 2.0 is a parameter of ['server-fixed', 'client-fixed'], but privacy.mode = "
+        "'none'" in message
+    )
 
 
 def test_a_command_line_override_the_strategy_uses_passes():

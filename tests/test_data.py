@@ -146,13 +146,22 @@ def test_schema_file_for_another_data_set(tmp_path, write_csv):
     assert list(frame["default"]) == [1, 0, 0]
 
 
-@pytest.mark.parametrize("text,match", [
-    ('target = "y"\npositive-label = "1"\n', "missing keys \\['negative-label'\\]"),
-    ('target = "y"\npositive-label = "1"\nnegative-label = "0"\nnumeric=["a"]\ncolour = 1\n', "unknown keys \\['colour'\\]"),
-    ('target = "y"\npositive-label = "1"\nnegative-label = "0"\nnumeric = ["y"]\n', "both a feature and the target"),
-    ('target = "y"\npositive-label = "1"\nnegative-label = "0"\n', "no feature columns"),
-    ("not toml [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ('target = "y"\npositive-label = "1"\n', "missing keys \\['negative-label'\\]"),
+        (
+            'target = "y"\npositive-label = "1"\nnegative-label = "0"\nnumeric=["a"]\ncolour = 1\n',
+            "unknown keys \\['colour'\\]",
+        ),
+        (
+            'target = "y"\npositive-label = "1"\nnegative-label = "0"\nnumeric = ["y"]\n',
+            "both a feature and the target",
+        ),
+        ('target = "y"\npositive-label = "1"\nnegative-label = "0"\n', "no feature columns"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
 def test_bad_schema_files(tmp_path, text, match):
     path = tmp_path / "schema.toml"
     path.write_text(text)

@@ -1,12 +1,14 @@
-"""The real app through `flwr run` on a private local SuperLink: 3 banks, 2 rounds."""
+"""The real app through `flwr run` on a private local SuperLink (simulation)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from appcopy import copy_app
 
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
@@ -15,6 +17,7 @@ from fedcredit.core.config import parse_run_config
 from fedcredit.deploy.localrun import LocalFlower
 from fedcredit.federation.outputs import load_checkpoint
 
+pytestmark = pytest.mark.e2e
 SMALL = {"num-server-rounds": 2, "partitioning": "iid", "local-epochs": 2}
 
 
@@ -24,7 +27,7 @@ def flower(tmp_path_factory):
         yield local
 
 
-def _run_dir(out) -> Path:  # noqa: F821
+def _run_dir(out) -> Path:
     dirs = list(out.iterdir())
     assert len(dirs) == 1, dirs
     return dirs[0]
@@ -37,8 +40,15 @@ def test_simulation_completes_with_outputs_and_exact_pooled_auc(flower, tmp_path
     assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
     run_dir = _run_dir(out)
     assert str(run_dir) in result.logs  # the log says where the outputs are
-    for name in ("config.json", "history.json", "preprocessing.json", "model-final.keras", "model-best.keras",
-                 "checkpoints/round-001.npz", "checkpoints/round-002.npz"):
+    for name in (
+        "config.json",
+        "history.json",
+        "preprocessing.json",
+        "model-final.keras",
+        "model-best.keras",
+        "checkpoints/round-001.npz",
+        "checkpoints/round-002.npz",
+    ):
         assert (run_dir / name).is_file(), name
     assert "fedcredit round 2/2: banks train 3/3 ok, evaluate 3/3 ok" in result.logs
     _assert_tensorboard_scalars(run_dir / "tensorboard")
@@ -79,24 +89,69 @@ def _assert_tensorboard_scalars(log_dir) -> None:
 
 def test_fedprox_with_client_side_privacy_runs_and_reports_epsilon(flower, tmp_path):
     out = tmp_path / "out"
-    result = flower.run({"num-server-rounds": 1, "partitioning": "iid", "local-epochs": 1, "output-dir": str(out),
-                         "strategy.name": "fedprox", "privacy.mode": "client-fixed",
-                         "privacy.noise-multiplier": 0.5, "privacy.clipping-norm": 5.0},
-                        "num-supernodes=3 client-resources-num-cpus=1")
+    result = flower.run(
+        {
+            "num-server-rounds": 1,
+            "partitioning": "iid",
+            "local-epochs": 1,
+            "output-dir": str(out),
+            "strategy.name": "fedprox",
+            "privacy.mode": "client-fixed",
+            "privacy.noise-multiplier": 0.5,
+            "privacy.clipping-norm": 5.0,
+        },
+        "num-supernodes=3 client-resources-num-cpus=1",
+    )
     assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
     history = json.loads((_run_dir(out) / "history.json").read_text())
-    assert history["strategy"] == {"name": "fedprox", "flower-class": "DifferentialPrivacyClientSideFixedClipping",
-                                   "privacy": "client-fixed"}
+    assert history["strategy"] == {
+        "name": "fedprox",
+        "flower-class": "DifferentialPrivacyClientSideFixedClipping",
+        "privacy": "client-fixed",
+    }
     assert history["privacy"]["epsilon"] > 0 and history["privacy"]["releases"] == 1
     assert "epsilon" in result.logs and "fixedclipping_mod: parameters are clipped" in result.logs
 
 
-def test_unservable_split_fails_the_run_with_the_reason(flower, tmp_path):
+def test_plain_flwr_run_on_the_default_federation_completes_with_a_readable_log(flower, tmp_path):
+    """`flwr run .` as a newcomer types it: Flower's default federation (2 banks), the default config."""
     out = tmp_path / "out"
-    result = flower.run({"num-server-rounds": 1, "partitioning": "region", "output-dir": str(out)},
-                        "num-supernodes=3 client-resources-num-cpus=1")
+    result = flower.run({"output-dir": str(out)})
+    assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    history = json.loads((_run_dir(out) / "history.json").read_text())
+    assert len(history["banks"]) == 2 and len(history["rounds"]) == 6
+    assert history["rounds"][-1]["holdout"]["auc"] > 0.7
+    assert "fedcredit round 5/5: banks train 2/2 ok, evaluate 2/2 ok" in result.logs
+    longest = max(result.logs.splitlines(), key=len)
+    assert len(longest) <= 300, longest
+    assert '"vocabulary"' not in result.logs  # the preprocessing travels in its own record, not in the log
+    print(f"default federation: {result.seconds:.1f} s, hold-out AUC {history['rounds'][-1]['holdout']['auc']:.4f}")
+
+
+def test_a_bank_boosting_its_update_x1000_every_round_cannot_wreck_the_model(flower, tmp_path):
+    out = tmp_path / "out"
+    app = copy_app(tmp_path / "app", boost=1000.0)
+    result = flower.run({"output-dir": str(out)}, "num-supernodes=4 client-resources-num-cpus=1", app_dir=app)
+    assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    history = json.loads((_run_dir(out) / "history.json").read_text())
+    hostile = next(name for name in history["banks"] if name == "northeast")  # partition 0
+    for entry in history["rounds"][1:]:
+        assert hostile in entry["train"]["clipped"] and entry["train"]["clipped"][hostile] < 0.01
+    assert history["rounds"][-1]["holdout"]["auc"] >= 0.73
+    print(f"boosted x1000: hold-out AUC {history['rounds'][-1]['holdout']['auc']:.4f}")
+
+
+def test_unservable_split_fails_the_run_with_one_line(flower, tmp_path):
+    out = tmp_path / "out"
+    # 1 % of the rows left for 3 banks: fewer than 50 rows each, which no partitioning can train on.
+    result = flower.run(
+        {"num-server-rounds": 1, "partitioning": "iid", "test-fraction": 0.99, "output-dir": str(out)},
+        "num-supernodes=3 client-resources-num-cpus=1",
+    )
     assert result.status == "finished:failed"
     history = json.loads((_run_dir(out) / "history.json").read_text())
     assert history["status"] == "failed"
-    assert "serves 4 banks" in json.dumps(history["statistics-failed"])
-    assert "0 bank(s) sent statistics" in history["reason"]
+    assert "PartitionError" in history["reason"] and "(3 banks)" in history["reason"]
+    assert "0 bank(s) sent usable statistics" in history["reason"] and "\n" not in history["reason"]
+    # The banks answer with their one-line reason: the only traceback is Flower's for the failed ServerApp.
+    assert result.logs.count("Traceback") <= 1 and "ClientAppException" not in result.logs

@@ -1,7 +1,7 @@
 """One hostile or broken bank among four: refused with its reason, and the run goes on with the others.
 
 The real ServerApp (`fedcredit.federation.server.run`) drives the real ClientApp
-handlers of `client_app.py` through a Grid in this process; one bank's replies
+handlers of `client_app.py` through an in-process Grid; one bank's replies
 are tampered with on their way back, as a hostile bank would send them.
 """
 
@@ -14,62 +14,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ArrayRecord, RecordDict
 
-import client_app
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, serverapp_identity
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
 
-NODES = (11, 12, 13, 14)
-HOSTILE = 11
-Tamper = Callable[[str, RecordDict, Message], RecordDict | None]  # (message type, reply, request) -> new reply
+HOSTILE = 11  # the first of the four banks
 
 
 def run_config(out: Path, **extra) -> dict:
-    return {"partitioning": "iid", "num-server-rounds": 2, "local-epochs": 1, "hidden-units": "8",
-            "learning-rate": 0.01, "histogram-bins": 200, "seed": 5, "output-dir": str(out), **extra}
-
-
-class Banks:
-    """A Grid whose four banks answer with the real ClientApp handlers, one of them tampered with."""
-
-    def __init__(self, config: dict, tamper: Tamper | None = None) -> None:
-        self.tamper = tamper
-        self.contexts = {n: Context(run_id=1, node_id=n, node_config={"partition-id": i, "num-partitions": 4},
-                                    state=RecordDict(), run_config=config) for i, n in enumerate(NODES)}
-
-    def get_node_ids(self) -> list[int]:
-        return list(NODES)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        handlers = {"query": client_app.query, "train": client_app.train, "evaluate": client_app.evaluate}
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            kind = msg.metadata.message_type
-            reply = handlers[kind](msg, self.contexts[node])
-            if node == HOSTILE and self.tamper is not None and not reply.has_error():
-                content = self.tamper(kind, reply.content, msg)
-                if content is None:
-                    reply = Message(Error(code=1, reason="bank down"), reply_to=msg)
-                else:
-                    reply = Message(content=content, reply_to=msg)
-            replies.append(reply)
-        return replies
+    return {
+        "partitioning": "iid",
+        "num-server-rounds": 2,
+        "local-epochs": 1,
+        "hidden-units": "8",
+        "learning-rate": 0.01,
+        "histogram-bins": 200,
+        "seed": 5,
+        "output-dir": str(out),
+        **extra,
+    }
 
 
 @pytest.fixture(autouse=True)
 def task_identity():
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    with serverapp_identity():
+        yield
 
 
 def run(tmp_path: Path, tamper: Tamper | None = None, **extra) -> tuple[dict, list[np.ndarray]]:
     config = run_config(tmp_path / "out", **extra)
-    history = server.run(Banks(config, tamper), config, "t", Path(client_app.__file__).parent)
+    history = server.run(InProcessGrid(config, 4, tamper, HOSTILE), config, "t", APP_DIR)
     run_dir = Path(history["output-dir"])
     assert history["status"] == "completed"
     assert json.loads((run_dir / "history.json").read_text())["status"] == "completed"
@@ -79,23 +55,15 @@ def run(tmp_path: Path, tamper: Tamper | None = None, **extra) -> tuple[dict, li
 
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory):
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    try:
+    with serverapp_identity():
         return run(tmp_path_factory.mktemp("honest"))
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 @pytest.fixture(scope="module")
 def absent_from_training(tmp_path_factory):
     """The reference for a refused train reply: the same run with that bank failing every train message."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    try:
+    with serverapp_identity():
         return run(tmp_path_factory.mktemp("absent"), lambda kind, c, m: None if kind == "train" else c)
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def _name(history: dict) -> str:
@@ -107,6 +75,7 @@ def _weights(edit: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Tamper:
         if kind == "train":
             content[protocol.ARRAYS] = ArrayRecord(edit(content[protocol.ARRAYS].to_numpy_ndarrays()))
         return content
+
     return tamper
 
 
@@ -115,6 +84,7 @@ def _metric(kind_wanted: str, key: str, value) -> Tamper:
         if kind == kind_wanted:
             content[protocol.METRICS][key] = value
         return content
+
     return tamper
 
 
@@ -125,6 +95,7 @@ def _boost(factor: float) -> Tamper:
             mine = content[protocol.ARRAYS].to_numpy_ndarrays()
             content[protocol.ARRAYS] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
         return content
+
     return tamper
 
 
@@ -169,6 +140,7 @@ def _hist(key: str, edit: Callable[[list[int]], list[int]]) -> Tamper:
         if kind == "evaluate":
             content[protocol.METRICS][key] = edit(list(content[protocol.METRICS][key]))
         return content
+
     return tamper
 
 
@@ -177,8 +149,10 @@ EVALUATE_CASES = {
     "inflated histograms": (_hist("hist-bad", lambda h: [v * 1000 for v in h]), "must be a whole number from 0"),
     "a histogram of the wrong length": (_hist("hist-bad", lambda h: h[:-1]), "histogram-bins=200"),
     "NaN sums": (_metric("evaluate", "sum-brier", float("nan")), "sum-brier is not a finite number"),
-    "AUC 1.0 from every default moved to the top bin": (_hist("hist-bad", lambda h: [0] * (len(h) - 1) + [sum(h)]),
-                                                        "does not match the"),
+    "AUC 1.0 from every default moved to the top bin": (
+        _hist("hist-bad", lambda h: [0] * (len(h) - 1) + [sum(h)]),
+        "does not match the",
+    ),
 }
 
 
@@ -193,7 +167,8 @@ def test_an_evaluation_that_breaks_the_protocol_is_refused(tmp_path, case, hones
         pooled = entry["evaluate"]["pooled"]
         honest_banks = [b for b in honest[0]["rounds"][entry["round"]]["evaluate"]["banks"] if b != name]
         assert pooled["num-examples"] == sum(
-            honest[0]["rounds"][entry["round"]]["evaluate"]["banks"][b]["num-examples"] for b in honest_banks)
+            honest[0]["rounds"][entry["round"]]["evaluate"]["banks"][b]["num-examples"] for b in honest_banks
+        )
     # Evaluation never touches training: the model is the honest run's.
     assert all(np.array_equal(a, b) for a, b in zip(final, honest[1]))
 
@@ -203,6 +178,7 @@ def _stats(edit: Callable[[RecordDict], None]) -> Tamper:
         if kind == "query":
             edit(content)
         return content
+
     return tamper
 
 
@@ -221,8 +197,10 @@ STATISTICS_CASES = {
     "a count of 10^12": (_numeric([1e12, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
     "20,000 bogus categories": (_categories({f"c{i}": 1 for i in range(20_000)}), "distinct categories"),
     "negative category counts": (_categories({"term_36": -3}), "a category count of 'term'"),
-    "another schema": (_stats(lambda c: c.config_records[protocol.BANK_INFO].__setitem__(protocol.SCHEMA_SHA, "0" * 64)),
-                       "differs from the coordinator's"),
+    "another schema": (
+        _stats(lambda c: c.config_records[protocol.BANK_INFO].__setitem__(protocol.SCHEMA_SHA, "0" * 64)),
+        "differs from the coordinator's",
+    ),
 }
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import zipfile
+
+import h5py
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
+from fedcredit.core.config import parse_run_config
 from fedcredit.core.loading import load_csv
 from fedcredit.core.partition import partition, stratified_split
 from fedcredit.core.schema import LENDING_CLUB
@@ -28,8 +35,27 @@ def prep(split):
     return preprocessing_from_stats(compute_stats(split[0], S), 10)
 
 
+SPEC = mdl.ModelSpec(
+    numeric=S.numeric, categorical=S.categorical, hidden_units=(16,), dropout=0.2, l2=1e-4, learning_rate=1e-3, seed=42
+)
+
+
 def _build(prep, seed=42):
-    return mdl.build_model(prep, S.numeric, S.categorical, (16,), 0.2, 1e-4, 1e-3, seed)
+    return mdl.build_model(prep, dataclasses.replace(SPEC, seed=seed))
+
+
+def _trainer(model):
+    return mdl.Trainer(model, SPEC.learning_rate)
+
+
+def _options(epochs, seed, proximal_mu=0.0):
+    return mdl.FitOptions(epochs=epochs, batch_size=64, positive_weight=1.0, seed=seed, proximal_mu=proximal_mu)
+
+
+def test_spec_follows_the_run_config_and_schema():
+    cfg = parse_run_config({"hidden-units": "8,4", "dropout": 0.1, "l2": 0.0, "learning-rate": 0.01, "seed": 3})
+    spec = mdl.ModelSpec.of(cfg, S)
+    assert spec == mdl.ModelSpec(S.numeric, S.categorical, (8, 4), 0.1, 0.0, 0.01, 3)
 
 
 def test_identical_statistics_give_identical_models(prep):
@@ -41,10 +67,11 @@ def test_training_on_cached_features_equals_training_on_raw_inputs(split, prep):
     pool, _ = split
     bank = pool.head(500)
     a, b = _build(prep), _build(prep)
+    ta, tb = _trainer(a), _trainer(b)
     w0 = a.get_weights()
     raw = mdl.to_inputs(bank, a)
-    mdl.fit(a, w0, raw, bank["Class"].to_numpy(), 2, 64, 1.0, seed=4)
-    mdl.fit(b, w0, mdl.features(b, raw), bank["Class"].to_numpy(), 2, 64, 1.0, seed=4)
+    ta.fit(w0, raw, bank["Class"].to_numpy(), _options(2, seed=4))
+    tb.fit(w0, tb.features(raw), bank["Class"].to_numpy(), _options(2, seed=4))
     assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
 
 
@@ -52,7 +79,7 @@ def test_training_learns_the_signal(split, prep):
     """Catches rows and labels going out of step (Keras shuffles mixed numpy/TF inputs apart)."""
     pool, test = split
     m = _build(prep)
-    mdl.fit(m, m.get_weights(), mdl.to_inputs(pool, m), pool["Class"].to_numpy(), 4, 64, 1.0, seed=1)
+    _trainer(m).fit(m.get_weights(), mdl.to_inputs(pool, m), pool["Class"].to_numpy(), _options(4, seed=1))
     assert metrics.exact_auc(mdl.score(m, test), test["Class"].to_numpy()) > 0.68
 
 
@@ -62,19 +89,45 @@ def test_optimizer_and_random_state_reset_between_messages(split, prep):
     banks = partition(pool, "region", 4, 0, "Class", "addr_state")
     a, b = (pool.iloc[bk.rows].head(600) for bk in banks[:2])
     reused = _build(prep)
+    trainer = _trainer(reused)
     w0 = reused.get_weights()
-    mdl.fit(reused, w0, mdl.to_inputs(a, reused), a["Class"].to_numpy(), 2, 64, 1.0, seed=5)
-    mdl.fit(reused, w0, mdl.to_inputs(b, reused), b["Class"].to_numpy(), 2, 64, 1.0, seed=9)
+    trainer.fit(w0, mdl.to_inputs(a, reused), a["Class"].to_numpy(), _options(2, seed=5))
+    trainer.fit(w0, mdl.to_inputs(b, reused), b["Class"].to_numpy(), _options(2, seed=9))
     after_a = reused.get_weights()
     fresh = _build(prep)
-    mdl.fit(fresh, w0, mdl.to_inputs(b, fresh), b["Class"].to_numpy(), 2, 64, 1.0, seed=9)
+    _trainer(fresh).fit(w0, mdl.to_inputs(b, fresh), b["Class"].to_numpy(), _options(2, seed=9))
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(after_a, fresh.get_weights()))
     # Without the reset the optimizer's step count and moments carry over:
-    optimizer = mdl._training(reused).head.optimizer
+    optimizer = trainer.head.optimizer
     assert int(optimizer.iterations.numpy()) > 0
-    mdl.reset_training_state(reused, 9)
+    trainer.reset(9)
     assert int(optimizer.iterations.numpy()) == 0
     assert float(optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+
+
+def test_a_reloaded_model_trains_again_exactly_like_the_original(split, prep, tmp_path):
+    """Personalisation fine-tunes the saved global model: its Trainer must not depend on the built one."""
+    pool, _ = split
+    bank = pool.head(600)
+    original = _build(prep)
+    trainer = _trainer(original)
+    inputs, labels = mdl.to_inputs(bank, original), bank["Class"].to_numpy()
+    trainer.fit(original.get_weights(), inputs, labels, _options(1, seed=2))  # leaves optimizer state behind
+    trained = original.get_weights()
+    original.save(tmp_path / "global.keras")
+    loaded = mdl.load(str(tmp_path / "global.keras"))
+    options = mdl.FitOptions(epochs=2, batch_size=64, positive_weight=3.0, seed=7, proximal_mu=0.1)
+    _trainer(loaded).fit(trained, mdl.to_inputs(bank, loaded), labels, options)
+    trainer.fit(trained, inputs, labels, options)
+    assert any(not np.array_equal(x, y) for x, y in zip(loaded.get_weights(), trained))
+    assert all(np.array_equal(x, y) for x, y in zip(loaded.get_weights(), original.get_weights()))
+
+
+def test_a_model_without_a_features_layer_is_refused():
+    inputs = keras.Input(shape=(2,), name="x")
+    other = keras.Model(inputs, keras.layers.Dense(1, name="out")(inputs), name="other")
+    with pytest.raises(ValueError, match="model 'other' has no layer named 'features'"):
+        mdl.Trainer(other, 1e-3)
 
 
 def test_saved_model_scores_raw_applicants_with_missing_and_unknown_values(split, prep, tmp_path):
@@ -109,16 +162,30 @@ def test_scoring_names_missing_columns(prep):
         mdl.score(m, pd.DataFrame({"term": ["term_36"]}))
 
 
-def test_fedprox_proximal_term_keeps_weights_near_the_global_ones(split, prep):
+def _saved_contents(path):
+    """The saved file's architecture and weight names, without its save date."""
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json")
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+            names = []
+            weights.visit(names.append)
+    return config, names
+
+
+def test_fedprox_proximal_term_keeps_weights_near_the_global_ones(split, prep, tmp_path):
     pool, _ = split
     bank = pool.head(800)
     m = _build(prep)
+    m.save(tmp_path / "untrained.keras")
+    trainer = _trainer(m)
     w0 = m.get_weights()
     inputs, labels = mdl.to_inputs(bank, m), bank["Class"].to_numpy()
     distance = {}
     for mu in (0.0, 0.1, 10.0):
-        mdl.fit(m, w0, inputs, labels, 2, 64, 1.0, seed=3, proximal_mu=mu)
+        trainer.fit(w0, inputs, labels, _options(2, seed=3, proximal_mu=mu))
         distance[mu] = sum(float(np.sum((a - b) ** 2)) for a, b in zip(m.get_weights(), w0))
     assert distance[0.0] > distance[0.1] > distance[10.0] > 0
-    # The proximal state is not part of the model's weights or its saved file.
+    # The training state (proximal anchor, optimizer) is not part of the model's weights or its saved file.
     assert len(m.get_weights()) == len(w0)
+    m.save(tmp_path / "trained.keras")
+    assert _saved_contents(tmp_path / "trained.keras") == _saved_contents(tmp_path / "untrained.keras")

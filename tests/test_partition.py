@@ -87,8 +87,11 @@ def test_region_names_say_which_states_and_parts(pool):
     assert len(holders["CA"]) > 1  # California has more rows than one of 20 banks should hold
     for k, name in enumerate(holders["CA"], start=1):
         assert f"ca-{k}" in name.split("..")
-    whole_small = [b for b in banks if len(_states_in_order(pool, b)) <= 3
-                   and all(len(holders[s]) == 1 for s in _states_in_order(pool, b))]
+    whole_small = [
+        b
+        for b in banks
+        if len(_states_in_order(pool, b)) <= 3 and all(len(holders[s]) == 1 for s in _states_in_order(pool, b))
+    ]
     assert whole_small  # e.g. "il", "in-mi"
     for bank in whole_small:
         assert bank.name == "-".join(_states_in_order(pool, bank)).lower()
@@ -123,8 +126,12 @@ def test_region_largest_count_still_gives_every_bank_enough_rows(pool):
 
 def test_region_impossible_count_is_one_line_saying_what_to_change(pool):
     most = len(pool) // MIN_BANK_ROWS
-    for n, advice in [(0, "to 1 or more"), (-1, "to 1 or more"),
-                      (most + 1, f"use at most {most} banks"), (1000, f"use at most {most} banks")]:
+    for n, advice in [
+        (0, "to 1 or more"),
+        (-1, "to 1 or more"),
+        (most + 1, f"use at most {most} banks"),
+        (1000, f"use at most {most} banks"),
+    ]:
         with pytest.raises(PartitionError, match=advice) as err:
             partition(pool, "region", n, 0, "Class", "addr_state")
         assert "\n" not in str(err.value) and str(n) in str(err.value)

@@ -141,7 +141,9 @@ def test_target_column_is_optional_and_ignored(model_path, raw_frame, write_csv,
 def test_file_level_problems_stop_with_one_line(model_path, applicants, write_csv, tmp_path, capsys):
     code = main(["predict", str(model_path), str(write_csv(applicants.drop(columns=["int_rate"])))])
     lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and "missing columns ['int_rate']" in lines[-1] and lines[-1].startswith("fedcredit predict: error:")
+    assert (
+        code == 2 and "missing columns ['int_rate']" in lines[-1] and lines[-1].startswith("fedcredit predict: error:")
+    )
     assert main(["predict", str(tmp_path / "nope.keras"), str(write_csv(applicants))]) == 2
     assert "nope.keras does not exist" in capsys.readouterr().err
     assert main(["predict", str(model_path), str(tmp_path / "none.csv")]) == 2

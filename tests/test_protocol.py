@@ -43,33 +43,40 @@ def test_statistics_round_trip_carries_only_aggregates(stats):
 def _tamper_numeric(col, triple):
     def edit(content):
         content.metric_records[protocol.NUMERIC_STATS][col] = triple
+
     return edit
 
 
 def _tamper_categories(col, counts):
     def edit(content):
         content.config_records[protocol.CATEGORY_COUNTS][col] = json.dumps(counts)
+
     return edit
 
 
-@pytest.mark.parametrize("edit,reason", [
-    (_tamper_numeric("int_rate", [-5.0, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
-    (_tamper_numeric("int_rate", [10.0, float("nan"), 1.0]), "sum of 'int_rate' is not a finite number"),
-    (_tamper_numeric("int_rate", [10.0, 1.0, float("inf")]), "sum of squares of 'int_rate' is not a finite"),
-    (_tamper_numeric("int_rate", [1e12, 1.0, 1.0]), "count of 'int_rate' must be a whole number from 0 to 400"),
-    (_tamper_numeric("int_rate", [10.0, 100.0, 1.0]), "below sum\\^2/count"),
-    (_tamper_numeric("int_rate", [10.0, 1.0]), "must be \\[count, sum, sum of squares\\]"),
-    (_tamper_categories("term", {f"bogus-{i}": 1 for i in range(20_000)}), "20000 distinct categories"),
-    (_tamper_categories("term", {"term_36": -3}), "a category count of 'term' must be a whole number"),
-    (_tamper_categories("term", {"x" * 65: 1}), "longer than max-category-length=64"),
-    (_tamper_categories("term", {"a\x00b": 1}), "control characters"),
-    (_tamper_categories("term", {"term_36": 399, "term_60": 399}), "add up to more than the bank's 400 rows"),
-    (lambda c: c.metric_records[protocol.BANK_ROWS].__setitem__("rows", 10**12), "rows must be a whole number"),
-    (lambda c: c.metric_records[protocol.NUMERIC_STATS].__setitem__("customer_id", [1.0, 1.0, 1.0]),
-     "unexpected keys \\['customer_id'\\]"),
-    (lambda c: c.pop(protocol.CATEGORY_COUNTS), "config records \\['bank-info'\\], expected"),
-    (lambda c: c.config_records[protocol.BANK_INFO].__setitem__("name", ""), "bank name must be printable"),
-])
+@pytest.mark.parametrize(
+    "edit,reason",
+    [
+        (_tamper_numeric("int_rate", [-5.0, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
+        (_tamper_numeric("int_rate", [10.0, float("nan"), 1.0]), "sum of 'int_rate' is not a finite number"),
+        (_tamper_numeric("int_rate", [10.0, 1.0, float("inf")]), "sum of squares of 'int_rate' is not a finite"),
+        (_tamper_numeric("int_rate", [1e12, 1.0, 1.0]), "count of 'int_rate' must be a whole number from 0 to 400"),
+        (_tamper_numeric("int_rate", [10.0, 100.0, 1.0]), "below sum\\^2/count"),
+        (_tamper_numeric("int_rate", [10.0, 1.0]), "must be \\[count, sum, sum of squares\\]"),
+        (_tamper_categories("term", {f"bogus-{i}": 1 for i in range(20_000)}), "20000 distinct categories"),
+        (_tamper_categories("term", {"term_36": -3}), "a category count of 'term' must be a whole number"),
+        (_tamper_categories("term", {"x" * 65: 1}), "longer than max-category-length=64"),
+        (_tamper_categories("term", {"a\x00b": 1}), "control characters"),
+        (_tamper_categories("term", {"term_36": 399, "term_60": 399}), "add up to more than the bank's 400 rows"),
+        (lambda c: c.metric_records[protocol.BANK_ROWS].__setitem__("rows", 10**12), "rows must be a whole number"),
+        (
+            lambda c: c.metric_records[protocol.NUMERIC_STATS].__setitem__("customer_id", [1.0, 1.0, 1.0]),
+            "unexpected keys \\['customer_id'\\]",
+        ),
+        (lambda c: c.pop(protocol.CATEGORY_COUNTS), "config records \\['bank-info'\\], expected"),
+        (lambda c: c.config_records[protocol.BANK_INFO].__setitem__("name", ""), "bank name must be printable"),
+    ],
+)
 def test_statistics_that_break_the_protocol_are_refused(stats, edit, reason):
     content = _reply(compute_stats(load_csv("", LENDING_CLUB).head(400), LENDING_CLUB))
     edit(content)
@@ -98,21 +105,30 @@ def test_a_well_formed_train_reply_is_read_back():
     assert [w.shape for w in weights] == [(5, 4), (4,), (4, 1)] and record["num-examples"] == 120
 
 
-@pytest.mark.parametrize("content,reason", [
-    (_train([np.zeros((5, 4), np.float32), np.zeros(1, np.float32), np.zeros((4, 1), np.float32)]),
-     "array 1 has shape \\(1,\\)"),
-    (_train([np.zeros((4, 5), np.float32), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]),
-     "array 0 has shape \\(4, 5\\)"),
-    (_train([np.zeros((5, 4), np.float32), np.zeros(4, np.float32)]), "2 arrays named differently"),
-    (_train([np.zeros((5, 4), np.float64), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]), "float64"),
-    (_train([np.full((5, 4), np.nan, np.float32), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]),
-     "NaN or infinite"),
-    (_train(**{"num-examples": 10**12}), "num-examples must be a whole number"),
-    (_train(**{"num-examples": 121}), "num-examples=121, but the bank reported 120"),
-    (_train(**{"num-examples": -1000}), "num-examples must be a whole number from 0"),
-    (_train(**{"extra-key": 1.0}), "unexpected keys \\['extra-key'\\]"),
-    (_train(**{"train-loss": float("nan")}), "train-loss is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (
+            _train([np.zeros((5, 4), np.float32), np.zeros(1, np.float32), np.zeros((4, 1), np.float32)]),
+            "array 1 has shape \\(1,\\)",
+        ),
+        (
+            _train([np.zeros((4, 5), np.float32), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]),
+            "array 0 has shape \\(4, 5\\)",
+        ),
+        (_train([np.zeros((5, 4), np.float32), np.zeros(4, np.float32)]), "2 arrays named differently"),
+        (_train([np.zeros((5, 4), np.float64), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]), "float64"),
+        (
+            _train([np.full((5, 4), np.nan, np.float32), np.zeros(4, np.float32), np.zeros((4, 1), np.float32)]),
+            "NaN or infinite",
+        ),
+        (_train(**{"num-examples": 10**12}), "num-examples must be a whole number"),
+        (_train(**{"num-examples": 121}), "num-examples=121, but the bank reported 120"),
+        (_train(**{"num-examples": -1000}), "num-examples must be a whole number from 0"),
+        (_train(**{"extra-key": 1.0}), "unexpected keys \\['extra-key'\\]"),
+        (_train(**{"train-loss": float("nan")}), "train-loss is not a finite number"),
+    ],
+)
 def test_train_replies_that_break_the_protocol_are_refused(content, reason):
     with pytest.raises(ProtocolError, match=reason):
         protocol.read_train_reply(content, GLOBAL, 120)
@@ -138,17 +154,20 @@ def _hist(scale=1, shift=0):
     return [v * scale + shift for v in base["hist-good"]]
 
 
-@pytest.mark.parametrize("content,reason", [
-    (_evaluate(**{"hist-good": _hist(shift=-1)}), "hist-good must be a whole number"),
-    (_evaluate(**{"hist-good": _hist(scale=1000)}), "hist-good must be a whole number from 0 to 300"),
-    (_evaluate(**{"hist-bad": [0] * 99}), "hist-bad must be a list of histogram-bins=100"),
-    (_evaluate(**{"num-examples": 5000}), "does not fit the training rows"),
-    (_evaluate(**{"tp": 0, "fn": 0}), "confusion counts do not add up"),
-    (_evaluate(**{"sum-brier": float("nan")}), "sum-brier is not a finite number"),
-    (_evaluate(**{"sum-score": 1e9}), "sum-brier and sum-score must lie between"),
-    (_evaluate(auc=1.5), "auc must lie between 0 and 1"),
-    (_evaluate(auc=float("nan")), "NaN only when the validation rows have one class"),
-])
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (_evaluate(**{"hist-good": _hist(shift=-1)}), "hist-good must be a whole number"),
+        (_evaluate(**{"hist-good": _hist(scale=1000)}), "hist-good must be a whole number from 0 to 300"),
+        (_evaluate(**{"hist-bad": [0] * 99}), "hist-bad must be a list of histogram-bins=100"),
+        (_evaluate(**{"num-examples": 5000}), "does not fit the training rows"),
+        (_evaluate(**{"tp": 0, "fn": 0}), "confusion counts do not add up"),
+        (_evaluate(**{"sum-brier": float("nan")}), "sum-brier is not a finite number"),
+        (_evaluate(**{"sum-score": 1e9}), "sum-brier and sum-score must lie between"),
+        (_evaluate(auc=1.5), "auc must lie between 0 and 1"),
+        (_evaluate(auc=float("nan")), "NaN only when the validation rows have one class"),
+    ],
+)
 def test_evaluations_that_break_the_protocol_are_refused(content, reason):
     with pytest.raises(ProtocolError, match=reason):
         protocol.read_evaluate_reply(content, 100, (250, 350))
@@ -179,8 +198,12 @@ def test_validation_rows_follow_from_training_rows():
 
 def test_preprocessing_travels_in_its_own_record_with_its_digest():
     prep = json.dumps({"mean": {"a": 1.0}})
-    content = RecordDict({protocol.CONFIG: ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep)}),
-                          protocol.PREPROCESSING: protocol.preprocessing_record(prep)})
+    content = RecordDict(
+        {
+            protocol.CONFIG: ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep)}),
+            protocol.PREPROCESSING: protocol.preprocessing_record(prep),
+        }
+    )
     assert protocol.read_preprocessing(content) == prep
     content[protocol.CONFIG] = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep + " ")})
     with pytest.raises(ProtocolError, match="does not match the digest"):
@@ -204,8 +227,8 @@ def test_a_boosted_update_is_scaled_to_the_others_and_honest_ones_are_kept():
 
 def test_the_deployment_guide_lists_every_record_that_leaves_a_bank():
     text = DOCS.read_text(encoding="utf-8")
-    table = text[text.index("## What leaves a bank"):]
-    table = table[:table.index("\n## ", 5)]
+    table = text[text.index("## What leaves a bank") :]
+    table = table[: table.index("\n## ", 5)]
     for message, records in protocol.LEAVES_A_BANK.items():
         assert re.search(rf"\| {message} \|", table), f"message {message!r} missing from the guide's table"
         for record in records:

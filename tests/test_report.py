@@ -12,8 +12,18 @@ from fedcredit.cli import main
 from fedcredit.federation.history import StrategyRecord, read_history, write_history
 from fedcredit.risk.report import PNG_NAMES
 
-SECTIONS = ("summary", "baseline", "rounds", "holdout", "calibration", "distributions", "gains", "stability",
-            "config", "privacy")
+SECTIONS = (
+    "summary",
+    "baseline",
+    "rounds",
+    "holdout",
+    "calibration",
+    "distributions",
+    "gains",
+    "stability",
+    "config",
+    "privacy",
+)
 HOLDOUT_SECTIONS = ("holdout", "calibration", "distributions", "gains")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -76,7 +76,9 @@ def test_expected_calibration_error():
     # Every PD twice too high: the error is the mean overstatement, here mean(s).
     assert rm.expected_calibration_error(2 * s, calibrated) == pytest.approx(s.mean(), rel=0.02)
     # One bin: |constant PD - default rate|.
-    assert rm.expected_calibration_error(np.full(10, 0.3), np.r_[np.ones(1), np.zeros(9)], n_bins=1) == pytest.approx(0.2)
+    assert rm.expected_calibration_error(np.full(10, 0.3), np.r_[np.ones(1), np.zeros(9)], n_bins=1) == pytest.approx(
+        0.2
+    )
 
 
 def test_psi_of_identical_distributions_is_zero_and_grows_with_shift():

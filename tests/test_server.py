@@ -20,7 +20,10 @@ from fedcredit.federation.tracking import Tracker
 def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
     cfg = parse_run_config({"holdout-eval": False, "num-server-rounds": 3, "hidden-units": "4"})
     prep = preprocessing_from_stats(compute_stats(load_csv("", LENDING_CLUB).head(500), LENDING_CLUB), 10)
-    model = mdl.build_model(prep, LENDING_CLUB.numeric, LENDING_CLUB.categorical, (4,), 0.0, 0.0, 1e-3, 0)
+    spec = mdl.ModelSpec(
+        LENDING_CLUB.numeric, LENDING_CLUB.categorical, (4,), dropout=0.0, l2=0.0, learning_rate=1e-3, seed=0
+    )
+    model = mdl.build_model(prep, spec)
     tracker, history = Tracker(), {"rounds": []}
     out = RunOutputs(str(tmp_path), "t")
     reporter = RoundReporter(cfg, model, tracker, out, history, {})
@@ -37,5 +40,7 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
 
 
 def test_short_reason_unwraps_flower_error_text():
-    reason = "<class 'fedcredit.core.loading.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
+    reason = (
+        "<class 'fedcredit.core.loading.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
+    )
     assert short_reason(reason) == "/x/bank.csv: cannot be used: - missing columns"

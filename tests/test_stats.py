@@ -37,8 +37,9 @@ def test_rare_categories_leave_the_vocabulary(frame):
 
 
 def test_missing_values_are_left_out_of_moments():
-    f = pd.DataFrame({c: [1.0, np.nan, 3.0] for c in LENDING_CLUB.numeric}
-                     | {c: ["a", "", "a"] for c in LENDING_CLUB.categorical})
+    f = pd.DataFrame(
+        {c: [1.0, np.nan, 3.0] for c in LENDING_CLUB.numeric} | {c: ["a", "", "a"] for c in LENDING_CLUB.categorical}
+    )
     stats = compute_stats(f, LENDING_CLUB)
     assert stats.numeric["int_rate"] == (2, 4.0, 10.0)
     assert stats.categorical["term"] == {"a": 2}

@@ -70,7 +70,9 @@ class FakeGrid:
             node = msg.metadata.dst_node_id
             self.seen.append((msg.metadata.message_type, node, dict(msg.content["config"])))
             if node in self.fail:
-                replies.append(Message(Error(code=2, reason=f"bank {node}: missing columns ['int_rate']"), reply_to=msg))
+                replies.append(
+                    Message(Error(code=2, reason=f"bank {node}: missing columns ['int_rate']"), reply_to=msg)
+                )
                 continue
             if msg.metadata.message_type == "train":
                 arrays = [a + 0.01 * (node - 10) for a in msg.content["arrays"].to_numpy_ndarrays()]
@@ -105,7 +107,9 @@ def test_every_strategy_runs_rounds_through_the_tracking_grid(name):
 def test_failed_and_non_finite_replies_are_recorded_and_left_out():
     tracker = Tracker()
     grid = FakeGrid(nodes=(11, 12, 13, 14), fail=(13,), nan=(14,))
-    result = _start(fl.FedAvg(min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2), TrackingGrid(grid, tracker), 1)
+    result = _start(
+        fl.FedAvg(min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2), TrackingGrid(grid, tracker), 1
+    )
     weights = result.arrays.to_numpy_ndarrays()[0]
     assert np.allclose(weights, (100 * 0.01 + 200 * 0.02) / 300)  # weighted by rows; banks 13 and 14 left out
     phase = tracker.train[1]
@@ -135,14 +139,18 @@ def test_evaluate_pools_summaries_and_keeps_bank_figures():
 
 
 def test_server_side_dp_with_accounting_reports_epsilon():
-    cfg = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 1.0, "privacy.clipping-norm": 0.5})
+    cfg = parse_run_config(
+        {"privacy.mode": "server-fixed", "privacy.noise-multiplier": 1.0, "privacy.clipping-norm": 0.5}
+    )
     strategy, accountant = make_strategy(cfg, 7)
     assert isinstance(strategy, fl.DifferentialPrivacyServerSideFixedClipping) and accountant is not None
     _start(strategy, TrackingGrid(FakeGrid(), Tracker()), 2)
     spent = privacy_summary(cfg, accountant)
     assert spent["releases"] == 2 and 0 < spent["epsilon"] < float("inf") and spent["delta"] == 1e-5
     # More noise, less privacy spent.
-    cfg2 = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 3.0, "privacy.clipping-norm": 0.5})
+    cfg2 = parse_run_config(
+        {"privacy.mode": "server-fixed", "privacy.noise-multiplier": 3.0, "privacy.clipping-norm": 0.5}
+    )
     strategy2, accountant2 = make_strategy(cfg2, 7)
     _start(strategy2, TrackingGrid(FakeGrid(), Tracker()), 2)
     assert privacy_summary(cfg2, accountant2)["epsilon"] < spent["epsilon"]
@@ -156,43 +164,61 @@ def test_adaptive_dp_and_dp_with_other_strategies_say_epsilon_is_not_accounted()
         assert accountant is None and "not accounted" in privacy_summary(cfg, None)["accounting"]
 
 
-@pytest.mark.parametrize("raw,banks,match", [
-    ({"strategy.name": "krum", "strategy.num-malicious-nodes": 2}, 6, "needs at least 7 banks"),
-    ({"strategy.name": "bulyan", "strategy.num-malicious-nodes": 1}, 6, "needs at least 7 banks"),
-    ({"strategy.name": "multikrum", "strategy.num-nodes-to-select": 5}, 4, "exceeds banks minus malicious"),
-    ({"min-banks": 5}, 4, "min-banks=5 but only 4"),
-    ({"privacy.mode": "server-adaptive", "privacy.noise-multiplier": 0.4}, 4,
-     "needs more than 4 banks per round, this run samples 4: lower privacy.noise-multiplier below 0.4"),
-])
+@pytest.mark.parametrize(
+    "raw,banks,match",
+    [
+        ({"strategy.name": "krum", "strategy.num-malicious-nodes": 2}, 6, "needs at least 7 banks"),
+        ({"strategy.name": "bulyan", "strategy.num-malicious-nodes": 1}, 6, "needs at least 7 banks"),
+        ({"strategy.name": "multikrum", "strategy.num-nodes-to-select": 5}, 4, "exceeds banks minus malicious"),
+        ({"min-banks": 5}, 4, "min-banks=5 but only 4"),
+        (
+            {"privacy.mode": "server-adaptive", "privacy.noise-multiplier": 0.4},
+            4,
+            "needs more than 4 banks per round, this run samples 4: lower privacy.noise-multiplier below 0.4",
+        ),
+    ],
+)
 def test_choices_that_depend_on_the_number_of_banks(raw, banks, match):
     with pytest.raises(ConfigError, match=match):
         make_strategy(parse_run_config(raw), banks)
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"strategy.name": "fedsgd"}, "is not a strategy.name value: choose one of \\['fedavg', 'fedprox'"),
-    ({"strategy.name": "fedprox", "strategy.proximal-mu": -0.1}, "'strategy.proximal-mu' = -0.1 is out of range"),
-    ({"fraction-train": 1.2}, "'fraction-train' = 1.2 is out of range"),
-    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, "'strategy.trim-beta' = 0.6 is out of range"),
-    ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.5},
-     "'strategy.trim-beta' = 0.5 is out of range: it must be >= 0 and < 0.5"),
-    ({"test-fraction": 1.0}, "'test-fraction' = 1.0 is out of range: it must be > 0 and < 1"),
-    ({"strategy.name": "fedadam", "strategy.beta-1": 1.0}, "'strategy.beta-1' = 1.0 is out of range"),
-    ({"privacy.mode": "local"}, "choose one of \\['none', 'server-fixed'"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"strategy.name": "fedsgd"}, "is not a strategy.name value: choose one of \\['fedavg', 'fedprox'"),
+        ({"strategy.name": "fedprox", "strategy.proximal-mu": -0.1}, "'strategy.proximal-mu' = -0.1 is out of range"),
+        ({"fraction-train": 1.2}, "'fraction-train' = 1.2 is out of range"),
+        ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, "'strategy.trim-beta' = 0.6 is out of range"),
+        (
+            {"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.5},
+            "'strategy.trim-beta' = 0.5 is out of range: it must be >= 0 and < 0.5",
+        ),
+        ({"test-fraction": 1.0}, "'test-fraction' = 1.0 is out of range: it must be > 0 and < 1"),
+        ({"strategy.name": "fedadam", "strategy.beta-1": 1.0}, "'strategy.beta-1' = 1.0 is out of range"),
+        ({"privacy.mode": "local"}, "choose one of \\['none', 'server-fixed'"),
+    ],
+)
 def test_invalid_strategy_and_privacy_choices(raw, match):
     with pytest.raises(ConfigError, match=match):
         parse_run_config(raw)
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"strategy.name": "fedavg", "strategy.proximal-mu": 0.5},
-     "'strategy.proximal-mu' = 0.5 is a parameter of \\['fedprox'\\]"),
-    ({"strategy.name": "fedprox", "strategy.eta": 0.5}, "parameter of \\['fedadam', 'fedyogi', 'fedadagrad'\\]"),
-    ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
-    ({"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0},
-     "parameter of \\['server-fixed', 'client-fixed'\\], but privacy.mode = 'client-adaptive'"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        (
+            {"strategy.name": "fedavg", "strategy.proximal-mu": 0.5},
+            "'strategy.proximal-mu' = 0.5 is a parameter of \\['fedprox'\\]",
+        ),
+        ({"strategy.name": "fedprox", "strategy.eta": 0.5}, "parameter of \\['fedadam', 'fedyogi', 'fedadagrad'\\]"),
+        ({"privacy.mode": "none", "privacy.noise-multiplier": 1.0}, "parameter of \\['server-fixed'"),
+        (
+            {"privacy.mode": "client-adaptive", "privacy.clipping-norm": 2.0},
+            "parameter of \\['server-fixed', 'client-fixed'\\], but privacy.mode = 'client-adaptive'",
+        ),
+    ],
+)
 def test_a_key_for_another_strategy_parses_but_is_refused_as_a_command_line_override(raw, match):
     cfg = parse_run_config(raw)  # a pyproject default never fails the run...
     make_strategy(cfg, 7)  # ...and the strategy builds without it
@@ -222,8 +248,14 @@ def test_strategy_keys_reach_the_flower_constructor(name):
 
 @pytest.mark.parametrize("mode", PRIVACY_MODES[1:])
 def test_every_privacy_mode_wraps_with_its_keys(mode):
-    raw = {"privacy.mode": mode, "privacy.noise-multiplier": 0.3, "privacy.clipping-norm": 0.3,
-           "privacy.initial-clipping-norm": 0.4, "privacy.target-clipped-quantile": 0.6, "privacy.clip-norm-lr": 0.1}
+    raw = {
+        "privacy.mode": mode,
+        "privacy.noise-multiplier": 0.3,
+        "privacy.clipping-norm": 0.3,
+        "privacy.initial-clipping-norm": 0.4,
+        "privacy.target-clipped-quantile": 0.6,
+        "privacy.clip-norm-lr": 0.1,
+    }
     strategy, _ = make_strategy(parse_run_config(raw), 7)
     assert type(strategy) is PRIVACY_CLASSES[mode] and strategy.num_sampled_clients == 7
     if "fixed" in mode:
@@ -258,8 +290,9 @@ def test_with_privacy_a_round_with_a_failed_bank_is_not_aggregated():
     cfg = parse_run_config({"privacy.mode": "server-fixed", "privacy.noise-multiplier": 1.0})
     strategy, accountant = make_strategy(cfg, 4)
     tracker = Tracker()
-    result = _start(strategy, TrackingGrid(FakeGrid(nodes=(11, 12, 13, 14), fail=(14,)), tracker,
-                                           all_or_nothing=True), 1)
+    result = _start(
+        strategy, TrackingGrid(FakeGrid(nodes=(11, 12, 13, 14), fail=(14,)), tracker, all_or_nothing=True), 1
+    )
     assert len(result.arrays) == 0 and "differential privacy" in tracker.train[1].skipped
     assert accountant.get_privacy_spent().num_releases == 0
 

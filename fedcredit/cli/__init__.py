@@ -17,7 +17,10 @@ COMMANDS = {
     "baseline": ("fedcredit.cli.baseline", "pooled and bank-alone baselines on a simulation run's split"),
     "report": ("fedcredit.cli.report", "model-risk report (HTML + PNG) of a run directory"),
     "predict": ("fedcredit.cli.predict", "score applicants with a saved model, with reason codes"),
-    "compare": ("fedcredit.cli.compare", "compare strategies, seeds and DP noise levels through the real Flower engine"),
+    "compare": (
+        "fedcredit.cli.compare",
+        "compare strategies, seeds and DP noise levels through the real Flower engine",
+    ),
     "certs": ("fedcredit.cli.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
     "demo": ("fedcredit.cli.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }

@@ -16,10 +16,15 @@ from fedcredit.deploy.certs import CredentialsError, make_credentials
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True,
-                        help="directory for the files; an existing CA and existing keys there are reused")
-    parser.add_argument("--host", action="append", required=True,
-                        help="a host name or IP the banks use to reach the SuperLink (repeat for each)")
+    parser.add_argument(
+        "--out", required=True, help="directory for the files; an existing CA and existing keys there are reused"
+    )
+    parser.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a host name or IP the banks use to reach the SuperLink (repeat for each)",
+    )
     parser.add_argument("--bank", action="append", default=[], help="a bank name (repeat for each)")
 
 

@@ -16,16 +16,29 @@ from fedcredit.deploy import compare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategies", nargs="+", default=["fedavg", "fedprox", "fedadam", "fedavgm"],
-                        help=f"strategy names: {' '.join(STRATEGY_PARAMS)}")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["fedavg", "fedprox", "fedadam", "fedavgm"],
+        help=f"strategy names: {' '.join(STRATEGY_PARAMS)}",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--privacy", default="none", help="privacy.mode for every run (e.g. server-fixed)")
-    parser.add_argument("--noise", nargs="+", type=float, default=[],
-                        help="privacy.noise-multiplier values to compare (with --privacy)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra run-config values for every run, TOML syntax (e.g. num-server-rounds=10)")
-    parser.add_argument("--federation-config", default="num-supernodes=4",
-                        help="Flower simulation size (the default split needs 4 or 9 banks)")
+    parser.add_argument(
+        "--noise", nargs="+", type=float, default=[], help="privacy.noise-multiplier values to compare (with --privacy)"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra run-config values for every run, TOML syntax (e.g. num-server-rounds=10)",
+    )
+    parser.add_argument(
+        "--federation-config",
+        default="num-supernodes=4",
+        help="Flower simulation size (the default split needs 4 or 9 banks)",
+    )
     parser.add_argument("--out", required=True, help="directory for the runs and the comparison files")
 
 
@@ -48,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = compare.run_all(todo, args.seeds, args.federation_config, out,
-                            lambda line: print(line, flush=True))
+    table = compare.run_all(todo, args.seeds, args.federation_config, out, lambda line: print(line, flush=True))
     means = compare.write(table, out, args.federation_config, args.seeds)
     print(means.to_string(index=False))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'comparison.png'}")

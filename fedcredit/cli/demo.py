@@ -11,11 +11,18 @@ from fedcredit.deploy.demo import run_demo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--banks", type=int, default=3, help="number of banks (one SuperNode each)")
-    parser.add_argument("--scheme", choices=SCHEMES, default="region",
-                        help="how the demo banks are cut: region (contiguous US states), iid or dirichlet")
+    parser.add_argument(
+        "--scheme",
+        choices=SCHEMES,
+        default="region",
+        help="how the demo banks are cut: region (contiguous US states), iid or dirichlet",
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workdir", default="", help="keep certificates, CSVs, logs and outputs here "
-                                                       "(default: a temporary directory, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        default="",
+        help="keep certificates, CSVs, logs and outputs here (default: a temporary directory, removed afterwards)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,10 +36,18 @@ def _threshold(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="a saved fedcredit model (.keras), e.g. RUN_DIR/model-final.keras")
-    parser.add_argument("applicants", metavar="APPLICANTS_CSV", help="applicants' raw columns (the target may be absent)")
-    parser.add_argument("--threshold", type=_threshold, default=0.1,
-                        help="decline when the probability of default is at or above this (default 0.1)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="a saved fedcredit model (.keras), e.g. RUN_DIR/model-final.keras"
+    )
+    parser.add_argument(
+        "applicants", metavar="APPLICANTS_CSV", help="applicants' raw columns (the target may be absent)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=0.1,
+        help="decline when the probability of default is at or above this (default 0.1)",
+    )
     parser.add_argument("--output", default="-", help="output file (default: stdout)")
     parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
     parser.add_argument("--schema-path", default="", help="TOML schema of the columns (default: built-in LendingClub)")
@@ -57,8 +65,11 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
     for p in result.notes:
         print(f"fedcredit predict: {path}: note: {p}", file=err)
     for rec in result.invalid:
-        print(f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']}; row not scored "
-              f"(status '{STATUS_INVALID}')", file=err)
+        print(
+            f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']}; row not scored "
+            f"(status '{STATUS_INVALID}')",
+            file=err,
+        )
     if args.output == "-":
         write(result.records, passthrough, args.format, sys.stdout)
     else:
@@ -66,9 +77,12 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
             write(result.records, passthrough, args.format, stream)
     n_scored = len(result.records) - len(result.invalid)
     declined = sum(1 for r in result.records if r["decision"] == "decline")
-    print(f"fedcredit predict: scored {n_scored} of {len(result.records)} applicants at threshold {args.threshold:g} "
-          f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged"
-          + ("" if args.output == "-" else f"; wrote {args.output}"), file=err)
+    print(
+        f"fedcredit predict: scored {n_scored} of {len(result.records)} applicants at threshold {args.threshold:g} "
+        f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged"
+        + ("" if args.output == "-" else f"; wrote {args.output}"),
+        file=err,
+    )
     return 1 if result.invalid else 0
 
 

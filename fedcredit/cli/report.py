@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"fedcredit report: error: {err}", file=sys.stderr)
         return 2
     out, size, pngs = report.write(the_run)
-    print(f"fedcredit report: wrote {out} ({size // 1024} KiB) and {len(pngs)} plots in {the_run.dir / 'report'}",
-          file=sys.stderr)
+    print(
+        f"fedcredit report: wrote {out} ({size // 1024} KiB) and {len(pngs)} plots in {the_run.dir / 'report'}",
+        file=sys.stderr,
+    )
     print(out)
     return 0

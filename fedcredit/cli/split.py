@@ -15,12 +15,20 @@ from fedcredit.deploy.split import HOLDOUT_FILE, split_builtin
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory for the bank CSVs")
     parser.add_argument("--banks", type=int, default=4, help="number of banks")
-    parser.add_argument("--scheme", choices=SCHEMES, default="region",
-                        help="region: contiguous US states (4: census regions, 9: divisions); iid; dirichlet")
+    parser.add_argument(
+        "--scheme",
+        choices=SCHEMES,
+        default="region",
+        help="region: contiguous US states (4: census regions, 9: divisions); iid; dirichlet",
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (scheme dirichlet)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--holdout", type=float, default=0.0,
-                        help=f"fraction kept out of every bank and written to {HOLDOUT_FILE} (0: none)")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help=f"fraction kept out of every bank and written to {HOLDOUT_FILE} (0: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,8 +34,9 @@ def summary_lines(report: ValidationReport, schema: Schema) -> list[str]:
     if schema.target in raw.columns:
         target = raw[schema.target].str.strip()
         n_bad = int((target == schema.positive_label).sum())
-        lines.append(f"default rate: {n_bad}/{len(raw)} = {n_bad / max(len(raw), 1):.2%} "
-                     f"('{schema.positive_label}' rows)")
+        lines.append(
+            f"default rate: {n_bad}/{len(raw)} = {n_bad / max(len(raw), 1):.2%} ('{schema.positive_label}' rows)"
+        )
     missing = {c: int(raw[c].isna().sum()) for c in schema.columns if c in raw.columns and raw[c].isna().any()}
     lines.append("missing values: " + (", ".join(f"{c}={n}" for c, n in missing.items()) if missing else "none"))
     for col, known in schema.known_categories.items():

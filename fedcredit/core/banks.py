@@ -39,8 +39,9 @@ def _load(path: str, schema_path: str, mtime: float = 0.0) -> tuple[Schema, pd.D
 
 
 @lru_cache(maxsize=4)
-def simulation_split(data_path: str, schema_path: str, test_fraction: float, seed: int,
-                     scheme: str, num_banks: int, alpha: float) -> tuple[pd.DataFrame, list[tuple[str, pd.DataFrame]]]:
+def simulation_split(
+    data_path: str, schema_path: str, test_fraction: float, seed: int, scheme: str, num_banks: int, alpha: float
+) -> tuple[pd.DataFrame, list[tuple[str, pd.DataFrame]]]:
     """(hold-out test set, [(bank name, bank rows)]) for a simulated federation."""
     schema, frame = _load(data_path, schema_path)
     pool, test = stratified_split(frame, schema.target, test_fraction, seed)
@@ -67,8 +68,9 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
         name = str(node_config.get("bank-name", path))
     elif "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
-        _, banks = simulation_split(cfg.data_path, cfg.schema_path, cfg.test_fraction, cfg.seed,
-                                    cfg.partitioning, n, cfg.dirichlet_alpha)
+        _, banks = simulation_split(
+            cfg.data_path, cfg.schema_path, cfg.test_fraction, cfg.seed, cfg.partitioning, n, cfg.dirichlet_alpha
+        )
         name, frame = banks[pid]
     else:
         raise ValueError(

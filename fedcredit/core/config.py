@@ -26,8 +26,20 @@ from typing import Any, get_type_hints
 
 from fedcredit.core.partition import SCHEMES
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "fedmedian", "fedtrimmedavg",
-              "krum", "multikrum", "bulyan", "qfedavg")
+STRATEGIES = (
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedavgm",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "qfedavg",
+)
 PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
 _FEDOPT = ("fedadam", "fedyogi", "fedadagrad")
 _ADAM = ("fedadam", "fedyogi")
@@ -70,8 +82,9 @@ class Key:
     def check(self, value: Any) -> None:
         """Raise ConfigError naming the key and its valid values if `value` is not one of them."""
         if self.choices and value not in self.choices:
-            raise ConfigError(f"run config '{self.name}' = {value!r} is not a {self.name} value: "
-                              f"choose one of {list(self.choices)}")
+            raise ConfigError(
+                f"run config '{self.name}' = {value!r} is not a {self.name} value: choose one of {list(self.choices)}"
+            )
         if isinstance(value, (str, bool)):
             return
         too_low = self.low is not None and (value < self.low or (value == self.low and not self.low_closed))
@@ -81,24 +94,42 @@ class Key:
 
     def used_with(self, strategy: str, mode: str) -> bool:
         """Whether a run with this strategy and privacy mode reads the key."""
-        return ((self.strategies is None or strategy in self.strategies)
-                and (self.modes is None or mode in self.modes))
+        return (self.strategies is None or strategy in self.strategies) and (self.modes is None or mode in self.modes)
 
 
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def _key(name: str, default: Any, meaning: str, *, ge: float | None = None, gt: float | None = None,
-         le: float | None = None, lt: float | None = None, choices: tuple[str, ...] = (),
-         strategies: tuple[str, ...] | None = None, modes: tuple[str, ...] | None = None,
-         flower: str | None = None) -> Any:
+def _key(
+    name: str,
+    default: Any,
+    meaning: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[str, ...] = (),
+    strategies: tuple[str, ...] | None = None,
+    modes: tuple[str, ...] | None = None,
+    flower: str | None = None,
+) -> Any:
     """A RunConfig field with its Key; ge/gt and le/lt say whether each bound is closed or open."""
     if (ge is not None and gt is not None) or (le is not None and lt is not None):
         raise TypeError(f"{name}: give each bound once, closed (ge/le) or open (gt/lt)")
-    spec = Key(name, meaning, low=gt if ge is None else ge, low_closed=gt is None,
-               high=lt if le is None else le, high_closed=lt is None, choices=choices,
-               strategies=strategies, modes=modes, flower=flower)
+    spec = Key(
+        name,
+        meaning,
+        low=gt if ge is None else ge,
+        low_closed=gt is None,
+        high=lt if le is None else le,
+        high_closed=lt is None,
+        choices=choices,
+        strategies=strategies,
+        modes=modes,
+        flower=flower,
+    )
     return field(default=default, metadata={"key": spec})
 
 
@@ -110,15 +141,19 @@ class RunConfig:
     # data
     data_path: str = _key("data-path", "", "empty: the embedded LendingClub set (simulation)")
     schema_path: str = _key("schema-path", "", "empty: built-in LendingClub schema; else a TOML schema file (below)")
-    partitioning: str = _key("partitioning", "region",
-                             "simulation split: `region` (4 census regions or 9 divisions, needs 4 or 9 banks), "
-                             "`iid`, `dirichlet` (label skew)", choices=SCHEMES)
-    dirichlet_alpha: float = _key("dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed",
-                                  gt=0)
+    partitioning: str = _key(
+        "partitioning",
+        "region",
+        "simulation split: `region` (4 census regions or 9 divisions, needs 4 or 9 banks), "
+        "`iid`, `dirichlet` (label skew)",
+        choices=SCHEMES,
+    )
+    dirichlet_alpha: float = _key("dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed", gt=0)
     test_fraction: float = _key("test-fraction", 0.2, "hold-out share kept out of every bank (simulation)", gt=0, lt=1)
     val_fraction: float = _key("val-fraction", 0.2, "share of each bank's rows used for validation", gt=0, lt=1)
-    min_category_count: int = _key("min-category-count", 10,
-                                   "categories rarer than this (over all banks) score as unknown", ge=1)
+    min_category_count: int = _key(
+        "min-category-count", 10, "categories rarer than this (over all banks) score as unknown", ge=1
+    )
     # model
     hidden_units: str = _key("hidden-units", "64,32", "hidden layer sizes, separated by commas")
     dropout: float = _key("dropout", 0.2, "dropout after each hidden layer", ge=0, lt=1)
@@ -126,85 +161,192 @@ class RunConfig:
     learning_rate: float = _key("learning-rate", 1e-3, "Adam learning rate", gt=0)
     batch_size: int = _key("batch-size", 64, "local batch size", ge=1)
     local_epochs: int = _key("local-epochs", 3, "epochs per bank per round", ge=1)
-    positive_weight: float = _key("positive-weight", 1.0,
-                                  "loss weight of a defaulted loan; 1.0 keeps predicted PDs calibrated, "
-                                  "~18 balances the 5 % default rate", gt=0)
+    positive_weight: float = _key(
+        "positive-weight",
+        1.0,
+        "loss weight of a defaulted loan; 1.0 keeps predicted PDs calibrated, ~18 balances the 5 % default rate",
+        gt=0,
+    )
     # evaluation
-    threshold: float = _key("threshold", 0.1,
-                            "PD at or above which a loan counts as flagged (accuracy, precision, recall, F1)",
-                            gt=0, le=1)
+    threshold: float = _key(
+        "threshold", 0.1, "PD at or above which a loan counts as flagged (accuracy, precision, recall, F1)", gt=0, le=1
+    )
     histogram_bins: int = _key("histogram-bins", 2000, "score histogram bins for pooled AUC/KS", ge=10)
-    holdout_eval: bool = _key("holdout-eval", True,
-                              "ServerApp scores the hold-out set each round (simulation only: set false in deployment)")
+    holdout_eval: bool = _key(
+        "holdout-eval", True, "ServerApp scores the hold-out set each round (simulation only: set false in deployment)"
+    )
     # federation
-    fraction_train: float = _key("fraction-train", 1.0, "share of connected banks asked to train each round",
-                                 gt=0, le=1)
-    fraction_evaluate: float = _key("fraction-evaluate", 1.0, "share asked to evaluate (0 skips federated evaluation)",
-                                    ge=0, le=1)
-    min_banks: int = _key("min-banks", 2,
-                          "banks needed to start; a training round with fewer usable replies is not aggregated; "
-                          "the run stops if fewer stay connected for `node-wait-timeout`", ge=1)
+    fraction_train: float = _key(
+        "fraction-train", 1.0, "share of connected banks asked to train each round", gt=0, le=1
+    )
+    fraction_evaluate: float = _key(
+        "fraction-evaluate", 1.0, "share asked to evaluate (0 skips federated evaluation)", ge=0, le=1
+    )
+    min_banks: int = _key(
+        "min-banks",
+        2,
+        "banks needed to start; a training round with fewer usable replies is not aggregated; "
+        "the run stops if fewer stay connected for `node-wait-timeout`",
+        ge=1,
+    )
     round_timeout: float = _key("round-timeout", 600.0, "seconds to wait for replies in a round", gt=0)
-    node_wait_timeout: float = _key("node-wait-timeout", 300.0,
-                                    "seconds to wait for `min-banks` SuperNodes (before round 1, and whenever too "
-                                    "few are connected)", gt=0)
-    output_dir: str = _key("output-dir", "outputs",
-                           "where run directories go (relative to the directory the SuperLink was started from; "
-                           "the log prints the absolute path)")
+    node_wait_timeout: float = _key(
+        "node-wait-timeout",
+        300.0,
+        "seconds to wait for `min-banks` SuperNodes (before round 1, and whenever too few are connected)",
+        gt=0,
+    )
+    output_dir: str = _key(
+        "output-dir",
+        "outputs",
+        "where run directories go (relative to the directory the SuperLink was started from; "
+        "the log prints the absolute path)",
+    )
     # protection against a hostile or broken bank
-    max_categories: int = _key("max-categories", 200,
-                               "distinct category values one bank may report per categorical column", ge=1)
+    max_categories: int = _key(
+        "max-categories", 200, "distinct category values one bank may report per categorical column", ge=1
+    )
     max_category_length: int = _key("max-category-length", 64, "characters of one category value", ge=1)
-    update_clip: float = _key("update-clip", 3.0,
-                              "a bank's model update farther from the global model than this multiple of the "
-                              "round's median distance is scaled down to it; 0 switches it off",
-                              ge=0, strategies=_MEAN_FAMILY)
+    update_clip: float = _key(
+        "update-clip",
+        3.0,
+        "a bank's model update farther from the global model than this multiple of the "
+        "round's median distance is scaled down to it; 0 switches it off",
+        ge=0,
+        strategies=_MEAN_FAMILY,
+    )
     # aggregation strategy (keys "strategy.*")
-    strategy_name: str = _key("strategy.name", "fedavg", "aggregation strategy (Flower class in the table below)",
-                              choices=STRATEGIES)
-    strategy_proximal_mu: float = _key("strategy.proximal-mu", 0.1,
-                                       "mu of the proximal term mu/2 * (distance to the global model)^2 that each "
-                                       "bank adds to its Keras loss", ge=0, strategies=("fedprox",),
-                                       flower="proximal_mu")
+    strategy_name: str = _key(
+        "strategy.name", "fedavg", "aggregation strategy (Flower class in the table below)", choices=STRATEGIES
+    )
+    strategy_proximal_mu: float = _key(
+        "strategy.proximal-mu",
+        0.1,
+        "mu of the proximal term mu/2 * (distance to the global model)^2 that each bank adds to its Keras loss",
+        ge=0,
+        strategies=("fedprox",),
+        flower="proximal_mu",
+    )
     strategy_eta: float = _key("strategy.eta", 0.01, "server learning rate", gt=0, strategies=_FEDOPT, flower="eta")
-    strategy_beta_1: float = _key("strategy.beta-1", 0.9, "first-moment decay of the server optimiser", ge=0, lt=1,
-                                  strategies=_ADAM, flower="beta_1")
-    strategy_beta_2: float = _key("strategy.beta-2", 0.99, "second-moment decay of the server optimiser", ge=0, lt=1,
-                                  strategies=_ADAM, flower="beta_2")
-    strategy_tau: float = _key("strategy.tau", 0.001, "adaptivity (smaller adapts more)", gt=0, strategies=_FEDOPT,
-                               flower="tau")
-    strategy_server_learning_rate: float = _key("strategy.server-learning-rate", 1.0, "server learning rate", gt=0,
-                                                strategies=("fedavgm",), flower="server_learning_rate")
-    strategy_server_momentum: float = _key("strategy.server-momentum", 0.9, "server momentum", ge=0, le=1,
-                                           strategies=("fedavgm",), flower="server_momentum")
-    strategy_trim_beta: float = _key("strategy.trim-beta", 0.2, "fraction of updates cut at each end", ge=0, lt=0.5,
-                                     strategies=("fedtrimmedavg",), flower="beta")
-    strategy_num_malicious_nodes: int = _key("strategy.num-malicious-nodes", 0,
-                                             "f, banks that may be hostile; krum and multikrum need at least 2f+3 "
-                                             "banks, bulyan 4f+3", ge=0, strategies=("krum", "multikrum", "bulyan"),
-                                             flower="num_malicious_nodes")
-    strategy_num_nodes_to_select: int = _key("strategy.num-nodes-to-select", 1, "updates averaged after selection",
-                                             ge=1, strategies=("multikrum",), flower="num_nodes_to_select")
-    strategy_q: float = _key("strategy.q", 0.1, "fairness: larger weighs banks with a high loss more", ge=0,
-                             strategies=("qfedavg",), flower="q")
-    strategy_client_learning_rate: float = _key("strategy.client-learning-rate", 0.1,
-                                                "the banks' learning rate as q-FedAvg assumes it", gt=0,
-                                                strategies=("qfedavg",), flower="client_learning_rate")
+    strategy_beta_1: float = _key(
+        "strategy.beta-1",
+        0.9,
+        "first-moment decay of the server optimiser",
+        ge=0,
+        lt=1,
+        strategies=_ADAM,
+        flower="beta_1",
+    )
+    strategy_beta_2: float = _key(
+        "strategy.beta-2",
+        0.99,
+        "second-moment decay of the server optimiser",
+        ge=0,
+        lt=1,
+        strategies=_ADAM,
+        flower="beta_2",
+    )
+    strategy_tau: float = _key(
+        "strategy.tau", 0.001, "adaptivity (smaller adapts more)", gt=0, strategies=_FEDOPT, flower="tau"
+    )
+    strategy_server_learning_rate: float = _key(
+        "strategy.server-learning-rate",
+        1.0,
+        "server learning rate",
+        gt=0,
+        strategies=("fedavgm",),
+        flower="server_learning_rate",
+    )
+    strategy_server_momentum: float = _key(
+        "strategy.server-momentum",
+        0.9,
+        "server momentum",
+        ge=0,
+        le=1,
+        strategies=("fedavgm",),
+        flower="server_momentum",
+    )
+    strategy_trim_beta: float = _key(
+        "strategy.trim-beta",
+        0.2,
+        "fraction of updates cut at each end",
+        ge=0,
+        lt=0.5,
+        strategies=("fedtrimmedavg",),
+        flower="beta",
+    )
+    strategy_num_malicious_nodes: int = _key(
+        "strategy.num-malicious-nodes",
+        0,
+        "f, banks that may be hostile; krum and multikrum need at least 2f+3 banks, bulyan 4f+3",
+        ge=0,
+        strategies=("krum", "multikrum", "bulyan"),
+        flower="num_malicious_nodes",
+    )
+    strategy_num_nodes_to_select: int = _key(
+        "strategy.num-nodes-to-select",
+        1,
+        "updates averaged after selection",
+        ge=1,
+        strategies=("multikrum",),
+        flower="num_nodes_to_select",
+    )
+    strategy_q: float = _key(
+        "strategy.q",
+        0.1,
+        "fairness: larger weighs banks with a high loss more",
+        ge=0,
+        strategies=("qfedavg",),
+        flower="q",
+    )
+    strategy_client_learning_rate: float = _key(
+        "strategy.client-learning-rate",
+        0.1,
+        "the banks' learning rate as q-FedAvg assumes it",
+        gt=0,
+        strategies=("qfedavg",),
+        flower="client_learning_rate",
+    )
     # differential privacy (keys "privacy.*")
-    privacy_mode: str = _key("privacy.mode", "none", "differential privacy: Flower's wrapper around the strategy",
-                             choices=PRIVACY_MODES)
-    privacy_noise_multiplier: float = _key("privacy.noise-multiplier", 0.1,
-                                           "Gaussian noise, in multiples of the clipping norm", ge=0,
-                                           modes=_FIXED + _ADAPTIVE, flower="noise_multiplier")
-    privacy_clipping_norm: float = _key("privacy.clipping-norm", 1.0, "each bank's update is clipped to this norm",
-                                        gt=0, modes=_FIXED, flower="clipping_norm")
-    privacy_initial_clipping_norm: float = _key("privacy.initial-clipping-norm", 0.1, "clipping norm of round 1",
-                                                gt=0, modes=_ADAPTIVE, flower="initial_clipping_norm")
-    privacy_target_clipped_quantile: float = _key("privacy.target-clipped-quantile", 0.5,
-                                                  "quantile of update norms the clipping norm adapts to", ge=0, le=1,
-                                                  modes=_ADAPTIVE, flower="target_clipped_quantile")
-    privacy_clip_norm_lr: float = _key("privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0,
-                                       modes=_ADAPTIVE, flower="clip_norm_lr")
+    privacy_mode: str = _key(
+        "privacy.mode", "none", "differential privacy: Flower's wrapper around the strategy", choices=PRIVACY_MODES
+    )
+    privacy_noise_multiplier: float = _key(
+        "privacy.noise-multiplier",
+        0.1,
+        "Gaussian noise, in multiples of the clipping norm",
+        ge=0,
+        modes=_FIXED + _ADAPTIVE,
+        flower="noise_multiplier",
+    )
+    privacy_clipping_norm: float = _key(
+        "privacy.clipping-norm",
+        1.0,
+        "each bank's update is clipped to this norm",
+        gt=0,
+        modes=_FIXED,
+        flower="clipping_norm",
+    )
+    privacy_initial_clipping_norm: float = _key(
+        "privacy.initial-clipping-norm",
+        0.1,
+        "clipping norm of round 1",
+        gt=0,
+        modes=_ADAPTIVE,
+        flower="initial_clipping_norm",
+    )
+    privacy_target_clipped_quantile: float = _key(
+        "privacy.target-clipped-quantile",
+        0.5,
+        "quantile of update norms the clipping norm adapts to",
+        ge=0,
+        le=1,
+        modes=_ADAPTIVE,
+        flower="target_clipped_quantile",
+    )
+    privacy_clip_norm_lr: float = _key(
+        "privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0, modes=_ADAPTIVE, flower="clip_norm_lr"
+    )
     privacy_delta: float = _key("privacy.delta", 1e-5, "delta of the reported epsilon", gt=0, lt=1, modes=_FIXED)
 
     @property
@@ -223,9 +365,14 @@ _FIELD_OF: dict[str, str] = {spec.name: name for name, spec in KEYS.items()}  # 
 
 def _params(prefix: str, users: str, choices: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Which `prefix.*` parameters (field names without the prefix) each strategy / privacy mode takes."""
-    return {choice: tuple(name[len(prefix) + 1:] for name, spec in KEYS.items()
-                          if name.startswith(prefix + "_") and choice in (getattr(spec, users) or ()))
-            for choice in choices}
+    return {
+        choice: tuple(
+            name[len(prefix) + 1 :]
+            for name, spec in KEYS.items()
+            if name.startswith(prefix + "_") and choice in (getattr(spec, users) or ())
+        )
+        for choice in choices
+    }
 
 
 # Derived from the table; compare.py and the tests read them.
@@ -250,8 +397,9 @@ def _coerce(spec: Key, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"run config '{key}' must be a number, got {value!r}")
         if not math.isfinite(value):
-            raise ConfigError(f"run config '{key}' must be a finite number ({spec.valid_text() or 'any'}), "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"run config '{key}' must be a finite number ({spec.valid_text() or 'any'}), got {value!r}"
+            )
         if kind is int:
             if int(value) != value:
                 raise ConfigError(f"run config '{key}' must be a whole number, got {value!r}")
@@ -278,11 +426,13 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     try:
         layers = cfg.hidden_layers
     except ValueError as err:
-        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give layer sizes separated by commas, "
-                          f"e.g. \"64,32\"") from err
+        raise ConfigError(
+            f"run config 'hidden-units' = {cfg.hidden_units!r}: give layer sizes separated by commas, e.g. \"64,32\""
+        ) from err
     if not layers or min(layers) < 1:
-        raise ConfigError(f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, "
-                          f"e.g. \"32\"")
+        raise ConfigError(
+            f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, e.g. \"32\""
+        )
     return cfg
 
 
@@ -322,20 +472,29 @@ def check_overrides(raw: Mapping[str, Any], app_defaults: Mapping[str, Any], cfg
         if getattr(cfg, name) != default:
             wrong.append(f"'{spec.name}' = {getattr(cfg, name)!r} {_users(spec, cfg)}")
     if wrong:
-        raise ConfigError("run config sets keys this run does not use: " + "; ".join(wrong)
-                          + ". Remove them from --run-config or choose a strategy / privacy mode that uses them")
+        raise ConfigError(
+            "run config sets keys this run does not use: "
+            + "; ".join(wrong)
+            + ". Remove them from --run-config or choose a strategy / privacy mode that uses them"
+        )
 
 
 def strategy_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments of the chosen Flower strategy's constructor, from the table."""
-    return {spec.flower: getattr(cfg, name) for name, spec in KEYS.items()
-            if spec.flower and spec.strategies is not None and cfg.strategy_name in spec.strategies}
+    return {
+        spec.flower: getattr(cfg, name)
+        for name, spec in KEYS.items()
+        if spec.flower and spec.strategies is not None and cfg.strategy_name in spec.strategies
+    }
 
 
 def privacy_kwargs(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments of the chosen DP wrapper's constructor, from the table."""
-    return {spec.flower: getattr(cfg, name) for name, spec in KEYS.items()
-            if spec.flower and spec.modes is not None and cfg.privacy_mode in spec.modes}
+    return {
+        spec.flower: getattr(cfg, name)
+        for name, spec in KEYS.items()
+        if spec.flower and spec.modes is not None and cfg.privacy_mode in spec.modes
+    }
 
 
 def app_defaults(app_dir: Path) -> dict[str, Any]:
@@ -346,8 +505,9 @@ def app_defaults(app_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise ConfigError(f"{path} does not exist: give the app directory (the one holding pyproject.toml)") from err
     except KeyError as err:
-        raise ConfigError(f"{path} has no [tool.flwr.app.config] table: it holds the app's run-config defaults") \
-            from err
+        raise ConfigError(
+            f"{path} has no [tool.flwr.app.config] table: it holds the app's run-config defaults"
+        ) from err
 
     def flatten(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -137,8 +137,9 @@ def _examples(values: pd.Series) -> tuple[str, ...]:
     return tuple(str(v) for v in values.unique()[:3])
 
 
-def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>",
-                   require_target: bool = True) -> ValidationReport:
+def validate_frame(
+    raw: pd.DataFrame, schema: Schema, path: str = "<frame>", require_target: bool = True
+) -> ValidationReport:
     """Check a frame read with every column as text; convert it if it is usable."""
     problems: list[Problem] = []
     expected = list(schema.columns if require_target else schema.features)
@@ -149,10 +150,18 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>",
     extra = [c for c in raw.columns if c not in allowed]
     if missing:
         header = "" if len(missing) < len(expected) else " (none of them is in the first line: it must be the header)"
-        problems.append(Problem(Kind.MISSING_COLUMN, None, f"missing columns {missing}: the schema needs {expected}{header}"))
+        problems.append(
+            Problem(Kind.MISSING_COLUMN, None, f"missing columns {missing}: the schema needs {expected}{header}")
+        )
     if extra:
-        problems.append(Problem(Kind.IGNORED_COLUMNS, None, f"ignored columns: {extra} (not in the schema: not used, "
-                                "never sent)", blocking=False))
+        problems.append(
+            Problem(
+                Kind.IGNORED_COLUMNS,
+                None,
+                f"ignored columns: {extra} (not in the schema: not used, never sent)",
+                blocking=False,
+            )
+        )
     if len(raw) == 0:
         problems.append(Problem(Kind.NO_ROWS, None, "the file has a header but no data rows"))
         return ValidationReport(path, None, problems)
@@ -164,24 +173,48 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>",
         values = pd.to_numeric(text.str.strip(), errors="coerce")
         bad = text.notna() & values.isna()
         if bad.any():
-            problems.append(Problem(Kind.NOT_NUMERIC, col, "values that are not numbers: write plain numbers such as "
-                                    "1234.5 (no thousands separators, currency or % signs)", _lines(bad),
-                                    examples=_examples(text[bad])))
+            problems.append(
+                Problem(
+                    Kind.NOT_NUMERIC,
+                    col,
+                    "values that are not numbers: write plain numbers such as "
+                    "1234.5 (no thousands separators, currency or % signs)",
+                    _lines(bad),
+                    examples=_examples(text[bad]),
+                )
+            )
         inf = pd.Series(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)), index=values.index)
         if inf.any():
-            problems.append(Problem(Kind.INFINITE, col, "infinite values: write a finite number or leave the cell empty",
-                                    _lines(inf)))
+            problems.append(
+                Problem(
+                    Kind.INFINITE, col, "infinite values: write a finite number or leave the cell empty", _lines(inf)
+                )
+            )
         n_missing = int(text.isna().sum())
         if n_missing:
-            problems.append(Problem(Kind.MISSING_VALUE, col, f"{n_missing} missing values: imputed with the global mean",
-                                    _lines(text.isna()), blocking=False))
+            problems.append(
+                Problem(
+                    Kind.MISSING_VALUE,
+                    col,
+                    f"{n_missing} missing values: imputed with the global mean",
+                    _lines(text.isna()),
+                    blocking=False,
+                )
+            )
         frame[col] = values.astype("float64")
     for col in (c for c in schema.categorical if c in raw.columns):
         text = raw[col].str.strip()
         n_missing = int(text.isna().sum())
         if n_missing:
-            problems.append(Problem(Kind.MISSING_VALUE, col, f"{n_missing} missing values: scored as an unknown category",
-                                    _lines(text.isna()), blocking=False))
+            problems.append(
+                Problem(
+                    Kind.MISSING_VALUE,
+                    col,
+                    f"{n_missing} missing values: scored as an unknown category",
+                    _lines(text.isna()),
+                    blocking=False,
+                )
+            )
         frame[col] = text.fillna("").astype(str)
 
     if schema.target in raw.columns:
@@ -189,15 +222,34 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>",
         labels = {schema.positive_label, schema.negative_label}
         allowed_labels = f"'{schema.positive_label}' (default) and '{schema.negative_label}' (repaid)"
         if require_target and target.isna().any():
-            problems.append(Problem(Kind.MISSING_LABEL, schema.target, "missing target labels: every training row needs "
-                                    "one", _lines(target.isna())))
+            problems.append(
+                Problem(
+                    Kind.MISSING_LABEL,
+                    schema.target,
+                    "missing target labels: every training row needs one",
+                    _lines(target.isna()),
+                )
+            )
         unknown = target.notna() & ~target.isin(labels)
         if unknown.any():
-            problems.append(Problem(Kind.UNKNOWN_LABEL, schema.target, f"unknown labels: only {allowed_labels} are "
-                                    "allowed", _lines(unknown), examples=_examples(target[unknown])))
+            problems.append(
+                Problem(
+                    Kind.UNKNOWN_LABEL,
+                    schema.target,
+                    f"unknown labels: only {allowed_labels} are allowed",
+                    _lines(unknown),
+                    examples=_examples(target[unknown]),
+                )
+            )
         if require_target and not unknown.any() and target.notna().all() and target.nunique() < 2:
-            problems.append(Problem(Kind.ONE_CLASS, schema.target, f"only one class in {len(target)} rows: a model "
-                                    f"needs both {allowed_labels} loans", examples=(str(target.iloc[0]),)))
+            problems.append(
+                Problem(
+                    Kind.ONE_CLASS,
+                    schema.target,
+                    f"only one class in {len(target)} rows: a model needs both {allowed_labels} loans",
+                    examples=(str(target.iloc[0]),),
+                )
+            )
         frame[schema.target] = (target == schema.positive_label).astype("int8")
     if schema.partition and schema.partition in raw.columns:
         frame[schema.partition] = raw[schema.partition].str.strip().fillna("").astype(str)
@@ -208,6 +260,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, path: str = "<frame>",
 
 # --- reading --------------------------------------------------------------------------------
 
+
 def _encoding_problem(path: Path) -> Problem:
     """Which lines are not UTF-8 (each line decoded on its own)."""
     bad = []
@@ -216,8 +269,9 @@ def _encoding_problem(path: Path) -> Problem:
             line.decode("utf-8")
         except UnicodeDecodeError:
             bad.append(number)
-    return Problem(Kind.ENCODING, None, "text that is not UTF-8: save the file as UTF-8 (in Excel: 'CSV UTF-8')",
-                   tuple(bad))
+    return Problem(
+        Kind.ENCODING, None, "text that is not UTF-8: save the file as UTF-8 (in Excel: 'CSV UTF-8')", tuple(bad)
+    )
 
 
 def _delimiter_problem(header: list[str]) -> Problem | None:
@@ -228,8 +282,13 @@ def _delimiter_problem(header: list[str]) -> Problem | None:
     if not found:
         return None
     name = OTHER_DELIMITERS[max(found, key=lambda d: str(header[0]).count(d))]
-    return Problem(Kind.DELIMITER, None, f"the header line is a single column containing {name}: the file seems to "
-                   "be separated by them; save it as comma-separated values (CSV)", (1,))
+    return Problem(
+        Kind.DELIMITER,
+        None,
+        f"the header line is a single column containing {name}: the file seems to "
+        "be separated by them; save it as comma-separated values (CSV)",
+        (1,),
+    )
 
 
 def _ragged_lines(text: str) -> tuple[int, ...]:
@@ -253,8 +312,13 @@ def _unparsable(text: str, err: Exception) -> Problem:
         return delimiter
     ragged = _ragged_lines(text)
     if ragged:
-        return Problem(Kind.RAGGED_ROW, None, f"rows with more fields than the header's {len(header)}: remove the "
-                       "extra fields or quote values that contain commas", ragged)
+        return Problem(
+            Kind.RAGGED_ROW,
+            None,
+            f"rows with more fields than the header's {len(header)}: remove the "
+            "extra fields or quote values that contain commas",
+            ragged,
+        )
     # pandas' own messages (e.g. an unclosed quote) name lines, never cell values.
     return Problem(Kind.UNREADABLE, None, f"not a readable CSV file: {' '.join(str(err).split())}")
 
@@ -269,18 +333,34 @@ def read_text_csv(path: str | Path) -> pd.DataFrame:
     builtin = str(path) in ("", BUILTIN)
     path = Path(BUILTIN if builtin else path)
     if not builtin and not path.is_file():
-        raise DataValidationError(path, [Problem(Kind.MISSING_FILE, None, "file does not exist: check the path "
-                                                 "(node config 'data-path' or run config 'data-path')")])
+        raise DataValidationError(
+            path,
+            [
+                Problem(
+                    Kind.MISSING_FILE,
+                    None,
+                    "file does not exist: check the path (node config 'data-path' or run config 'data-path')",
+                )
+            ],
+        )
     source = io.StringIO(builtin_csv_text()) if builtin else path
     try:
         with warnings.catch_warnings():
             # pandas only warns when the first data row has more fields than the header (and drops them).
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            raw = pd.read_csv(source, dtype=str, keep_default_na=True, skipinitialspace=True, skip_blank_lines=False,
-                              index_col=False, encoding="utf-8-sig")
+            raw = pd.read_csv(
+                source,
+                dtype=str,
+                keep_default_na=True,
+                skipinitialspace=True,
+                skip_blank_lines=False,
+                index_col=False,
+                encoding="utf-8-sig",
+            )
     except pd.errors.EmptyDataError as err:
-        raise DataValidationError(path, [Problem(Kind.EMPTY, None, "the file is empty: it needs a header line and "
-                                                 "data rows")]) from err
+        raise DataValidationError(
+            path, [Problem(Kind.EMPTY, None, "the file is empty: it needs a header line and data rows")]
+        ) from err
     except UnicodeDecodeError as err:
         raise DataValidationError(path, [_encoding_problem(path)]) from err
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:

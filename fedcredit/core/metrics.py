@@ -38,8 +38,9 @@ def binary_arrays(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return scores, labels
 
 
-def roc_curve(scores: np.ndarray, labels: np.ndarray,
-              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate, threshold) at every distinct score, riskiest first.
 
     A loan is flagged when its score is at or above the threshold; the first
@@ -71,8 +72,9 @@ def histogram_auc_ks(hist_bad: np.ndarray, hist_good: np.ndarray) -> tuple[float
     """`auc_ks` of binned scores: each bin index weighted by its count of bad and of good loans."""
     hist_bad, hist_good = np.asarray(hist_bad).ravel(), np.asarray(hist_good).ravel()
     bins = np.arange(hist_bad.size)
-    return auc_ks(np.r_[bins, bins], np.r_[np.ones(bins.size, bool), np.zeros(bins.size, bool)],
-                  np.r_[hist_bad, hist_good])
+    return auc_ks(
+        np.r_[bins, bins], np.r_[np.ones(bins.size, bool), np.zeros(bins.size, bool)], np.r_[hist_bad, hist_good]
+    )
 
 
 def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -95,7 +97,9 @@ def threshold_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
     }
 
 
-def summarise(scores: np.ndarray, labels: np.ndarray, threshold: float, bins: int) -> dict[str, int | float | list[int]]:
+def summarise(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, bins: int
+) -> dict[str, int | float | list[int]]:
     """One bank's shareable summary of its scores: counts, sums, histograms."""
     scores, labels = binary_arrays(scores, labels)
     p = np.clip(scores, EPS, 1 - EPS)
@@ -140,8 +144,10 @@ def pooled(summaries: Sequence[Mapping[str, int | float | list[int]]]) -> dict[s
         raise ValueError("no evaluation summaries to pool")
     sizes = {len(s[k]) for s in summaries for k in HIST_KEYS}
     if len(sizes) > 1:
-        raise ValueError(f"bank summaries have histograms of {sorted(sizes)} bins: every bank must use the same "
-                         "histogram-bins in the run config")
+        raise ValueError(
+            f"bank summaries have histograms of {sorted(sizes)} bins: every bank must use the same "
+            "histogram-bins in the run config"
+        )
     totals: dict[str, int | float] = {k: sum(int(s[k]) for s in summaries) for k in COUNT_KEYS}
     totals.update({k: sum(float(s[k]) for s in summaries) for k in SUM_KEYS})
     hist_bad, hist_good = (np.sum([np.asarray(s[k], dtype=np.int64) for s in summaries], axis=0) for k in HIST_KEYS)

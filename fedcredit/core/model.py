@@ -9,10 +9,13 @@ makes every bank's model identical without any bank seeing another's rows.
 from __future__ import annotations
 
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -20,6 +23,16 @@ import pandas as pd
 import tensorflow as tf
 
 from fedcredit.core.stats import Preprocessing
+
+# Keras 3.15 reads variables with np.array(), which NumPy 2.4 flags on every weight read and save;
+# harmless, and a 400-character line in every ServerApp and bank log.
+warnings.filterwarnings(
+    "ignore", message="__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning
+)
+
+if TYPE_CHECKING:
+    from fedcredit.core.config import RunConfig
+    from fedcredit.core.schema import Schema
 
 
 @keras.saving.register_keras_serializable(package="fedcredit")
@@ -44,62 +57,83 @@ class ProximalHead(keras.Model):
 
     loss = data loss + mu/2 * ||w - w_global||^2 over the trainable weights,
     with mu and w_global held in variables so that changing them never
-    retraces the training step; mu = 0 is plain training.
+    retraces the training step; mu = 0 (or no anchor) is plain training.
     """
+
+    _anchor: _Anchor | None = None  # a plain object: Keras tracks neither it nor its variables
+
+    def anchor(self) -> _Anchor:
+        """The head's FedProx state (created on first use, one per head)."""
+        if self._anchor is None:
+            self._anchor = _Anchor(self.trainable_variables)
+        return self._anchor
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-        anchor = self.__dict__.get("_fedcredit_anchor")
+        anchor = self._anchor
         if training and anchor is not None:
-            distance = tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.trainable_variables, anchor.weights)])
+            distance = tf.add_n(
+                [tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.trainable_variables, anchor.weights)]
+            )
             loss = loss + 0.5 * anchor.mu * distance
         return loss
 
 
-class _Training:
-    """What training needs besides the saved model: feature extractor, head, pristine optimizer state.
+@dataclass(frozen=True)
+class ModelSpec:
+    """What `build_model` needs besides the federation's statistics: columns, architecture, seed.
 
-    Preprocessing (standardisation, one-hot lookup) has no trainable weights,
-    so a bank computes its rows' features once and trains only the head on
-    them: the same arithmetic as training the whole model, without gathering
-    and looking up string columns again in every epoch.
+    Every bank and the coordinator build the same model from the same spec
+    and statistics; `learning_rate` is what a `Trainer` compiles with.
     """
 
-    def __init__(self, model: keras.Model, learning_rate: float) -> None:
-        features = model.get_layer("features").output
-        self.features = keras.Model(inputs=model.inputs, outputs=features, name="fedcredit_features")
-        self.head = ProximalHead(inputs=features, outputs=model.outputs, name="fedcredit_head")
-        self.anchor = _Anchor(self.head.trainable_variables)
-        object.__setattr__(self.head, "_fedcredit_anchor", self.anchor)  # not tracked by Keras
-        self.head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
-        # Build the optimizer now and remember its pristine state (step 0, zero
-        # moments, the configured learning rate) for `reset_training_state`.
-        self.head.optimizer.build(self.head.trainable_variables)
-        self.optimizer_init = [np.array(v.numpy()) for v in self.head.optimizer.variables]
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    hidden_units: tuple[int, ...]
+    dropout: float
+    l2: float
+    learning_rate: float
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig, schema: Schema) -> ModelSpec:
+        """The spec a run config and schema describe."""
+        return cls(
+            numeric=tuple(schema.numeric),
+            categorical=tuple(schema.categorical),
+            hidden_units=tuple(cfg.hidden_layers),
+            dropout=cfg.dropout,
+            l2=cfg.l2,
+            learning_rate=cfg.learning_rate,
+            seed=cfg.seed,
+        )
 
 
-def _training(model: keras.Model) -> _Training:
-    return model.__dict__["_fedcredit_training"]
+@dataclass(frozen=True)
+class FitOptions:
+    """How one `Trainer.fit` trains: epochs, batch size, class weight, seed and FedProx's mu."""
+
+    epochs: int
+    batch_size: int
+    positive_weight: float = 1.0
+    seed: int = 0
+    proximal_mu: float = 0.0
 
 
-def build_model(
-    prep: Preprocessing,
-    numeric: Sequence[str],
-    categorical: Sequence[str],
-    hidden_units: Sequence[int],
-    dropout: float,
-    l2: float,
-    learning_rate: float,
-    seed: int,
-) -> keras.Model:
+def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
     """An MLP over standardised numerics and one-hot categoricals (unknown values share one slot)."""
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(spec.seed)
+    numeric, categorical = spec.numeric, spec.categorical
     inputs: dict[str, keras.KerasTensor] = {}
     parts = []
     if numeric:
         for col in numeric:
             inputs[col] = keras.Input(shape=(1,), name=col, dtype="float32")
-        x = keras.layers.Concatenate(name="numeric")([inputs[c] for c in numeric]) if len(numeric) > 1 else inputs[numeric[0]]
+        x = (
+            keras.layers.Concatenate(name="numeric")([inputs[c] for c in numeric])
+            if len(numeric) > 1
+            else inputs[numeric[0]]
+        )
         x = keras.layers.Normalization(
             mean=[prep.mean[c] for c in numeric],
             variance=[prep.variance[c] for c in numeric],
@@ -116,19 +150,109 @@ def build_model(
         )
         if not prep.vocabulary[col]:
             # Every category is rare: the column carries only the unknown slot.
-            lookup = keras.layers.StringLookup(vocabulary=["<none>"], num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}")
+            lookup = keras.layers.StringLookup(
+                vocabulary=["<none>"], num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}"
+            )
         parts.append(lookup(inputs[col]))
     # The trainable head starts at the layer named "features".
-    x = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else keras.layers.Identity(name="features")(parts[0])
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
-    for i, units in enumerate(hidden_units):
+    x = (
+        keras.layers.Concatenate(name="features")(parts)
+        if len(parts) > 1
+        else keras.layers.Identity(name="features")(parts[0])
+    )
+    reg = keras.regularizers.L2(spec.l2) if spec.l2 > 0 else None
+    for i, units in enumerate(spec.hidden_units):
         x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")(x)
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        if spec.dropout > 0:
+            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i}")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
-    model = keras.Model(inputs=inputs, outputs=out, name="fedcredit")
-    object.__setattr__(model, "_fedcredit_training", _Training(model, learning_rate))  # not saved with the model
-    return model
+    return keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+
+
+class Trainer:
+    """Trains a fedcredit model, freshly built or loaded from a `.keras` file.
+
+    Preprocessing (standardisation, one-hot lookup) has no trainable weights,
+    so a bank computes its rows' `features` once and trains only the head
+    (the layers after "features", shared with the model) on them: the same
+    arithmetic as training the whole model, without gathering and looking up
+    string columns again in every epoch. The optimizer state lives here, not
+    in the saved model, so a reloaded model trains again from a fresh one.
+    """
+
+    def __init__(self, model: keras.Model, learning_rate: float) -> None:
+        try:
+            features = model.get_layer("features").output
+        except ValueError as err:
+            raise ValueError(
+                f"model {model.name!r} has no layer named 'features', so it is not a fedcredit model: "
+                "build it with build_model or load a .keras file that fedcredit saved"
+            ) from err
+        self.model = model
+        self._features = keras.Model(inputs=model.inputs, outputs=features, name="fedcredit_features")
+        self.head = ProximalHead(inputs=features, outputs=model.outputs, name="fedcredit_head")
+        self._anchor = self.head.anchor()
+        self.head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy())
+        # Build the optimizer now and remember its pristine state (step 0, zero
+        # moments, the configured learning rate) for `reset`.
+        self.head.optimizer.build(self.head.trainable_variables)
+        self._optimizer_init = [np.array(v.numpy()) for v in self.head.optimizer.variables]
+
+    def reset(self, seed: int) -> None:
+        """Forget everything a previous fit left behind in this process.
+
+        A model reused across messages carries its optimizer's moments and step
+        count (maybe from another bank) and its dropout generators' positions;
+        restoring them and reseeding makes a train message's result depend only
+        on the global weights, the bank's rows and the seed.
+        """
+        for var, value in zip(self.head.optimizer.variables, self._optimizer_init, strict=True):
+            var.assign(value)
+        keras.utils.set_random_seed(seed)
+        for i, layer in enumerate(self.model.layers):
+            gen = getattr(layer, "seed_generator", None)
+            if gen is not None:
+                gen.state.assign(np.array([seed + i, 0], dtype=gen.state.dtype))
+
+    def features(self, inputs: Mapping[str, tf.Tensor] | tf.Tensor) -> tf.Tensor:
+        """Standardised numerics and one-hot categoricals: what the trainable head sees.
+
+        A bank computes them once for its rows (they depend only on the
+        federation's statistics) and trains on them round after round.
+        """
+        if isinstance(inputs, tf.Tensor):
+            return inputs
+        return self._features(dict(inputs), training=False)
+
+    def fit(
+        self,
+        weights: Sequence[np.ndarray],
+        inputs: Mapping[str, tf.Tensor] | tf.Tensor,
+        labels: np.ndarray,
+        options: FitOptions,
+    ) -> float:
+        """Train from the given weights; returns the last epoch's training loss.
+
+        `inputs` are raw model inputs (`to_inputs`) or their `features`. With
+        proximal_mu > 0 (FedProx) the loss also pulls the weights towards the
+        given (global) ones: mu/2 * ||w - w_global||^2.
+        """
+        self.model.set_weights(list(weights))
+        self.reset(options.seed)
+        self._anchor.mu.assign(float(options.proximal_mu))
+        for a, w in zip(self._anchor.weights, self.head.trainable_variables):
+            a.assign(w)
+        class_weight = {0: 1.0, 1: float(options.positive_weight)} if options.positive_weight != 1.0 else None
+        hist = self.head.fit(
+            self.features(inputs),
+            tf.constant(labels.astype(np.float32)),
+            epochs=options.epochs,
+            batch_size=options.batch_size,
+            shuffle=True,
+            class_weight=class_weight,
+            verbose=0,
+        )
+        return float(hist.history["loss"][-1])
 
 
 def to_inputs(frame: pd.DataFrame, model: keras.Model) -> dict[str, tf.Tensor]:
@@ -152,69 +276,13 @@ def to_inputs(frame: pd.DataFrame, model: keras.Model) -> dict[str, tf.Tensor]:
     return out
 
 
-def reset_training_state(model: keras.Model, seed: int) -> None:
-    """Forget everything a previous fit left behind in this process.
-
-    A model reused across messages carries its optimizer's moments and step
-    count (maybe from another bank) and its dropout generators' positions;
-    restoring them and reseeding makes a train message's result depend only
-    on the global weights, the bank's rows and the seed.
-    """
-    training = _training(model)
-    for var, value in zip(training.head.optimizer.variables, training.optimizer_init, strict=True):
-        var.assign(value)
-    keras.utils.set_random_seed(seed)
-    for i, layer in enumerate(model.layers):
-        gen = getattr(layer, "seed_generator", None)
-        if gen is not None:
-            gen.state.assign(np.array([seed + i, 0], dtype=gen.state.dtype))
-
-
-def features(model: keras.Model, inputs: Mapping[str, tf.Tensor] | tf.Tensor) -> tf.Tensor:
-    """Standardised numerics and one-hot categoricals: what the trainable head sees.
-
-    A bank computes them once for its rows (they depend only on the
-    federation's statistics) and trains on them round after round.
-    """
-    if isinstance(inputs, tf.Tensor):
-        return inputs
-    return _training(model).features(dict(inputs), training=False)
-
-
-def fit(
-    model: keras.Model,
-    weights: Sequence[np.ndarray],
-    inputs: Mapping[str, tf.Tensor] | tf.Tensor,
-    labels: np.ndarray,
-    epochs: int,
-    batch_size: int,
-    positive_weight: float,
-    seed: int,
-    proximal_mu: float = 0.0,
-) -> float:
-    """Train from the given weights; returns the last epoch's training loss.
-
-    `inputs` are raw model inputs (`to_inputs`) or their `features`. With
-    proximal_mu > 0 (FedProx) the loss also pulls the weights towards the
-    given (global) ones: mu/2 * ||w - w_global||^2.
-    """
-    training = _training(model)
-    model.set_weights(list(weights))
-    reset_training_state(model, seed)
-    training.anchor.mu.assign(float(proximal_mu))
-    for a, w in zip(training.anchor.weights, training.head.trainable_variables):
-        a.assign(w)
-    class_weight = {0: 1.0, 1: float(positive_weight)} if positive_weight != 1.0 else None
-    hist = training.head.fit(features(model, inputs), tf.constant(labels.astype(np.float32)), epochs=epochs,
-                             batch_size=batch_size, shuffle=True, class_weight=class_weight, verbose=0)
-    return float(hist.history["loss"][-1])
-
-
 def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int = 65536) -> np.ndarray:
     """Scores by calling the model directly: no per-shape tracing as in `Model.predict`."""
     names = list(inputs)
     n = int(inputs[names[0]].shape[0])
-    parts = [model({k: v[i:i + batch_size] for k, v in inputs.items()}, training=False) for i in range(0, n, batch_size)]
+    parts = [
+        model({k: v[i : i + batch_size] for k, v in inputs.items()}, training=False) for i in range(0, n, batch_size)
+    ]
     return np.concatenate([np.asarray(p).ravel() for p in parts]).astype(np.float64) if parts else np.zeros(0)
 
 

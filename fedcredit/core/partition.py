@@ -76,13 +76,16 @@ SPLIT_TOLERANCE = 0.15  # how far (share of its target) a bank may miss its size
 def check_capacity(num_rows: int, num_banks: int, scheme: str) -> None:
     """One clear line when `num_banks` cannot each get MIN_BANK_ROWS rows (or there is no bank)."""
     if num_banks < 1:
-        raise PartitionError(f"need at least one bank, got {num_banks}: set num-supernodes (simulation) "
-                             f"or --banks (fedcredit split/demo) to 1 or more")
+        raise PartitionError(
+            f"need at least one bank, got {num_banks}: set num-supernodes (simulation) "
+            f"or --banks (fedcredit split/demo) to 1 or more"
+        )
     if num_rows < num_banks * MIN_BANK_ROWS:
         raise PartitionError(
             f"partitioning '{scheme}' cannot give {num_banks} banks {MIN_BANK_ROWS}+ rows each from {num_rows} rows: "
             f"use at most {num_rows // MIN_BANK_ROWS} banks (num-supernodes in simulation, --banks for fedcredit "
-            f"split/demo)")
+            f"split/demo)"
+        )
 
 
 def _census_groups(num_banks: int) -> dict[str, tuple[str, ...]] | None:
@@ -162,7 +165,7 @@ def by_region(states: pd.Series, num_banks: int, seed: int = 0) -> list[Bank]:
     for bank in plan:
         chunks, pieces = [], []
         for state, n in bank:
-            chunks.append(rows_of[state][used[state]:used[state] + n])
+            chunks.append(rows_of[state][used[state] : used[state] + n])
             used[state] += n
             seen[state] += 1
             pieces.append(state.lower() if parts[state] == 1 else f"{state.lower()}-{seen[state]}")
@@ -205,8 +208,15 @@ def dirichlet(labels: np.ndarray, num_banks: int, alpha: float, seed: int, attem
     )
 
 
-def partition(pool: pd.DataFrame, scheme: str, num_banks: int, seed: int, target: str,
-              partition_column: str | None, alpha: float = 0.5) -> list[Bank]:
+def partition(
+    pool: pd.DataFrame,
+    scheme: str,
+    num_banks: int,
+    seed: int,
+    target: str,
+    partition_column: str | None,
+    alpha: float = 0.5,
+) -> list[Bank]:
     """Split the pool into `num_banks` disjoint banks covering every row."""
     if scheme not in SCHEMES:
         raise PartitionError(f"unknown partitioning '{scheme}': choose one of {list(SCHEMES)}")
@@ -221,5 +231,7 @@ def partition(pool: pd.DataFrame, scheme: str, num_banks: int, seed: int, target
         banks = dirichlet(pool[target].to_numpy(), num_banks, alpha, seed)
     small = [f"{b.name} ({len(b.rows)} rows)" for b in banks if len(b.rows) < MIN_BANK_ROWS]
     if small:
-        raise PartitionError(f"partitioning '{scheme}' with {num_banks} banks leaves banks too small to train: {small}; use fewer banks")
+        raise PartitionError(
+            f"partitioning '{scheme}' with {num_banks} banks leaves banks too small to train: {small}; use fewer banks"
+        )
     return banks

@@ -74,14 +74,14 @@ class Schema:
     def from_toml(cls, path: str | Path) -> Schema:
         """Read a schema file such as::
 
-            target = "Class"
-            positive-label = "bad"
-            negative-label = "good"
-            numeric = ["funded_amnt", "int_rate"]
-            categorical = ["term"]
+        target = "Class"
+        positive-label = "bad"
+        negative-label = "good"
+        numeric = ["funded_amnt", "int_rate"]
+        categorical = ["term"]
 
-            [categories]            # optional: the agreed values per categorical column
-            term = ["36 months", "60 months"]
+        [categories]            # optional: the agreed values per categorical column
+        term = ["36 months", "60 months"]
         """
         path = Path(path)
         try:
@@ -105,7 +105,9 @@ class Schema:
                 numeric=tuple(str(c) for c in raw.get("numeric", [])),
                 categorical=tuple(str(c) for c in raw.get("categorical", [])),
                 partition=str(raw["partition"]) if raw.get("partition") else None,
-                categories=tuple((str(c), tuple(str(v) for v in vals)) for c, vals in raw.get("categories", {}).items()),
+                categories=tuple(
+                    (str(c), tuple(str(v) for v in vals)) for c, vals in raw.get("categories", {}).items()
+                ),
             )
         except SchemaError as err:
             raise SchemaError(f"schema file {path}: {err}") from err

@@ -33,8 +33,7 @@ def compute_stats(frame: pd.DataFrame, schema: Schema) -> Stats:
         v = frame[col].dropna().to_numpy(dtype=np.float64)
         numeric[col] = (int(v.size), float(v.sum()), float(np.square(v).sum()))
     categorical = {
-        col: {str(k): int(n) for k, n in frame[col].value_counts().items() if k != ""}
-        for col in schema.categorical
+        col: {str(k): int(n) for k, n in frame[col].value_counts().items() if k != ""} for col in schema.categorical
     }
     return Stats(numeric, categorical, len(frame))
 
@@ -81,7 +80,6 @@ def preprocessing_from_stats(stats: Stats, min_count: int) -> Preprocessing:
         mean[col] = m
         variance[col] = max(ss / n - m * m, 0.0)
     vocabulary = {
-        col: sorted(k for k, c in counts.items() if c >= min_count)
-        for col, counts in stats.categorical.items()
+        col: sorted(k for k, c in counts.items() if c >= min_count) for col, counts in stats.categorical.items()
     }
     return Preprocessing(mean, variance, vocabulary)

@@ -49,6 +49,7 @@ class Credentials:
 
 # --- files ---------------------------------------------------------------------------
 
+
 def _write_public(path: Path, data: bytes) -> Path:
     """Certificates and public keys: replaced atomically, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,17 +82,21 @@ def _read_private(path: Path, load):
     try:
         key = load(path.read_bytes(), password=None)
     except (ValueError, TypeError) as err:
-        raise CredentialsError(f"{path} exists but is not an unencrypted private key ({err}); restore it from "
-                               "your backup, or move it away to create a new one") from err
+        raise CredentialsError(
+            f"{path} exists but is not an unencrypted private key ({err}); restore it from "
+            "your backup, or move it away to create a new one"
+        ) from err
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CredentialsError(f"{path} is a {type(key).__name__}, not an EC private key; move it away to create "
-                               "a new one")
+        raise CredentialsError(
+            f"{path} is a {type(key).__name__}, not an EC private key; move it away to create a new one"
+        )
     return key
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _same_key(a: ec.EllipticCurvePublicKey, b: object) -> bool:
@@ -107,25 +112,44 @@ def _san(host: str) -> x509.GeneralName:
 
 # --- CA ------------------------------------------------------------------------------
 
+
 def _new_ca(out: Path, name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP384R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA384()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA384())
+    )
     _write_private(out / "ca.key", _pem_key(key))  # first: fails if a key appeared meanwhile
     _write_public(out / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
-def load_or_make_ca(out: Path, name: str = "fedcredit consortium CA"
-                    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, str]:
+def load_or_make_ca(
+    out: Path, name: str = "fedcredit consortium CA"
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, str]:
     """The consortium CA in `out`: reused when ca.crt and ca.key exist (every bank already trusts it).
 
     Returns the certificate, its key and a sentence for the operator.
@@ -138,27 +162,34 @@ def load_or_make_ca(out: Path, name: str = "fedcredit consortium CA"
         raise CredentialsError(
             f"{crt_path} exists but {key_path} is missing: restore ca.key from your backup to add banks or "
             f"re-issue the SuperLink certificate. To start a new consortium instead, move {crt_path} away and "
-            "rerun; every bank then needs the new ca.crt.")
+            "rerun; every bank then needs the new ca.crt."
+        )
     if not crt_path.exists():
         raise CredentialsError(
             f"{key_path} exists but {crt_path} is missing: copy ca.crt back from any bank or from your backup. "
             f"To start a new consortium instead, move {key_path} away and rerun; every bank then needs the new "
-            "ca.crt.")
+            "ca.crt."
+        )
     key = _read_private(key_path, serialization.load_pem_private_key)
     try:
         cert = x509.load_pem_x509_certificate(crt_path.read_bytes())
     except ValueError as err:
         raise CredentialsError(f"{crt_path} is not a PEM certificate ({err}); copy ca.crt back from any bank") from err
     if not _same_key(key.public_key(), cert.public_key()):
-        raise CredentialsError(f"{key_path} is not the key of {crt_path}: they come from different runs; put the "
-                               "matching ca.crt (every bank has a copy) next to ca.key")
+        raise CredentialsError(
+            f"{key_path} is not the key of {crt_path}: they come from different runs; put the "
+            "matching ca.crt (every bank has a copy) next to ca.key"
+        )
     if cert.not_valid_after_utc <= dt.datetime.now(dt.UTC):
-        raise CredentialsError(f"the CA {crt_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}: move ca.crt and "
-                               "ca.key away and rerun to create a new CA, then give the new ca.crt to every bank")
+        raise CredentialsError(
+            f"the CA {crt_path} expired on {cert.not_valid_after_utc:%Y-%m-%d}: move ca.crt and "
+            "ca.key away and rerun to create a new CA, then give the new ca.crt to every bank"
+        )
     return cert, key, f"reused the existing CA {crt_path} (banks keep their ca.crt)"
 
 
 # --- SuperLink -----------------------------------------------------------------------
+
 
 def _sans(cert: x509.Certificate) -> list[str]:
     try:
@@ -168,8 +199,9 @@ def _sans(cert: x509.Certificate) -> list[str]:
     return [str(n.value) for n in names]
 
 
-def _reissue_reason(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, hosts: list[str],
-                    ca_cert: x509.Certificate) -> str | None:
+def _reissue_reason(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, hosts: list[str], ca_cert: x509.Certificate
+) -> str | None:
     """Why an existing SuperLink certificate cannot be kept, or None when it can."""
     if not _same_key(key.public_key(), cert.public_key()):
         return "it was not made for superlink.key"
@@ -185,22 +217,28 @@ def _reissue_reason(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, hos
     return None
 
 
-def _issue_server_cert(key: ec.EllipticCurvePrivateKey, hosts: list[str], ca_cert: x509.Certificate,
-                       ca_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _issue_server_cert(
+    key: ec.EllipticCurvePrivateKey, hosts: list[str], ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc))
-            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA384()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc))
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
 
 
-def make_server_cert(out: Path, hosts: list[str], ca_cert: x509.Certificate,
-                     ca_key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path, str]:
+def make_server_cert(
+    out: Path, hosts: list[str], ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path, str]:
     """The SuperLink's certificate and key; `hosts` are every name and IP banks will dial.
 
     An existing superlink.key is kept; its certificate is re-issued (same key) only when the
@@ -211,12 +249,15 @@ def make_server_cert(out: Path, hosts: list[str], ca_cert: x509.Certificate,
     crt_path, key_path = out / "superlink.crt", out / "superlink.key"
     if not key_path.exists():
         if crt_path.exists():
-            raise CredentialsError(f"{crt_path} exists but {key_path} is missing: restore superlink.key from the "
-                                   f"coordinator's backup, or move {crt_path} away and rerun to issue a new pair")
+            raise CredentialsError(
+                f"{crt_path} exists but {key_path} is missing: restore superlink.key from the "
+                f"coordinator's backup, or move {crt_path} away and rerun to issue a new pair"
+            )
         key = ec.generate_private_key(ec.SECP384R1())
         _write_private(key_path, _pem_key(key))
-        _write_public(crt_path, _issue_server_cert(key, hosts, ca_cert, ca_key).public_bytes(
-            serialization.Encoding.PEM))
+        _write_public(
+            crt_path, _issue_server_cert(key, hosts, ca_cert, ca_key).public_bytes(serialization.Encoding.PEM)
+        )
         return crt_path, key_path, f"created the SuperLink key {key_path} and certificate {crt_path} for {hosts}"
     key = _read_private(key_path, serialization.load_pem_private_key)
     if crt_path.exists():
@@ -229,11 +270,18 @@ def make_server_cert(out: Path, hosts: list[str], ca_cert: x509.Certificate,
     else:
         reason = "it was missing"
     _write_public(crt_path, _issue_server_cert(key, hosts, ca_cert, ca_key).public_bytes(serialization.Encoding.PEM))
-    return crt_path, key_path, (f"re-issued the SuperLink certificate {crt_path} for {hosts} with the existing key "
-                                f"{key_path} because {reason}; restart the SuperLink with it")
+    return (
+        crt_path,
+        key_path,
+        (
+            f"re-issued the SuperLink certificate {crt_path} for {hosts} with the existing key "
+            f"{key_path} because {reason}; restart the SuperLink with it"
+        ),
+    )
 
 
 # --- banks ---------------------------------------------------------------------------
+
 
 def _openssh_public(key: ec.EllipticCurvePrivateKey, bank: str) -> bytes:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -246,18 +294,25 @@ def bank_keys(out: Path, bank: str) -> tuple[Path, Path, str]:
     Returns (private key, public key, a sentence for the operator).
     """
     if not _BANK_NAME.fullmatch(bank):
-        raise ValueError(f"bank name {bank!r} is also a directory name: use letters, digits, '.', '_' or '-' "
-                         "and start with a letter or digit")
+        raise ValueError(
+            f"bank name {bank!r} is also a directory name: use letters, digits, '.', '_' or '-' "
+            "and start with a letter or digit"
+        )
     key_path, pub_path = out / bank / "supernode.key", out / bank / "supernode.key.pub"
     if not key_path.exists():
         if pub_path.exists():
             raise CredentialsError(
                 f"{pub_path} exists but {key_path} is missing: if {bank} made its own key pair, leave out "
                 f"--bank {bank} (the coordinator needs only the .pub); otherwise restore the bank's supernode.key, "
-                f"or move {pub_path} away (and `flwr supernode unregister` the old key) and rerun to make a new pair")
+                f"or move {pub_path} away (and `flwr supernode unregister` the old key) and rerun to make a new pair"
+            )
         key = ec.generate_private_key(ec.SECP384R1())
-        _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                   serialization.NoEncryption()))
+        _write_private(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ),
+        )
         _write_public(pub_path, _openssh_public(key, bank))
         return key_path, pub_path, f"{bank}: created a new key pair"
     key = _read_private(key_path, serialization.load_ssh_private_key)
@@ -267,11 +322,14 @@ def bank_keys(out: Path, bank: str) -> tuple[Path, Path, str]:
     try:
         public = serialization.load_ssh_public_key(pub_path.read_bytes())
     except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as err:
-        raise CredentialsError(f"{pub_path} is not an OpenSSH public key ({err}); delete it and rerun to write it "
-                               f"again from {key_path}") from err
+        raise CredentialsError(
+            f"{pub_path} is not an OpenSSH public key ({err}); delete it and rerun to write it again from {key_path}"
+        ) from err
     if not _same_key(key.public_key(), public):
-        raise CredentialsError(f"{pub_path} is not the public key of {key_path}: delete {pub_path} and rerun to "
-                               "write it again from the private key (and register that one)")
+        raise CredentialsError(
+            f"{pub_path} is not the public key of {key_path}: delete {pub_path} and rerun to "
+            "write it again from the private key (and register that one)"
+        )
     return key_path, pub_path, f"{bank}: reused the existing key pair (never overwritten)"
 
 

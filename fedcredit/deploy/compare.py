@@ -23,12 +23,17 @@ from fedcredit.federation.history import metric, read_history
 COMPLETED = "finished:completed"
 
 
-def variants(strategies: Sequence[str], privacy: str = "none", noise: Sequence[float] = (),
-             extra: Mapping[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+def variants(
+    strategies: Sequence[str],
+    privacy: str = "none",
+    noise: Sequence[float] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """(label, run config) for every strategy x noise level, checked before anything runs."""
     if noise and privacy == "none":
-        raise ConfigError("--noise needs --privacy (e.g. --privacy server-fixed): without it every noise level "
-                          "would be the same run")
+        raise ConfigError(
+            "--noise needs --privacy (e.g. --privacy server-fixed): without it every noise level would be the same run"
+        )
     out = []
     for name in strategies:
         for level in noise or [None]:
@@ -53,7 +58,8 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
     return {
         "pooled val AUC": last.pooled_auc if last else None,
         "pooled val KS": metric(last.pooled, "ks") if last else None,
-        "hold-out AUC": last.holdout_auc if last else None, "rounds": len(rounds),
+        "hold-out AUC": last.holdout_auc if last else None,
+        "rounds": len(rounds),
         "strategy s": history.seconds,
         "epsilon": history.epsilon,
         "auc per round": [r.pooled_auc for r in rounds],
@@ -99,8 +105,13 @@ def run_dir_name(label: str, seed: int) -> str:
     return f"{label.replace(' ', '_').replace('=', '')}/seed{seed}"
 
 
-def run_all(todo: list[tuple[str, dict[str, Any]]], seeds: Sequence[int], federation_config: str, out: Path,
-            say: Callable[[str], None] = print) -> pd.DataFrame:
+def run_all(
+    todo: list[tuple[str, dict[str, Any]]],
+    seeds: Sequence[int],
+    federation_config: str,
+    out: Path,
+    say: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """Every variant x seed as its own `flwr run` on one private local SuperLink; one row per run."""
     rows = []
     with LocalFlower(out / "flwr") as flower:
@@ -108,31 +119,57 @@ def run_all(todo: list[tuple[str, dict[str, Any]]], seeds: Sequence[int], federa
             for seed in seeds:
                 run_out = out / "runs" / run_dir_name(label, seed)
                 result = flower.run({**config, "seed": seed, "output-dir": str(run_out)}, federation_config)
-                row: dict[str, Any] = {"variant": label, "seed": seed, "status": result.status,
-                                       "flwr run s": round(result.seconds, 1)}
+                row: dict[str, Any] = {
+                    "variant": label,
+                    "seed": seed,
+                    "status": result.status,
+                    "flwr run s": round(result.seconds, 1),
+                }
                 if result.completed:
                     row.update(summarise_run(max(run_out.iterdir(), key=lambda p: p.stat().st_mtime)))
                 else:
                     row["error"] = result.details
                 rows.append(row)
-                say(f"{label} seed {seed}: {result.status} "
-                    f"hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}")
+                say(
+                    f"{label} seed {seed}: {result.status} "
+                    f"hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}"
+                )
     return pd.DataFrame(rows)
 
 
 def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequence[int]) -> pd.DataFrame:
     """comparison.csv, comparison.md and comparison.png in `out`; returns the mean over seeds per variant."""
-    columns = [c for c in ("variant", "seed", "status", "pooled val AUC", "pooled val KS", "hold-out AUC",
-                           "rounds", "epsilon", "flwr run s", "strategy s") if c in table]
+    columns = [
+        c
+        for c in (
+            "variant",
+            "seed",
+            "status",
+            "pooled val AUC",
+            "pooled val KS",
+            "hold-out AUC",
+            "rounds",
+            "epsilon",
+            "flwr run s",
+            "strategy s",
+        )
+        if c in table
+    ]
     table[columns].to_csv(out / "comparison.csv", index=False)
-    numeric = [c for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "epsilon", "flwr run s", "strategy s")
-               if c in table]
+    numeric = [
+        c
+        for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "epsilon", "flwr run s", "strategy s")
+        if c in table
+    ]
     means = table.groupby("variant", sort=False)[numeric].mean().round(4).reset_index()
     (out / "comparison.md").write_text(
         "# Strategy comparison\n\nEach run: its own `flwr run` of the app, "
         f"federation `{federation_config}`, seeds {list(seeds)}.\n\n## Per run\n\n"
-        + table[columns].round(4).to_markdown(index=False) + "\n\n## Mean over seeds\n\n"
-        + means.to_markdown(index=False) + "\n")
+        + table[columns].round(4).to_markdown(index=False)
+        + "\n\n## Mean over seeds\n\n"
+        + means.to_markdown(index=False)
+        + "\n"
+    )
     if "auc per round" in table:
         plot(table, out / "comparison.png")
     return means

@@ -40,6 +40,8 @@ class LocalDeployment:
 
     workdir: Path
     bank_csvs: Mapping[str, Path]
+    # More node-config entries per bank, e.g. {"acme": {"schema-path": "/etc/acme/schema.toml"}}.
+    node_configs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     port: int = field(default_factory=_free_port)
     credentials: Credentials | None = None
     banks: dict[str, Bank] = field(default_factory=dict)
@@ -77,11 +79,29 @@ class LocalDeployment:
         c = self.credentials
         log = self.workdir / "superlink.log"
         self.superlink = subprocess.Popen(
-            ["flower-superlink", "--ssl-ca-certfile", str(c.ca_cert), "--ssl-certfile", str(c.superlink_cert),
-             "--ssl-keyfile", str(c.superlink_key), "--enable-supernode-auth",
-             "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database", str(self.workdir / "superlink.db")],
-            env=self.env, cwd=self.workdir, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "flower-superlink",
+                "--ssl-ca-certfile",
+                str(c.ca_cert),
+                "--ssl-certfile",
+                str(c.superlink_cert),
+                "--ssl-keyfile",
+                str(c.superlink_key),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                str(self.workdir / "superlink.db"),
+            ],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._wait_for_superlink()
 
     def _wait_for_superlink(self, timeout: float = 60) -> None:
@@ -113,14 +133,27 @@ class LocalDeployment:
         assert self.credentials is not None
         key = key if key is not None else self.credentials.bank_keys.get(bank, (None,))[0]
         csv = csv if csv is not None else self.bank_csvs[bank]
-        node_config = f'data-path="{csv}" bank-name="{bank}"'
-        args = ["flower-supernode", "--superlink", self.address, "--root-certificates", str(self.credentials.ca_cert),
-                "--node-config", node_config, "--port", str(_free_port()), "--max-retries", "5"]
+        entries = {"data-path": str(csv), "bank-name": bank, **self.node_configs.get(bank, {})}
+        node_config = " ".join(f'{k}="{v}"' for k, v in entries.items())
+        args = [
+            "flower-supernode",
+            "--superlink",
+            self.address,
+            "--root-certificates",
+            str(self.credentials.ca_cert),
+            "--node-config",
+            node_config,
+            "--port",
+            str(_free_port()),
+            "--max-retries",
+            "5",
+        ]
         if key is not None:
             args += ["--auth-supernode-private-key", str(key)]
         log = self.workdir / f"supernode-{bank}.log"
-        proc = subprocess.Popen(args, env=self.env, cwd=self.workdir, stdout=log.open("a"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=self.env, cwd=self.workdir, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.banks[bank] = Bank(bank, csv, key, proc, log)
         return self.banks[bank]
 
@@ -140,8 +173,15 @@ class LocalDeployment:
 
     # --- running ------------------------------------------------------------------
     def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["flwr", *args], env=self.env, cwd=self.workdir, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            ["flwr", *args],
+            env=self.env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def connected_nodes(self) -> list[dict[str, Any]]:
         listed = json.loads(self.flwr("supernode", "list", CONNECTION, "--format", "json").stdout or "{}")

@@ -32,8 +32,13 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(banks: int, scheme: str = "region", rounds: int = 3, workdir: str | Path | None = None,
-             progress: Callable[[str], None] = lambda _: None) -> DemoResult:
+def run_demo(
+    banks: int,
+    scheme: str = "region",
+    rounds: int = 3,
+    workdir: str | Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> DemoResult:
     """Split, deploy with TLS + node authentication, run `rounds` rounds and stop; `progress` hears each step.
 
     Raises PartitionError before starting anything when the banks cannot be cut.
@@ -44,8 +49,10 @@ def run_demo(banks: int, scheme: str = "region", rounds: int = 3, workdir: str |
         csvs = split_builtin(work / "banks", banks, scheme)
         progress(f"banks: {', '.join(f'{n} ({p})' for n, p in csvs.items())}")
         with LocalDeployment(work / "deployment", csvs) as deployment:
-            progress(f"SuperLink on {deployment.address} (TLS, SuperNode authentication); "
-                     f"{len(csvs)} SuperNodes registered and started")
+            progress(
+                f"SuperLink on {deployment.address} (TLS, SuperNode authentication); "
+                f"{len(csvs)} SuperNodes registered and started"
+            )
             deployment.wait_for_nodes(len(csvs))
             result = deployment.run({"num-server-rounds": rounds, "output-dir": str(work / "outputs")})
         run_dir, auc = None, None

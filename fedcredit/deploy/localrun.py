@@ -132,11 +132,13 @@ class LocalFlower:
         )
 
     def flwr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["flwr", *args], env=self.env, cwd=self.work, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            ["flwr", *args], env=self.env, cwd=self.work, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
-    def run(self, run_config: Mapping[str, Any], federation_config: str = "", app_dir: Path = APP_DIR,
-            timeout: float = 1800) -> RunResult:
+    def run(
+        self, run_config: Mapping[str, Any], federation_config: str = "", app_dir: Path = APP_DIR, timeout: float = 1800
+    ) -> RunResult:
         """Submit a run, wait until it finishes, return its status and ServerApp log."""
         extra = ["--federation-config", federation_config] if federation_config else []
         started = time.monotonic()
@@ -146,11 +148,18 @@ class LocalFlower:
     def stop(self) -> None:
         """Stop the SuperLink of this FLWR_HOME and the process groups it spawned."""
         marker = str(Path(self.env["FLWR_HOME"]) / "local-superlink")
-        links = [pid for pid, argv in _processes()
-                 if any(a.endswith("flower-superlink") for a in argv) and any(marker in a for a in argv)]
-        execs = [pid for pid, argv in _processes()
-                 if any(a.endswith("flower-superexec") for a in argv) and "--parent-pid" in argv
-                 and argv[argv.index("--parent-pid") + 1] in {str(p) for p in links}]
+        links = [
+            pid
+            for pid, argv in _processes()
+            if any(a.endswith("flower-superlink") for a in argv) and any(marker in a for a in argv)
+        ]
+        execs = [
+            pid
+            for pid, argv in _processes()
+            if any(a.endswith("flower-superexec") for a in argv)
+            and "--parent-pid" in argv
+            and argv[argv.index("--parent-pid") + 1] in {str(p) for p in links}
+        ]
         for pid in links:
             try:
                 os.kill(pid, signal.SIGTERM)

@@ -19,8 +19,9 @@ from fedcredit.core.schema import LENDING_CLUB
 HOLDOUT_FILE = "holdout.csv"
 
 
-def split_builtin(out: str | Path, banks: int, scheme: str = "region", seed: int = 42, alpha: float = 0.5,
-                  holdout: float = 0.0) -> dict[str, Path]:
+def split_builtin(
+    out: str | Path, banks: int, scheme: str = "region", seed: int = 42, alpha: float = 0.5, holdout: float = 0.0
+) -> dict[str, Path]:
     """Write bank-<i>-<name>.csv files (and holdout.csv); returns {bank name: path}.
 
     Raises PartitionError (before writing anything) when the split cannot be made.

@@ -1,7 +1,7 @@
 """What a bank does when the ServerApp asks: statistics, training, evaluation.
 
 The Keras model is built once per process and reused across messages (and
-across banks in a simulation worker); `model.fit` resets its optimizer and
+across banks in a simulation worker); `Trainer.fit` resets its optimizer and
 random state from a per-message seed so that results never depend on what the
 process ran before.
 """
@@ -27,6 +27,7 @@ from fedcredit.core.loading import DataValidationError
 from fedcredit.core.partition import PartitionError
 from fedcredit.core.schema import SchemaError, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, compute_stats
+from fedcredit.federation import protocol
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
@@ -43,26 +44,28 @@ def _single_threaded() -> None:
         pass
 
 
-def _model(cfg: RunConfig, prep_json: str, simulation: bool = False):
-    """The process's model for this preprocessing and architecture (built on first use)."""
-    key = hashlib.sha256(f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()).hexdigest()
+def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[str, Any, mdl.Trainer]:
+    """(key, model, its Trainer) for this preprocessing and architecture: built on first use, then reused."""
+    key = hashlib.sha256(
+        f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()
+    ).hexdigest()
     if key not in _MODELS:
         if simulation:
             _single_threaded()
         _MODELS.clear()
         _INPUTS.clear()
-        schema = schema_of(cfg)
-        _MODELS[key] = mdl.build_model(Preprocessing.from_json(prep_json), schema.numeric, schema.categorical,
-                                       cfg.hidden_layers, cfg.dropout, cfg.l2, cfg.learning_rate, cfg.seed)
-    return key, _MODELS[key]
+        model = mdl.build_model(Preprocessing.from_json(prep_json), mdl.ModelSpec.of(cfg, schema_of(cfg)))
+        _MODELS[key] = mdl.Trainer(model, cfg.learning_rate)
+    trainer = _MODELS[key]
+    return key, trainer.model, trainer
 
 
-def _inputs(key: str, bank: BankData, split: str, model):
+def _inputs(key: str, bank: BankData, split: str, trainer: mdl.Trainer):
     """The bank's model inputs (validation) or features (training), computed once per process."""
     cache_key = (key, bank.name, split)
     if cache_key not in _INPUTS:
-        inputs = mdl.to_inputs(getattr(bank, split), model)
-        _INPUTS[cache_key] = mdl.features(model, inputs) if split == "train" else inputs
+        inputs = mdl.to_inputs(getattr(bank, split), trainer.model)
+        _INPUTS[cache_key] = trainer.features(inputs) if split == "train" else inputs
     return _INPUTS[cache_key]
 
 
@@ -77,10 +80,16 @@ USER_ERRORS = (DataValidationError, SchemaError, PartitionError, ConfigError)
 ERROR_CODE = 1
 
 
-def run_config(raw: Mapping[str, Any], app_dir: str | Path) -> RunConfig:
-    """The run config as this bank applies it: a relative schema path is the app's own file."""
+def run_config(raw: Mapping[str, Any], app_dir: str | Path, node_config: Mapping[str, Any] | None = None) -> RunConfig:
+    """The run config as this bank applies it.
+
+    A relative schema path is the app's own file (it travels in the FAB). A
+    bank may set `schema-path` in its node config to a copy it keeps itself;
+    the coordinator refuses it unless its SHA-256 is the consortium's.
+    """
     cfg = parse_run_config(raw)
-    return dataclasses.replace(cfg, schema_path=resolve_schema_path(cfg.schema_path, app_dir))
+    path = str((node_config or {}).get("schema-path", cfg.schema_path))
+    return dataclasses.replace(cfg, schema_path=resolve_schema_path(path, app_dir))
 
 
 def answer(msg: Message, build: Callable[[], RecordDict]) -> Message:
@@ -102,28 +111,41 @@ def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, str
     return bank.name, source, schema.sha256, compute_stats(bank.train, schema)
 
 
-def train(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str,
-          server_round: int, proximal_mu: float = 0.0) -> tuple[list[np.ndarray], float, int]:
+def train(
+    cfg: RunConfig,
+    node_config: Mapping[str, Any],
+    weights: Sequence[np.ndarray],
+    prep_json: str,
+    server_round: int,
+    proximal_mu: float = 0.0,
+) -> tuple[list[np.ndarray], float, int]:
     """(new weights, last epoch's loss, training rows): local training from the global weights.
 
     FedProx's `proximal-mu` adds the proximal term.
     """
     bank = load_bank(cfg, node_config)
-    key, model = _model(cfg, prep_json, "partition-id" in node_config)
+    key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
-    loss = mdl.fit(model, weights, _inputs(key, bank, "train", model), labels, cfg.local_epochs,
-                   cfg.batch_size, cfg.positive_weight, message_seed(cfg, server_round, bank.name), proximal_mu)
+    options = mdl.FitOptions(
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        positive_weight=cfg.positive_weight,
+        seed=message_seed(cfg, server_round, bank.name),
+        proximal_mu=proximal_mu,
+    )
+    loss = trainer.fit(weights, _inputs(key, bank, "train", trainer), labels, options)
     return model.get_weights(), loss, len(labels)
 
 
-def evaluate(cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray],
-             prep_json: str) -> dict[str, int | float | list[int]]:
+def evaluate(
+    cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str
+) -> dict[str, int | float | list[int]]:
     """Shareable summary of the global model's scores on this bank's validation rows."""
     bank = load_bank(cfg, node_config)
-    key, model = _model(cfg, prep_json, "partition-id" in node_config)
+    key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     model.set_weights(list(weights))
     labels = bank.val[schema_of(cfg).target].to_numpy()
-    scores = mdl.predict(model, _inputs(key, bank, "val", model))
+    scores = mdl.predict(model, _inputs(key, bank, "val", trainer))
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
     summary["auc"] = metrics.exact_auc(scores, labels)
@@ -134,11 +156,19 @@ def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """Client-side DP clipping on train messages, when the run config asks for it.
 
     Flower's clipping mods fail on messages without a clipping norm, so they
-    are applied only in the client-side privacy modes.
+    are applied only in the client-side privacy modes. They also insist on
+    exactly one ConfigRecord, so the preprocessing record is set aside while
+    they look and handed back to the handler.
     """
     mode = context.run_config.get("privacy.mode", "none")
-    if mode == "client-fixed":
-        return fixedclipping_mod(msg, context, call_next)
-    if mode == "client-adaptive":
-        return adaptiveclipping_mod(msg, context, call_next)
-    return call_next(msg, context)
+    if mode not in ("client-fixed", "client-adaptive"):
+        return call_next(msg, context)
+    preprocessing = msg.content.config_records.pop(protocol.PREPROCESSING, None)
+
+    def handler(inner: Message, ctx: Context) -> Message:
+        if preprocessing is not None:
+            inner.content[protocol.PREPROCESSING] = preprocessing
+        return call_next(inner, ctx)
+
+    mod = fixedclipping_mod if mode == "client-fixed" else adaptiveclipping_mod
+    return mod(msg, context, handler)

@@ -56,6 +56,7 @@ def _expect(expected: str) -> Callable[[Any, str], _Wrong]:
 
 # --- type checks: (value, key path) -> the value, or _Wrong ------------------------------
 
+
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise _expect("a string")(value, where)
@@ -147,6 +148,7 @@ def metric(values: Metrics | None, name: str) -> float | None:
 
 # --- the records ------------------------------------------------------------------------
 
+
 @dataclass
 class PhaseRecord:
     """One phase (train or evaluate) of one round: which banks replied, failed or stayed silent, and their figures."""
@@ -169,16 +171,28 @@ class PhaseRecord:
     @classmethod
     def _parse(cls, value: Any, where: str) -> PhaseRecord:
         keys = _Keys(value, where)
-        return cls(ok=keys.take("ok", _strings, []), failed=keys.take("failed", _reasons, {}),
-                   refused=keys.take("refused", _reasons, {}), clipped=keys.take("clipped", _mapping(_number), {}),
-                   missing=keys.take("missing", _strings, []), pooled=keys.take("pooled", _or_null(_metrics), None),
-                   banks=keys.take("banks", _mapping(_or_null(_metrics)), {}),
-                   not_aggregated=keys.take("not-aggregated", _or_null(_str), None), extra=keys.rest)
+        return cls(
+            ok=keys.take("ok", _strings, []),
+            failed=keys.take("failed", _reasons, {}),
+            refused=keys.take("refused", _reasons, {}),
+            clipped=keys.take("clipped", _mapping(_number), {}),
+            missing=keys.take("missing", _strings, []),
+            pooled=keys.take("pooled", _or_null(_metrics), None),
+            banks=keys.take("banks", _mapping(_or_null(_metrics)), {}),
+            not_aggregated=keys.take("not-aggregated", _or_null(_str), None),
+            extra=keys.rest,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": list(self.ok), "failed": dict(self.failed), "refused": dict(self.refused),
-                               "clipped": dict(self.clipped), "missing": list(self.missing), "pooled": self.pooled,
-                               "banks": dict(self.banks)}
+        out: dict[str, Any] = {
+            "ok": list(self.ok),
+            "failed": dict(self.failed),
+            "refused": dict(self.refused),
+            "clipped": dict(self.clipped),
+            "missing": list(self.missing),
+            "pooled": self.pooled,
+            "banks": dict(self.banks),
+        }
         if self.not_aggregated is not None:
             out["not-aggregated"] = self.not_aggregated
         return _with_extra(out, self.extra)
@@ -224,19 +238,27 @@ class RoundEntry:
     @classmethod
     def _parse(cls, value: Any, where: str) -> RoundEntry:
         keys = _Keys(value, where)
-        return cls(round=keys.require("round", _int, "every round entry has its number"),
-                   holdout=keys.take("holdout", _or_null(_metrics), None),
-                   aggregated=keys.take("aggregated", _or_null(_bool), None),
-                   train=keys.take("train", _or_null(PhaseRecord._parse), None),
-                   evaluate=keys.take("evaluate", _or_null(PhaseRecord._parse), None),
-                   seconds=keys.take("seconds", _or_null(_number), None),
-                   privacy=keys.take("privacy", _or_null(_object), None), extra=keys.rest)
+        return cls(
+            round=keys.require("round", _int, "every round entry has its number"),
+            holdout=keys.take("holdout", _or_null(_metrics), None),
+            aggregated=keys.take("aggregated", _or_null(_bool), None),
+            train=keys.take("train", _or_null(PhaseRecord._parse), None),
+            evaluate=keys.take("evaluate", _or_null(PhaseRecord._parse), None),
+            seconds=keys.take("seconds", _or_null(_number), None),
+            privacy=keys.take("privacy", _or_null(_object), None),
+            extra=keys.rest,
+        )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"round": self.round}
-        for key, value in (("holdout", self.holdout), ("aggregated", self.aggregated),
-                           ("train", self.train), ("evaluate", self.evaluate), ("seconds", self.seconds),
-                           ("privacy", self.privacy)):
+        for key, value in (
+            ("holdout", self.holdout),
+            ("aggregated", self.aggregated),
+            ("train", self.train),
+            ("evaluate", self.evaluate),
+            ("seconds", self.seconds),
+            ("privacy", self.privacy),
+        ):
             if value is not None:
                 out[key] = value.to_json() if isinstance(value, PhaseRecord) else value
         return _with_extra(out, self.extra)
@@ -253,8 +275,11 @@ class BankRecord:
     @classmethod
     def _parse(cls, value: Any, where: str) -> BankRecord:
         keys = _Keys(value, where)
-        return cls(node_id=keys.take("node-id", _or_null(_str), None),
-                   training_rows=keys.take("training-rows", _or_null(_int), None), extra=keys.rest)
+        return cls(
+            node_id=keys.take("node-id", _or_null(_str), None),
+            training_rows=keys.take("training-rows", _or_null(_int), None),
+            extra=keys.rest,
+        )
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in (("node-id", self.node_id), ("training-rows", self.training_rows)) if v is not None}
@@ -273,13 +298,19 @@ class StrategyRecord:
     @classmethod
     def _parse(cls, value: Any, where: str) -> StrategyRecord:
         keys = _Keys(value, where)
-        return cls(name=keys.take("name", _or_null(_str), None),
-                   flower_class=keys.take("flower-class", _or_null(_str), None),
-                   privacy=keys.take("privacy", _or_null(_str), None), extra=keys.rest)
+        return cls(
+            name=keys.take("name", _or_null(_str), None),
+            flower_class=keys.take("flower-class", _or_null(_str), None),
+            privacy=keys.take("privacy", _or_null(_str), None),
+            extra=keys.rest,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in (("name", self.name), ("flower-class", self.flower_class), ("privacy", self.privacy))
-               if v is not None}
+        out = {
+            k: v
+            for k, v in (("name", self.name), ("flower-class", self.flower_class), ("privacy", self.privacy))
+            if v is not None
+        }
         return _with_extra(out, self.extra)
 
 
@@ -336,8 +367,10 @@ class History:
         try:
             keys = _Keys(data, "")
             return cls(
-                run_id=keys.take("run-id", _or_null(_str), None), status=keys.take("status", _or_null(_str), None),
-                reason=keys.take("reason", _or_null(_str), None), config=keys.take("config", _object, {}),
+                run_id=keys.take("run-id", _or_null(_str), None),
+                status=keys.take("status", _or_null(_str), None),
+                reason=keys.take("reason", _or_null(_str), None),
+                config=keys.take("config", _object, {}),
                 output_dir=keys.take("output-dir", _or_null(_str), None),
                 schema_sha256=keys.take("schema-sha256", _or_null(_str), None),
                 banks=keys.take("banks", _mapping(BankRecord._parse), {}),
@@ -351,19 +384,29 @@ class History:
                 extra=keys.rest,
             )
         except _Wrong as wrong:
-            raise HistoryError(f"{source}: key '{wrong.where}' {wrong.problem}; regenerate the file with a fedcredit "
-                               "run or correct that key") from None
+            raise HistoryError(
+                f"{source}: key '{wrong.where}' {wrong.problem}; regenerate the file with a fedcredit "
+                "run or correct that key"
+            ) from None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of history.json, keys as the coordinator has always written them."""
-        out: dict[str, Any] = {"run-id": self.run_id, "status": self.status, "config": self.config,
-                               "output-dir": self.output_dir, "schema-sha256": self.schema_sha256, "banks": {b: r.to_json() for b, r in self.banks.items()},
-                               "rounds": [r.to_json() for r in self.rounds],
-                               "statistics-failed": dict(self.statistics_failed),
-                               "strategy": self.strategy.to_json() if self.strategy is not None else None,
-                               "privacy": self.privacy, "best-round": self.best_round,
-                               "model-final-sha256": self.model_final_sha256, "reason": self.reason,
-                               "seconds": self.seconds}
+        out: dict[str, Any] = {
+            "run-id": self.run_id,
+            "status": self.status,
+            "config": self.config,
+            "output-dir": self.output_dir,
+            "schema-sha256": self.schema_sha256,
+            "banks": {b: r.to_json() for b, r in self.banks.items()},
+            "rounds": [r.to_json() for r in self.rounds],
+            "statistics-failed": dict(self.statistics_failed),
+            "strategy": self.strategy.to_json() if self.strategy is not None else None,
+            "privacy": self.privacy,
+            "best-round": self.best_round,
+            "model-final-sha256": self.model_final_sha256,
+            "reason": self.reason,
+            "seconds": self.seconds,
+        }
         return _with_extra({k: v for k, v in out.items() if v is not None}, self.extra)
 
 

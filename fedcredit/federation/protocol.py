@@ -296,8 +296,9 @@ def _binned_bounds(hist: np.ndarray, edges: np.ndarray, threshold: float) -> tup
     return int(hist[edges[:-1] >= threshold - tol].sum()), int(hist[edges[1:] > threshold - tol].sum())
 
 
-def _consistent(counts: dict[str, int], hists: dict[str, list[int]], sums: dict[str, float], bins: int,
-                threshold: float) -> None:
+def _consistent(
+    counts: dict[str, int], hists: dict[str, list[int]], sums: dict[str, float], bins: int, threshold: float
+) -> None:
     """Confusion counts and score sum must be what the histograms allow: a fabricated histogram shows."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     bad, good = np.asarray(hists["hist-bad"]), np.asarray(hists["hist-good"])

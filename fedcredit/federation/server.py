@@ -63,8 +63,9 @@ def wait_for_banks(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) 
         time.sleep(poll)
 
 
-def collect_statistics(grid: Grid, node_ids: list[int], timeout: float, schema: Schema,
-                       limits: protocol.Limits) -> tuple[dict[int, protocol.BankStatistics], dict[int, str]]:
+def collect_statistics(
+    grid: Grid, node_ids: list[int], timeout: float, schema: Schema, limits: protocol.Limits
+) -> tuple[dict[int, protocol.BankStatistics], dict[int, str]]:
     """Ask every bank for sufficient statistics: ({node: its checked statistics}, {node: why not})."""
     messages = [Message(content=protocol.statistics_request(), message_type="query", dst_node_id=n) for n in node_ids]
     banks: dict[int, protocol.BankStatistics] = {}
@@ -82,14 +83,19 @@ def collect_statistics(grid: Grid, node_ids: list[int], timeout: float, schema: 
             if bank.schema_sha256 != schema.sha256:
                 raise protocol.ProtocolError(
                     f"the bank's schema (SHA-256 {bank.schema_sha256[:12]}) differs from the coordinator's "
-                    f"({schema.sha256[:12]}): every bank must run the same app version and schema file")
+                    f"({schema.sha256[:12]}): every bank must run the same app version and schema file"
+                )
         except protocol.ProtocolError as err:
             failed[node] = f"statistics refused: {err}"
             log(WARNING, "Bank node %s: statistics refused: %s", node, err)
             continue
         if any(b.name == bank.name for b in banks.values()):
-            log(WARNING, "Two banks call themselves %r: the second is named %r (set bank-name in its node config)",
-                bank.name, f"{bank.name}#{node}")
+            log(
+                WARNING,
+                "Two banks call themselves %r: the second is named %r (set bank-name in its node config)",
+                bank.name,
+                f"{bank.name}#{node}",
+            )
             bank = dataclasses.replace(bank, name=f"{bank.name}#{node}")
         banks[node] = bank
     for node in node_ids:
@@ -110,8 +116,16 @@ def too_few_banks(banks: int, failed: dict[int, str], min_banks: int) -> str:
 class RoundReporter:
     """`evaluate_fn` of the strategy: runs after every round to log, evaluate and save."""
 
-    def __init__(self, cfg: RunConfig, model: Any, tracker: Tracker, out: RunOutputs, history: dict[str, Any],
-                 bank_names: dict[int, str], privacy: Any = lambda: None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: Any,
+        tracker: Tracker,
+        out: RunOutputs,
+        history: dict[str, Any],
+        bank_names: dict[int, str],
+        privacy: Any = lambda: None,
+    ) -> None:
         self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
         self.names = bank_names
         self.privacy = privacy
@@ -161,9 +175,16 @@ class RoundReporter:
                 self.history["privacy"] = privacy
             self.out.save_checkpoint(server_round, weights)
             self._log_round(server_round, entry)
-            write_scalars(self.out.path("tensorboard"), server_round, {
-                "pooled": entry["evaluate"]["pooled"], "holdout": holdout, "train": entry["train"]["pooled"],
-                **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()}})
+            write_scalars(
+                self.out.path("tensorboard"),
+                server_round,
+                {
+                    "pooled": entry["evaluate"]["pooled"],
+                    "holdout": holdout,
+                    "train": entry["train"]["pooled"],
+                    **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()},
+                },
+            )
             pooled = entry["evaluate"]["pooled"] or {}
             auc = pooled.get("auc")
             if auc is not None and np.isfinite(auc) and auc > self.best_auc:
@@ -181,10 +202,12 @@ class RoundReporter:
         n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["refused"]) + len(tr["missing"])
         n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["refused"]) + len(ev["missing"])
         pooled = ev["pooled"] or {}
-        line = (f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
-                f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
-                f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
-                f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}")
+        line = (
+            f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
+            f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
+            f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
+            f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}"
+        )
         if "holdout" in entry:
             line += f" | hold-out AUC {entry['holdout']['auc']:.4f}"
         if entry.get("privacy", {}).get("epsilon") is not None:
@@ -202,19 +225,31 @@ def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> 
     if tracker.rounds_trained() == 0:
         reasons = {r for p in tracker.train.values() for r in (*p.failed.values(), *p.refused.values())}
         reasons |= {f"round not aggregated: {p.skipped}" for p in tracker.train.values() if p.skipped}
-        raise FederationError(f"no round trained (the global model never changed): every bank failed, none "
-                              f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}")
-    bad_rounds = [e["round"] for e in history["rounds"] if e["round"] > 0 and (
-        (e["evaluate"]["pooled"] is not None and not finite_metrics(e["evaluate"]["pooled"]))
-        or ("holdout" in e and not finite_metrics(e["holdout"])))]
+        raise FederationError(
+            f"no round trained (the global model never changed): every bank failed, none "
+            f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}"
+        )
+    bad_rounds = [
+        e["round"]
+        for e in history["rounds"]
+        if e["round"] > 0
+        and (
+            (e["evaluate"]["pooled"] is not None and not finite_metrics(e["evaluate"]["pooled"]))
+            or ("holdout" in e and not finite_metrics(e["holdout"]))
+        )
+    ]
     if bad_rounds:
-        raise FederationError(f"metrics are NaN or infinite in rounds {bad_rounds}: the model diverged or a "
-                              "validation set lacks one class; see history.json")
+        raise FederationError(
+            f"metrics are NaN or infinite in rounds {bad_rounds}: the model diverged or a "
+            "validation set lacks one class; see history.json"
+        )
     if cfg.fraction_evaluate > 0 and not any(e.get("evaluate", {}).get("pooled") for e in history["rounds"]):
         raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
 
 
-def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: str | Path | None = None) -> dict[str, Any]:
+def run(
+    grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: str | Path | None = None
+) -> dict[str, Any]:
     """One federated training run; returns the history it also writes to disk.
 
     `app_dir`: the app's directory (a relative schema-path is a file of the app).
@@ -225,17 +260,28 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: s
     out = RunOutputs(cfg.output_dir, run_id)
     log(INFO, "fedcredit: outputs of run %s go to %s", run_id, out.dir)
     out.save_json("config.json", cfg.to_flower())
-    history: dict[str, Any] = {"run-id": str(run_id), "status": "running", "config": cfg.to_flower(),
-                               "output-dir": str(out.dir), "schema-sha256": schema.sha256, "banks": {}, "rounds": []}
+    history: dict[str, Any] = {
+        "run-id": str(run_id),
+        "status": "running",
+        "config": cfg.to_flower(),
+        "output-dir": str(out.dir),
+        "schema-sha256": schema.sha256,
+        "banks": {},
+        "rounds": [],
+    }
     started = time.monotonic()
     try:
         if app_dir is not None:  # a key given with --run-config that this strategy ignores is a mistake
             check_overrides(run_config, app_defaults(Path(app_dir)), cfg)
         history["ignored-keys"] = ignored_keys(cfg)
         for key in history["ignored-keys"]:
-            log(WARNING, "fedcredit: run config '%s' is set but %s = %r does not use it: ignored", key,
+            log(
+                WARNING,
+                "fedcredit: run config '%s' is set but %s = %r does not use it: ignored",
+                key,
                 "privacy.mode" if key.startswith("privacy.") else "strategy.name",
-                cfg.privacy_mode if key.startswith("privacy.") else cfg.strategy_name)
+                cfg.privacy_mode if key.startswith("privacy.") else cfg.strategy_name,
+            )
         nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
         limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
         banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
@@ -243,40 +289,74 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: s
         history["statistics-failed"] = {f"node-{n}": r for n, r in failed.items()}
         if len(banks) < cfg.min_banks:
             raise FederationError(too_few_banks(len(banks), failed, cfg.min_banks))
-        log(INFO, "fedcredit: statistics from %d bank(s): %s", len(banks),
-            ", ".join(f"{b.name} ({b.stats.rows} rows)" for b in banks.values()))
+        log(
+            INFO,
+            "fedcredit: statistics from %d bank(s): %s",
+            len(banks),
+            ", ".join(f"{b.name} ({b.stats.rows} rows)" for b in banks.values()),
+        )
         if cfg.holdout_eval and any(b.source == "file" for b in banks.values()):
             # Banks train on their own files: the embedded data set is not their population,
             # and a real coordinator holds no loan data. Evaluation is federated only.
-            log(WARNING, "fedcredit: banks use their own CSVs (deployment): hold-out evaluation on the "
-                         "embedded data set is switched off; evaluation is federated only")
+            log(
+                WARNING,
+                "fedcredit: banks use their own CSVs (deployment): hold-out evaluation on the "
+                "embedded data set is switched off; evaluation is federated only",
+            )
             cfg = dataclasses.replace(cfg, holdout_eval=False)
             history["config"] = cfg.to_flower()
             out.save_json("config.json", history["config"])
         prep = preprocessing_from_stats(merge_stats([b.stats for b in banks.values()]), cfg.min_category_count)
         prep_json = prep.to_json()
-        out.save_json("preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary})
-        model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout,
-                                cfg.l2, cfg.learning_rate, cfg.seed)
+        out.save_json(
+            "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary}
+        )
+        model = mdl.build_model(prep, mdl.ModelSpec.of(cfg, schema))
         tracker = Tracker()
         strategy, accountant = make_strategy(cfg, len(banks))
-        history["strategy"] = {"name": cfg.strategy_name, "flower-class": type(strategy).__name__,
-                               "privacy": cfg.privacy_mode}
-        reporter = RoundReporter(cfg, model, tracker, out, history, {n: b.name for n, b in banks.items()},
-                                 lambda: privacy_summary(cfg, accountant))
+        history["strategy"] = {
+            "name": cfg.strategy_name,
+            "flower-class": type(strategy).__name__,
+            "privacy": cfg.privacy_mode,
+        }
+        reporter = RoundReporter(
+            cfg,
+            model,
+            tracker,
+            out,
+            history,
+            {n: b.name for n, b in banks.items()},
+            lambda: privacy_summary(cfg, accountant),
+        )
         rules = ReplyRules(
-            rows={n: b.stats.rows for n, b in banks.items()}, bins=cfg.histogram_bins, val_fraction=cfg.val_fraction,
+            rows={n: b.stats.rows for n, b in banks.items()},
+            bins=cfg.histogram_bins,
+            val_fraction=cfg.val_fraction,
             threshold=cfg.threshold,
             update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
-            extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else ())
-        tracking = TrackingGrid(grid, tracker, banks=banks, min_banks=cfg.min_banks,
-                                all_or_nothing=cfg.privacy_mode != "none", wait_timeout=cfg.node_wait_timeout,
-                                rules=rules, preprocessing=prep_json)
+            extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else (),
+        )
+        tracking = TrackingGrid(
+            grid,
+            tracker,
+            banks=banks,
+            min_banks=cfg.min_banks,
+            all_or_nothing=cfg.privacy_mode != "none",
+            wait_timeout=cfg.node_wait_timeout,
+            rules=rules,
+            preprocessing=prep_json,
+        )
         # The configs carry only the preprocessing's digest; TrackingGrid adds the preprocessing itself.
         digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json)})
-        result = strategy.start(tracking, ArrayRecord(model.get_weights()), cfg.num_server_rounds,
-                                timeout=cfg.round_timeout, train_config=digest, evaluate_config=digest,
-                                evaluate_fn=reporter)
+        result = strategy.start(
+            tracking,
+            ArrayRecord(model.get_weights()),
+            cfg.num_server_rounds,
+            timeout=cfg.round_timeout,
+            train_config=digest,
+            evaluate_config=digest,
+            evaluate_fn=reporter,
+        )
         _final_checks(cfg, tracker, history)
         final_weights = result.arrays.to_numpy_ndarrays()
         if not final_weights or not all(np.isfinite(w).all() for w in final_weights):
@@ -293,9 +373,15 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: s
         history["seconds"] = round(time.monotonic() - started, 2)
         out.save_json("history.json", history)
     final = history["rounds"][-1]
-    log(INFO, "fedcredit: finished %d round(s) in %.1f s; final pooled val AUC %s, hold-out AUC %s; outputs in %s",
-        cfg.num_server_rounds, history["seconds"], _fmt((final.get("evaluate") or {}).get("pooled"), "auc"),
-        _fmt(final.get("holdout"), "auc"), out.dir)
+    log(
+        INFO,
+        "fedcredit: finished %d round(s) in %.1f s; final pooled val AUC %s, hold-out AUC %s; outputs in %s",
+        cfg.num_server_rounds,
+        history["seconds"],
+        _fmt((final.get("evaluate") or {}).get("pooled"), "auc"),
+        _fmt(final.get("holdout"), "auc"),
+        out.dir,
+    )
     for name, what in FILES.items():
         log(INFO, "fedcredit:   %s: %s", name, what)
     return history
@@ -303,5 +389,3 @@ def run(grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: s
 
 def _fmt(values: dict[str, Any] | None, key: str) -> str:
     return f"{values[key]:.4f}" if values and values.get(key) is not None else "n/a"
-
-

@@ -26,9 +26,18 @@ from fedcredit.core.config import (
 from fedcredit.federation.protocol import UNIT_WEIGHT
 
 STRATEGY_CLASSES: dict[str, type[fl.Strategy]] = {
-    "fedavg": fl.FedAvg, "fedprox": fl.FedProx, "fedadam": fl.FedAdam, "fedyogi": fl.FedYogi,
-    "fedadagrad": fl.FedAdagrad, "fedavgm": fl.FedAvgM, "fedmedian": fl.FedMedian, "fedtrimmedavg": fl.FedTrimmedAvg,
-    "krum": fl.Krum, "multikrum": fl.MultiKrum, "bulyan": fl.Bulyan, "qfedavg": fl.QFedAvg,
+    "fedavg": fl.FedAvg,
+    "fedprox": fl.FedProx,
+    "fedadam": fl.FedAdam,
+    "fedyogi": fl.FedYogi,
+    "fedadagrad": fl.FedAdagrad,
+    "fedavgm": fl.FedAvgM,
+    "fedmedian": fl.FedMedian,
+    "fedtrimmedavg": fl.FedTrimmedAvg,
+    "krum": fl.Krum,
+    "multikrum": fl.MultiKrum,
+    "bulyan": fl.Bulyan,
+    "qfedavg": fl.QFedAvg,
 }
 PRIVACY_CLASSES: dict[str, type[fl.Strategy]] = {
     "server-fixed": fl.DifferentialPrivacyServerSideFixedClipping,
@@ -42,11 +51,16 @@ _FIXED_CLIPPING = ("server-fixed", "client-fixed")
 _ADAPTIVE_CLIPPING = ("server-adaptive", "client-adaptive")
 
 
+# What Flower's own log shows of each round's evaluation (it prints the record on one line);
+# every pooled figure is in history.json and the fedcredit round line.
+LOGGED_METRICS = ("num-examples", "auc", "ks", "brier", "logloss")
+
+
 def pooled_metric_record(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
-    """`evaluate_metrics_aggr_fn`: pooled metrics from the banks' summed summaries."""
+    """`evaluate_metrics_aggr_fn`: the main pooled metrics from the banks' summed summaries."""
     del weighted_by_key  # pooled from counts, not weighted averages
-    summaries = [next(iter(r.metric_records.values())) for r in records]
-    return MetricRecord(metrics.pooled(summaries))
+    pooled = metrics.pooled([next(iter(r.metric_records.values())) for r in records])
+    return MetricRecord({k: pooled[k] if k == "num-examples" else round(float(pooled[k]), 6) for k in LOGGED_METRICS})
 
 
 def check_against_banks(cfg: RunConfig, num_banks: int) -> None:
@@ -54,19 +68,25 @@ def check_against_banks(cfg: RunConfig, num_banks: int) -> None:
     f, name = cfg.strategy_num_malicious_nodes, cfg.strategy_name
     need = {"krum": 2 * f + 3, "multikrum": 2 * f + 3, "bulyan": 4 * f + 3}.get(name)
     if need is not None and num_banks < need:
-        raise ConfigError(f"{name} with strategy.num-malicious-nodes={f} needs at least {need} banks, this "
-                          f"federation has {num_banks}: lower strategy.num-malicious-nodes or add banks")
+        raise ConfigError(
+            f"{name} with strategy.num-malicious-nodes={f} needs at least {need} banks, this "
+            f"federation has {num_banks}: lower strategy.num-malicious-nodes or add banks"
+        )
     if name == "multikrum" and cfg.strategy_num_nodes_to_select > num_banks - f:
-        raise ConfigError(f"multikrum: strategy.num-nodes-to-select={cfg.strategy_num_nodes_to_select} exceeds "
-                          f"banks minus malicious ({num_banks} - {f})")
+        raise ConfigError(
+            f"multikrum: strategy.num-nodes-to-select={cfg.strategy_num_nodes_to_select} exceeds "
+            f"banks minus malicious ({num_banks} - {f})"
+        )
     if cfg.min_banks > num_banks:
         raise ConfigError(f"min-banks={cfg.min_banks} but only {num_banks} bank(s) answered: lower min-banks")
     sampled, noise = _sampled(cfg, num_banks), cfg.privacy_noise_multiplier
     if cfg.privacy_mode in _ADAPTIVE_CLIPPING and noise > 0 and noise >= sampled / 10:
         # Flower noises the clipped-bank count with stddev sampled/20 and needs the multiplier below twice that.
-        raise ConfigError(f"privacy.mode = {cfg.privacy_mode!r} with privacy.noise-multiplier={noise} needs more "
-                          f"than {math.floor(10 * noise)} banks per round, this run samples {sampled}: lower "
-                          f"privacy.noise-multiplier below {sampled / 10:g}, add banks or use a fixed clipping mode")
+        raise ConfigError(
+            f"privacy.mode = {cfg.privacy_mode!r} with privacy.noise-multiplier={noise} needs more "
+            f"than {math.floor(10 * noise)} banks per round, this run samples {sampled}: lower "
+            f"privacy.noise-multiplier below {sampled / 10:g}, add banks or use a fixed clipping mode"
+        )
 
 
 def _sampled(cfg: RunConfig, num_banks: int) -> int:
@@ -79,8 +99,11 @@ def make_strategy(cfg: RunConfig, num_banks: int) -> tuple[Any, Any]:
     check_against_banks(cfg, num_banks)
     accounted = cfg.privacy_mode in _FIXED_CLIPPING and cfg.strategy_name in ("fedavg", "fedprox")
     common: dict[str, Any] = dict(
-        fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
-        min_train_nodes=cfg.min_banks, min_evaluate_nodes=cfg.min_banks, min_available_nodes=cfg.min_banks,
+        fraction_train=cfg.fraction_train,
+        fraction_evaluate=cfg.fraction_evaluate,
+        min_train_nodes=cfg.min_banks,
+        min_evaluate_nodes=cfg.min_banks,
+        min_available_nodes=cfg.min_banks,
         evaluate_metrics_aggr_fn=pooled_metric_record,
         weighted_by_key=UNIT_WEIGHT if accounted else "num-examples",
     )
@@ -103,10 +126,14 @@ def wrap_privacy(cfg: RunConfig, strategy: Any, num_banks: int, accounted: bool)
             from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
             from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-            accountant = RdpAccountant(PrivacyConfig(
-                target_delta=cfg.privacy_delta, population_size=num_banks,
-                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                sampling_method=SamplingMethod.NO_AMPLIFICATION))
+            accountant = RdpAccountant(
+                PrivacyConfig(
+                    target_delta=cfg.privacy_delta,
+                    population_size=num_banks,
+                    neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                    sampling_method=SamplingMethod.NO_AMPLIFICATION,
+                )
+            )
         kwargs["accountant"] = accountant
     return PRIVACY_CLASSES[cfg.privacy_mode](strategy, **kwargs), accountant
 
@@ -116,8 +143,11 @@ def strategy_table() -> str:
     default = RunConfig()
     rows = ["| `strategy.name` | Flower class | its keys (default) |", "| --- | --- | --- |"]
     for name, cls in STRATEGY_CLASSES.items():
-        keys = [f"`{spec.name}` ({getattr(default, field)})" for field, spec in KEYS.items()
-                if spec.strategies is not None and name in spec.strategies]
+        keys = [
+            f"`{spec.name}` ({getattr(default, field)})"
+            for field, spec in KEYS.items()
+            if spec.strategies is not None and name in spec.strategies
+        ]
         label = f"`{name}`" + (" (default)" if name == default.strategy_name else "")
         rows.append(f"| {label} | `{cls.__name__}` | {', '.join(keys) or 'none'} |")
     return "\n".join(rows) + "\n"
@@ -130,12 +160,18 @@ def privacy_summary(cfg: RunConfig, accountant: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {"mode": cfg.privacy_mode, "noise-multiplier": cfg.privacy_noise_multiplier}
     if accountant is not None:
         spent = accountant.get_privacy_spent()
-        out.update(epsilon=float(spent.epsilon), delta=float(spent.delta), releases=int(spent.num_releases),
-                   accounting=str(spent.accounting_method))
+        out.update(
+            epsilon=float(spent.epsilon),
+            delta=float(spent.delta),
+            releases=int(spent.num_releases),
+            accounting=str(spent.accounting_method),
+        )
     else:
         out["epsilon"] = None
-        out["accounting"] = ("not accounted: Flower's accountant covers fixed clipping with FedAvg/FedProx "
-                             "aggregation and a positive noise multiplier only")
+        out["accounting"] = (
+            "not accounted: Flower's accountant covers fixed clipping with FedAvg/FedProx "
+            "aggregation and a positive noise multiplier only"
+        )
     return out
 
 

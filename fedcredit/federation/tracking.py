@@ -69,8 +69,10 @@ class Phase:
         if not self.replies:
             return None
         n = sum(r["num-examples"] for r in self.replies.values())
-        return {"train-loss": sum(r["train-loss"] * r["num-examples"] for r in self.replies.values()) / n,
-                "num-examples": n}
+        return {
+            "train-loss": sum(r["train-loss"] * r["num-examples"] for r in self.replies.values()) / n,
+            "num-examples": n,
+        }
 
 
 @dataclass
@@ -87,8 +89,9 @@ class Tracker:
         return len(self.aggregated)
 
 
-def bound_updates(updates: dict[int, list[np.ndarray]], global_weights: list[np.ndarray],
-                  clip: float) -> dict[int, float]:
+def bound_updates(
+    updates: dict[int, list[np.ndarray]], global_weights: list[np.ndarray], clip: float
+) -> dict[int, float]:
     """Scale down updates far larger than the others'; {node: factor applied}.
 
     Each update's distance from the global model is compared with the median
@@ -98,8 +101,10 @@ def bound_updates(updates: dict[int, list[np.ndarray]], global_weights: list[np.
     honest ones, while honest banks of different sizes and data keep theirs.
     """
     flat_global = np.concatenate([g.ravel().astype(np.float64) for g in global_weights])
-    distance = {n: float(np.linalg.norm(np.concatenate([w.ravel().astype(np.float64) for w in ws]) - flat_global))
-                for n, ws in updates.items()}
+    distance = {
+        n: float(np.linalg.norm(np.concatenate([w.ravel().astype(np.float64) for w in ws]) - flat_global))
+        for n, ws in updates.items()
+    }
     factors = {}
     for node, d in distance.items():
         others = [v for n, v in distance.items() if n != node]
@@ -108,8 +113,10 @@ def bound_updates(updates: dict[int, list[np.ndarray]], global_weights: list[np.
         limit = clip * float(np.median(others))
         if d > limit > 0:
             factors[node] = limit / d
-            updates[node] = [(g + (w - g) * factors[node]).astype(w.dtype)
-                             for w, g in zip(updates[node], global_weights, strict=True)]
+            updates[node] = [
+                (g + (w - g) * factors[node]).astype(w.dtype)
+                for w, g in zip(updates[node], global_weights, strict=True)
+            ]
     return factors
 
 
@@ -134,9 +141,17 @@ class TrackingGrid:
     stops with the reason instead of waiting forever.
     """
 
-    def __init__(self, grid: Grid, tracker: Tracker, banks: Iterable[int] | None = None, min_banks: int = 1,
-                 all_or_nothing: bool = False, wait_timeout: float = float("inf"), rules: ReplyRules | None = None,
-                 preprocessing: str | None = None) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        tracker: Tracker,
+        banks: Iterable[int] | None = None,
+        min_banks: int = 1,
+        all_or_nothing: bool = False,
+        wait_timeout: float = float("inf"),
+        rules: ReplyRules | None = None,
+        preprocessing: str | None = None,
+    ) -> None:
         self._grid = grid
         self.tracker = tracker
         self.banks = set(banks) if banks is not None else None
@@ -161,7 +176,8 @@ class TrackingGrid:
             if now - self._short_since > self.wait_timeout:
                 raise FederationStopped(
                     f"only {len(nodes)} of the federation's banks connected for {self.wait_timeout:.0f} s, "
-                    f"min-banks={self.min_banks}: restart the missing SuperNodes or lower min-banks")
+                    f"min-banks={self.min_banks}: restart the missing SuperNodes or lower min-banks"
+                )
         return nodes
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
@@ -204,10 +220,17 @@ class TrackingGrid:
             phase.clipped = bound_updates(updates, reference.to_numpy_ndarrays(), self.rules.update_clip)
             for node, factor in phase.clipped.items():
                 kept[node].content[protocol.ARRAYS] = ArrayRecord(updates[node])
-                log(WARNING, "train: update of bank node %s scaled by %.3g (update-clip=%g x the others' median)",
-                    node, factor, self.rules.update_clip)
+                log(
+                    WARNING,
+                    "train: update of bank node %s scaled by %.3g (update-clip=%g x the others' median)",
+                    node,
+                    factor,
+                    self.rules.update_clip,
+                )
         if kind == "train" and kept and len(kept) < self.min_banks:
-            phase.skipped = f"only {len(kept)} usable repl{'y' if len(kept) == 1 else 'ies'}, min-banks={self.min_banks}"
+            phase.skipped = (
+                f"only {len(kept)} usable repl{'y' if len(kept) == 1 else 'ies'}, min-banks={self.min_banks}"
+            )
         elif kind == "train" and kept and self.all_or_nothing and (phase.failed or phase.refused):
             phase.skipped = "differential privacy: a sampled bank failed, so the calibrated noise would not hold"
         if phase.skipped:
@@ -215,8 +238,9 @@ class TrackingGrid:
             return []
         return list(kept.values())
 
-    def _check(self, kind: str, node: int, msg: Message, reference: ArrayRecord,
-               updates: dict[int, list[np.ndarray]]) -> dict[str, Any]:
+    def _check(
+        self, kind: str, node: int, msg: Message, reference: ArrayRecord, updates: dict[int, list[np.ndarray]]
+    ) -> dict[str, Any]:
         """The reply's metrics, checked against the protocol (train: its weights go to `updates`)."""
         rows = self.rules.rows.get(node)
         if kind == "train":
@@ -226,8 +250,11 @@ class TrackingGrid:
         if self._bins is None:  # no agreed size: the first reply's, and every other reply must match it
             hist = msg.content.metric_records.get(protocol.METRICS, {}).get("hist-bad")
             self._bins = len(hist) if isinstance(hist, list) else 0
-        bounds = (protocol.expected_validation_rows(rows, self.rules.val_fraction)
-                  if rows is not None and self.rules.val_fraction is not None else None)
+        bounds = (
+            protocol.expected_validation_rows(rows, self.rules.val_fraction)
+            if rows is not None and self.rules.val_fraction is not None
+            else None
+        )
         return protocol.read_evaluate_reply(msg.content, self._bins, bounds, self.rules.threshold)
 
 

@@ -35,6 +35,7 @@ HIGHER_IS_BETTER = {"auc": True, "gini": True, "ks": True, "brier": False, "logl
 
 # --- the baselines --------------------------------------------------------------
 
+
 def train_alone(cfg: RunConfig, train: pd.DataFrame, epochs: int) -> Any:
     """The run's architecture trained on these rows with their own statistics, seeded."""
     from fedcredit.core import model as mdl
@@ -43,10 +44,13 @@ def train_alone(cfg: RunConfig, train: pd.DataFrame, epochs: int) -> Any:
 
     schema = schema_of(cfg)
     prep = preprocessing_from_stats(compute_stats(train, schema), cfg.min_category_count)
-    model = mdl.build_model(prep, schema.numeric, schema.categorical, cfg.hidden_layers, cfg.dropout, cfg.l2,
-                            cfg.learning_rate, cfg.seed)
-    mdl.fit(model, model.get_weights(), mdl.to_inputs(train, model), train[schema.target].to_numpy(),
-            epochs, cfg.batch_size, cfg.positive_weight, cfg.seed)
+    model = mdl.build_model(prep, mdl.ModelSpec.of(cfg, schema))
+    options = mdl.FitOptions(
+        epochs=epochs, batch_size=cfg.batch_size, positive_weight=cfg.positive_weight, seed=cfg.seed
+    )
+    mdl.Trainer(model, cfg.learning_rate).fit(
+        model.get_weights(), mdl.to_inputs(train, model), train[schema.target].to_numpy(), options
+    )
     return model
 
 
@@ -90,7 +94,11 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
             alone[bank.name] = {"training-rows": len(bank.train), **holdout_metrics(model, test, cfg)}
         except ValueError as err:  # e.g. a numeric column this bank never fills: no model of its own
             say(f"bank alone: {bank.name} cannot train a model alone: {one_line(err)}")
-            alone[bank.name] = {"training-rows": len(bank.train), **{k: math.nan for k in METRICS}, "error": one_line(err)}
+            alone[bank.name] = {
+                "training-rows": len(bank.train),
+                **{k: math.nan for k in METRICS},
+                "error": one_line(err),
+            }
     labels = test[target_of(run)].to_numpy()
     last = run.history.last_round()
     return {
@@ -98,13 +106,21 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
         "run-dir": str(run.dir),
         "seed": cfg.seed,
         "epochs": epochs,
-        "architecture": {"hidden-units": cfg.hidden_units, "dropout": cfg.dropout, "l2": cfg.l2,
-                         "learning-rate": cfg.learning_rate, "batch-size": cfg.batch_size,
-                         "positive-weight": cfg.positive_weight},
+        "architecture": {
+            "hidden-units": cfg.hidden_units,
+            "dropout": cfg.dropout,
+            "l2": cfg.l2,
+            "learning-rate": cfg.learning_rate,
+            "batch-size": cfg.batch_size,
+            "positive-weight": cfg.positive_weight,
+        },
         "holdout": {"rows": len(test), "default-rate": float(labels.mean())},
         "metrics": list(METRICS),
-        "federated": {"training-rows": len(pooled_train), **federated,
-                      "history-holdout-auc": last.holdout_auc if last is not None else None},
+        "federated": {
+            "training-rows": len(pooled_train),
+            **federated,
+            "history-holdout-auc": last.holdout_auc if last is not None else None,
+        },
         "pooled": {"training-rows": len(pooled_train), **pooled},
         "bank-alone": {"banks": alone, **summarise_banks(alone)},
         "seconds": round(time.monotonic() - started, 1),
@@ -113,14 +129,17 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
 
 # --- writing ----------------------------------------------------------------------
 
+
 def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.4f}"
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(model, training rows, metrics) in display order; shared with the report."""
-    rows = [("federated (final model)", str(result["federated"]["training-rows"]), result["federated"]),
-            ("pooled (all banks' rows)", str(result["pooled"]["training-rows"]), result["pooled"])]
+    rows = [
+        ("federated (final model)", str(result["federated"]["training-rows"]), result["federated"]),
+        ("pooled (all banks' rows)", str(result["pooled"]["training-rows"]), result["pooled"]),
+    ]
     for name, m in result["bank-alone"]["banks"].items():
         rows.append((f"bank alone: {name}", str(m["training-rows"]), m))
     rows.append(("bank alone: mean", "", result["bank-alone"]["mean"]))
@@ -146,8 +165,12 @@ def to_markdown(result: dict[str, Any]) -> str:
     failed = {b: m["error"] for b, m in result["bank-alone"]["banks"].items() if m.get("error")}
     if failed:
         lines += [""] + [f"- bank alone: {b} could not train a model alone: {why}" for b, why in failed.items()]
-    lines += ["", "Worst: each column on its own, the lowest AUC, Gini and KS and the highest Brier score and "
-              "log loss over the banks. AUC, Gini, KS: higher is better; Brier, log loss: lower is better.", ""]
+    lines += [
+        "",
+        "Worst: each column on its own, the lowest AUC, Gini and KS and the highest Brier score and "
+        "log loss over the banks. AUC, Gini, KS: higher is better; Brier, log loss: lower is better.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -156,8 +179,10 @@ def reproduction_warning(result: dict[str, Any], tolerance: float = 1e-4) -> str
     recorded, actual = result["federated"]["history-holdout-auc"], result["federated"]["auc"]
     if recorded is None or abs(recorded - actual) <= tolerance:
         return None
-    return (f"the final model's hold-out AUC {actual:.4f} differs from the last round's {recorded:.4f} in "
-            "history.json: has the data changed since the run?")
+    return (
+        f"the final model's hold-out AUC {actual:.4f} differs from the last round's {recorded:.4f} in "
+        "history.json: has the data changed since the run?"
+    )
 
 
 def write(run_dir: Path, result: dict[str, Any]) -> tuple[Path, Path]:

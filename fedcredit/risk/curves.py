@@ -68,7 +68,9 @@ def _wilson(bads: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarra
     return centre - half, centre + half
 
 
-def reliability_bins(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "quantile") -> pd.DataFrame:
+def reliability_bins(
+    scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "quantile"
+) -> pd.DataFrame:
     """Mean predicted PD against observed default rate per score bin (empty bins left out).
 
     Quantile bins (equal counts) by default: a credit model's PDs crowd
@@ -81,20 +83,24 @@ def reliability_bins(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, s
     bads = np.bincount(ids, weights=labels.astype(np.float64), minlength=n_bins)
     keep = count > 0
     low, high = _wilson(bads[keep], count[keep])
-    return pd.DataFrame({
-        "bin": np.arange(1, n_bins + 1)[keep],
-        "lower": edges[:-1][keep],
-        "upper": edges[1:][keep],
-        "count": count[keep],
-        "bads": bads[keep].astype(np.int64),
-        "mean_pd": sum_pd[keep] / count[keep],
-        "default_rate": bads[keep] / count[keep],
-        "default_rate_low95": low,
-        "default_rate_high95": high,
-    })
+    return pd.DataFrame(
+        {
+            "bin": np.arange(1, n_bins + 1)[keep],
+            "lower": edges[:-1][keep],
+            "upper": edges[1:][keep],
+            "count": count[keep],
+            "bads": bads[keep].astype(np.int64),
+            "mean_pd": sum_pd[keep] / count[keep],
+            "default_rate": bads[keep] / count[keep],
+            "default_rate_low95": low,
+            "default_rate_high95": high,
+        }
+    )
 
 
-def expected_calibration_error(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "quantile") -> float:
+def expected_calibration_error(
+    scores: np.ndarray, labels: np.ndarray, n_bins: int = 10, strategy: str = "quantile"
+) -> float:
     """Row-weighted mean gap between predicted PD and observed default rate over the bins."""
     bins = reliability_bins(scores, labels, n_bins, strategy)
     weights = bins["count"] / bins["count"].sum()
@@ -153,8 +159,16 @@ def gains_table(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> pd.
         raise ValueError("gains need both defaulted and repaid loans")
     rows = []
     for i, idx in enumerate(np.array_split(np.argsort(-scores, kind="stable"), n_bins), start=1):
-        rows.append({"decile": i, "rows": idx.size, "min_pd": scores[idx].min(), "max_pd": scores[idx].max(),
-                     "mean_pd": scores[idx].mean(), "bads": int(labels[idx].sum())})
+        rows.append(
+            {
+                "decile": i,
+                "rows": idx.size,
+                "min_pd": scores[idx].min(),
+                "max_pd": scores[idx].max(),
+                "mean_pd": scores[idx].mean(),
+                "bads": int(labels[idx].sum()),
+            }
+        )
     t = pd.DataFrame(rows)
     t["default_rate"] = t["bads"] / t["rows"]
     cum_rows, cum_bads = t["rows"].cumsum(), t["bads"].cumsum()

@@ -96,7 +96,7 @@ def _explain_chunk(model: Any, frame: pd.DataFrame, refs: References) -> tuple[n
     for col, vocab in refs.categorical.items():
         if not vocab:
             continue
-        block = scores[at:at + len(vocab)]
+        block = scores[at : at + len(vocab)]
         middle = np.argsort(block, axis=0, kind="stable")[(len(vocab) - 1) // 2]
         impacts[col] = base - block[middle, rows]
         ref_values[col] = np.asarray(vocab, dtype=object)[middle]
@@ -104,8 +104,9 @@ def _explain_chunk(model: Any, frame: pd.DataFrame, refs: References) -> tuple[n
     reasons = []
     for i in range(n):
         ranked = sorted(((impacts[c][i], c) for c in impacts if impacts[c][i] > MIN_IMPACT), reverse=True)
-        reasons.append([Reason(c, _value(frame[c].iloc[i]), _plain(ref_values[c][i]), float(d))
-                        for d, c in ranked[:TOP_REASONS]])
+        reasons.append(
+            [Reason(c, _value(frame[c].iloc[i]), _plain(ref_values[c][i]), float(d)) for d, c in ranked[:TOP_REASONS]]
+        )
     return base, reasons
 
 
@@ -124,7 +125,7 @@ def explain(model: Any, frame: pd.DataFrame, refs: References | None = None) -> 
     refs = refs or references(model)
     scores, reasons = [], []
     for start in range(0, len(frame), CHUNK_ROWS):
-        s, r = _explain_chunk(model, frame.iloc[start:start + CHUNK_ROWS].reset_index(drop=True), refs)
+        s, r = _explain_chunk(model, frame.iloc[start : start + CHUNK_ROWS].reset_index(drop=True), refs)
         scores.append(s)
         reasons += r
     return (np.concatenate(scores) if scores else np.empty(0)), reasons

@@ -60,6 +60,7 @@ OUTPUT_COLUMNS = ["line", "status", "pd", "decision", *reason_columns(), "proble
 
 # --- inputs ---------------------------------------------------------------------------------
 
+
 def load_model(path: str, schema: Schema) -> Any:
     from fedcredit.core import model as mdl
 
@@ -71,8 +72,10 @@ def load_model(path: str, schema: Schema) -> Any:
         raise PredictError(f"{path}: cannot load the model: {' '.join(str(err).split())[:300]}") from err
     inputs = {t.name for t in model.inputs}
     if inputs != set(schema.features):
-        raise PredictError(f"{path}: the model's inputs {sorted(inputs)} are not the schema's features "
-                           f"{sorted(schema.features)}: pass the schema the model was trained with (--schema-path)")
+        raise PredictError(
+            f"{path}: the model's inputs {sorted(inputs)} are not the schema's features "
+            f"{sorted(schema.features)}: pass the schema the model was trained with (--schema-path)"
+        )
     return model
 
 
@@ -124,6 +127,7 @@ def validate_rows(raw: pd.DataFrame, schema: Schema, path: str) -> tuple[pd.Data
 
 # --- scoring --------------------------------------------------------------------------------
 
+
 def _finite(v: Any) -> Any:
     """A float as itself, NaN/inf as None: output is strict JSON."""
     if isinstance(v, (float, np.floating)):
@@ -131,8 +135,14 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def records(raw: pd.DataFrame, passthrough: list[str], bad: dict[int, str], scores: np.ndarray,
-            reasons: list[list[Reason]], threshold: float) -> list[dict[str, Any]]:
+def records(
+    raw: pd.DataFrame,
+    passthrough: list[str],
+    bad: dict[int, str],
+    scores: np.ndarray,
+    reasons: list[list[Reason]],
+    threshold: float,
+) -> list[dict[str, Any]]:
     """One output record per input row, in input order (scores/reasons: the rows not in `bad`)."""
     out = []
     scored = iter(zip(scores, reasons, strict=True))
@@ -145,16 +155,28 @@ def records(raw: pd.DataFrame, passthrough: list[str], bad: dict[int, str], scor
         if problem:
             rec.update(status=STATUS_INVALID, pd=None, decision=None, reasons=[], problem=problem)
         else:
-            rec.update(status=STATUS_SCORED, pd=round(float(pd_), 6),
-                       decision="decline" if pd_ >= threshold else "approve",
-                       reasons=[{"feature": r.feature, "value": _finite(r.value), "reference": _finite(r.reference),
-                                 "impact": round(r.impact, 6)} for r in why], problem=None)
+            rec.update(
+                status=STATUS_SCORED,
+                pd=round(float(pd_), 6),
+                decision="decline" if pd_ >= threshold else "approve",
+                reasons=[
+                    {
+                        "feature": r.feature,
+                        "value": _finite(r.value),
+                        "reference": _finite(r.reference),
+                        "impact": round(r.impact, 6),
+                    }
+                    for r in why
+                ],
+                problem=None,
+            )
         out.append(rec)
     return out
 
 
-def score_applicants(model: Any, raw: pd.DataFrame, passthrough: list[str], schema: Schema, path: str,
-                     threshold: float) -> Scored:
+def score_applicants(
+    model: Any, raw: pd.DataFrame, passthrough: list[str], schema: Schema, path: str, threshold: float
+) -> Scored:
     """Validate, score and explain every row of an applicants file."""
     frame, bad, notes = validate_rows(raw, schema, path)
     scores, reasons = explain(model, frame)
@@ -163,13 +185,20 @@ def score_applicants(model: Any, raw: pd.DataFrame, passthrough: list[str], sche
 
 # --- output ---------------------------------------------------------------------------------
 
+
 def flat(rec: dict[str, Any]) -> dict[str, Any]:
     """A record with its reasons spread over reason_k columns (for CSV)."""
     row = {k: v for k, v in rec.items() if k != "reasons"}
     for k in range(1, TOP_REASONS + 1):
         r = rec["reasons"][k - 1] if k <= len(rec["reasons"]) else {}
-        row.update({f"reason_{k}": r.get("feature"), f"reason_{k}_value": r.get("value"),
-                    f"reason_{k}_reference": r.get("reference"), f"reason_{k}_impact": r.get("impact")})
+        row.update(
+            {
+                f"reason_{k}": r.get("feature"),
+                f"reason_{k}_value": r.get("value"),
+                f"reason_{k}_reference": r.get("reference"),
+                f"reason_{k}_impact": r.get("impact"),
+            }
+        )
     return row
 
 

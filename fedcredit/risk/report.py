@@ -58,6 +58,7 @@ class Scored:
 
 # --- plots ------------------------------------------------------------------------
 
+
 def _figure(width: float = 7.5, height: float = 4.3) -> tuple[Figure, Any]:
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     return fig, ax
@@ -106,7 +107,9 @@ def plot_bank_auc(bank_auc: pd.DataFrame, pooled: pd.Series, out_dir: Path) -> P
     ax.set_title("Each bank's validation AUC per round")
     ax.set_ylabel("AUC on the bank's validation rows")
     _round_axis(ax)
-    ax.legend(title="bank", fontsize=7 if many else 8, ncol=2 if many else 1, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(
+        title="bank", fontsize=7 if many else 8, ncol=2 if many else 1, loc="center left", bbox_to_anchor=(1.01, 0.5)
+    )
     return _save(fig, out_dir, "bank_auc.png")
 
 
@@ -131,8 +134,14 @@ def plot_ks(data: Scored, out_dir: Path) -> Path:
     ax.step(curve.thresholds, curve.cdf_good, where="post", color=GOOD, label="repaid loans")
     ax.step(curve.thresholds, curve.cdf_bad, where="post", color=BAD, label="defaulted loans")
     i = int(np.searchsorted(curve.thresholds, curve.at))
-    ax.vlines(curve.at, curve.cdf_bad[i], curve.cdf_good[i], color="black", lw=1.5,
-              label=f"KS = {curve.ks:.3f} at PD {curve.at:.3f}")
+    ax.vlines(
+        curve.at,
+        curve.cdf_bad[i],
+        curve.cdf_good[i],
+        color="black",
+        lw=1.5,
+        label=f"KS = {curve.ks:.3f} at PD {curve.at:.3f}",
+    )
     ax.set_xlim(0, float(np.quantile(data.scores, 0.995)))
     ax.set_ylim(0, 1.01)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -152,9 +161,19 @@ def plot_calibration(bins: pd.DataFrame, brier: float, ece: float, out_dir: Path
     for axis in ("x", "y"):
         getattr(ax, f"set_{axis}scale")("function", functions=(np.sqrt, np.square))
     ax.plot([0, top], [0, top], ":", color="grey", label="perfect calibration")
-    err = np.vstack([bins["default_rate"] - bins["default_rate_low95"], bins["default_rate_high95"] - bins["default_rate"]])
-    ax.errorbar(bins["mean_pd"], bins["default_rate"], yerr=err, fmt="o", color="#1f618d", ecolor="#7fb3d5",
-                capsize=2, label="score decile, 95 % interval")
+    err = np.vstack(
+        [bins["default_rate"] - bins["default_rate_low95"], bins["default_rate_high95"] - bins["default_rate"]]
+    )
+    ax.errorbar(
+        bins["mean_pd"],
+        bins["default_rate"],
+        yerr=err,
+        fmt="o",
+        color="#1f618d",
+        ecolor="#7fb3d5",
+        capsize=2,
+        label="score decile, 95 % interval",
+    )
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ticks = [t for t in (0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0) if t <= top]
@@ -177,8 +196,17 @@ def plot_distributions(data: Scored, threshold: float, out_dir: Path) -> Path:
     edges = np.linspace(0, max(top, threshold * 1.1), 41)
     for mask, colour, name in ((~data.labels, GOOD, "repaid"), (data.labels, BAD, "defaulted")):
         weights = np.full(int(mask.sum()), 1.0 / max(int(mask.sum()), 1))
-        ax.hist(np.minimum(data.scores[mask], edges[-1]), bins=edges, weights=weights, histtype="stepfilled",
-                alpha=0.35, color=colour, edgecolor=colour, lw=1.5, label=f"{name} loans (n = {int(mask.sum())})")
+        ax.hist(
+            np.minimum(data.scores[mask], edges[-1]),
+            bins=edges,
+            weights=weights,
+            histtype="stepfilled",
+            alpha=0.35,
+            color=colour,
+            edgecolor=colour,
+            lw=1.5,
+            label=f"{name} loans (n = {int(mask.sum())})",
+        )
     ax.axvline(threshold, color="black", ls="--", lw=1, label=f"decision threshold {threshold:g}")
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # headroom: the legend never covers a bar
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -193,7 +221,9 @@ def plot_distributions(data: Scored, threshold: float, out_dir: Path) -> Path:
 
 def plot_psi(table: pd.DataFrame, out_dir: Path) -> Path:
     fig, ax = _figure(min(max(6.0, 1.0 + 0.8 * len(table)), 12.0), 4.3)
-    colours = ["#27ae60" if v < rm.PSI_STABLE else "#f39c12" if v < rm.PSI_UNSTABLE else "#c0392b" for v in table["psi"]]
+    colours = [
+        "#27ae60" if v < rm.PSI_STABLE else "#f39c12" if v < rm.PSI_UNSTABLE else "#c0392b" for v in table["psi"]
+    ]
     ax.bar(table["bank"], table["psi"], color=colours)
     ax.axhline(rm.PSI_STABLE, color="#f39c12", ls="--", lw=1, label=f"{rm.PSI_STABLE}: shifted, monitor")
     ax.axhline(rm.PSI_UNSTABLE, color="#c0392b", ls="--", lw=1, label=f"{rm.PSI_UNSTABLE}: unstable, investigate")
@@ -209,6 +239,7 @@ def plot_psi(table: pd.DataFrame, out_dir: Path) -> Path:
 
 # --- data from the run --------------------------------------------------------------
 
+
 def _num(value: float | None) -> float:
     return math.nan if value is None else value
 
@@ -217,15 +248,33 @@ def rounds_table(history: History) -> pd.DataFrame:
     """One row per trained round: pooled validation and hold-out figures, banks trained, failures, seconds."""
     rows = []
     for entry in history.trained_rounds:
-        rows.append({"round": entry.round, "val_auc": _num(metric(entry.pooled, "auc")),
-                     "val_ks": _num(metric(entry.pooled, "ks")), "val_logloss": _num(metric(entry.pooled, "logloss")),
-                     "holdout_auc": _num(metric(entry.holdout, "auc")),
-                     "holdout_logloss": _num(metric(entry.holdout, "logloss")),
-                     "trained": len(entry.train.ok) if entry.train is not None else 0,
-                     "failed": ", ".join(f"{b}: {r}" for b, r in entry.failures.items()),
-                     "seconds": _num(entry.seconds)})
-    return pd.DataFrame(rows, columns=["round", "val_auc", "val_ks", "val_logloss", "holdout_auc", "holdout_logloss",
-                                       "trained", "failed", "seconds"])
+        rows.append(
+            {
+                "round": entry.round,
+                "val_auc": _num(metric(entry.pooled, "auc")),
+                "val_ks": _num(metric(entry.pooled, "ks")),
+                "val_logloss": _num(metric(entry.pooled, "logloss")),
+                "holdout_auc": _num(metric(entry.holdout, "auc")),
+                "holdout_logloss": _num(metric(entry.holdout, "logloss")),
+                "trained": len(entry.train.ok) if entry.train is not None else 0,
+                "failed": ", ".join(f"{b}: {r}" for b, r in entry.failures.items()),
+                "seconds": _num(entry.seconds),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "round",
+            "val_auc",
+            "val_ks",
+            "val_logloss",
+            "holdout_auc",
+            "holdout_logloss",
+            "trained",
+            "failed",
+            "seconds",
+        ],
+    )
 
 
 def bank_auc_table(history: History) -> pd.DataFrame:
@@ -248,14 +297,24 @@ def psi_table(model: Any, banks: list[Any], target: str) -> pd.DataFrame:
 
     scored = {b.name: Scored(mdl.score(model, b.val), b.val[target].to_numpy().astype(bool)) for b in banks}
     pooled = np.concatenate([s.scores for s in scored.values()])
-    rows = [{"bank": name, "rows": s.scores.size, "default_rate": float(s.labels.mean()), "mean_pd": float(s.scores.mean()),
-             "auc": metrics.exact_auc(s.scores, s.labels), "psi": rm.psi(pooled, s.scores)} for name, s in scored.items()]
+    rows = [
+        {
+            "bank": name,
+            "rows": s.scores.size,
+            "default_rate": float(s.labels.mean()),
+            "mean_pd": float(s.scores.mean()),
+            "auc": metrics.exact_auc(s.scores, s.labels),
+            "psi": rm.psi(pooled, s.scores),
+        }
+        for name, s in scored.items()
+    ]
     table = pd.DataFrame(rows)
     table["reading"] = [rm.psi_reading(v) for v in table["psi"]]
     return table
 
 
 # --- HTML ------------------------------------------------------------------------------
+
 
 def _e(value: Any) -> str:
     return html.escape(str(value))
@@ -273,8 +332,12 @@ def _pct(value: float) -> str:
 
 def html_table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="{"num" if i >= numeric_from else ""}">{_e(c)}</td>'
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"num" if i >= numeric_from else ""}">{_e(c)}</td>' for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -310,8 +373,11 @@ def summary_section(run: Run) -> str:
     recorded = h.model_final_sha256
     if run.model_path.is_file():
         actual = hashlib.sha256(run.model_path.read_bytes()).hexdigest()
-        check = ("matches model-final.keras" if actual == recorded
-                 else f"DOES NOT MATCH model-final.keras (its SHA-256 is {actual})")
+        check = (
+            "matches model-final.keras"
+            if actual == recorded
+            else f"DOES NOT MATCH model-final.keras (its SHA-256 is {actual})"
+        )
     else:
         check = "model-final.keras is missing"
     rows = [
@@ -341,18 +407,28 @@ def _strategy_text(run: Run) -> str:
 def baseline_section(run: Run) -> str:
     path = run.dir / "baseline.json"
     if not path.is_file():
-        return section("baseline", "Federated vs pooled and bank-alone baselines",
-                       note(f"Not computed: run `fedcredit baseline {run.dir}` and then this report again."))
+        return section(
+            "baseline",
+            "Federated vs pooled and bank-alone baselines",
+            note(f"Not computed: run `fedcredit baseline {run.dir}` and then this report again."),
+        )
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
         rows = [[name, n, *[_fmt(m.get(k)) for k in METRICS]] for name, n, m in table_rows(result)]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        return section("baseline", "Federated vs pooled and bank-alone baselines", note(f"{path} cannot be read: {err}"))
-    intro = (f"<p>All models scored on the run's hold-out set ({result['holdout']['rows']} loans). Pooled and "
-             f"bank-alone models: same architecture, {result['epochs']} epochs, seed {result['seed']} "
-             "(from <code>baseline.json</code>). Worst: per column, the lowest AUC/Gini/KS and highest Brier/log loss.</p>")
-    return section("baseline", "Federated vs pooled and bank-alone baselines",
-                   intro + html_table(["model", "training rows", *[LABELS[k] for k in METRICS]], rows))
+        return section(
+            "baseline", "Federated vs pooled and bank-alone baselines", note(f"{path} cannot be read: {err}")
+        )
+    intro = (
+        f"<p>All models scored on the run's hold-out set ({result['holdout']['rows']} loans). Pooled and "
+        f"bank-alone models: same architecture, {result['epochs']} epochs, seed {result['seed']} "
+        "(from <code>baseline.json</code>). Worst: per column, the lowest AUC/Gini/KS and highest Brier/log loss.</p>"
+    )
+    return section(
+        "baseline",
+        "Federated vs pooled and bank-alone baselines",
+        intro + html_table(["model", "training rows", *[LABELS[k] for k in METRICS]], rows),
+    )
 
 
 def rounds_section(run: Run, out_dir: Path, pngs: list[Path]) -> str:
@@ -365,20 +441,47 @@ def rounds_section(run: Run, out_dir: Path, pngs: list[Path]) -> str:
     if not banks.empty:
         pngs.append(plot_bank_auc(banks, rounds.set_index("round")["val_auc"], out_dir))
         body += image(pngs[-1], "each bank's AUC per round")
-    rows = [[int(r["round"]), _fmt(r["val_auc"]), _fmt(r["val_ks"]), _fmt(r["val_logloss"]), _fmt(r["holdout_auc"]),
-             int(r["trained"]), r["failed"] or "none", _fmt(r["seconds"], 1)] for _, r in rounds.iterrows()]
-    body += html_table(["round", "pooled val AUC", "pooled val KS", "pooled val log loss", "hold-out AUC",
-                        "banks trained", "failures", "seconds"], rows)
+    rows = [
+        [
+            int(r["round"]),
+            _fmt(r["val_auc"]),
+            _fmt(r["val_ks"]),
+            _fmt(r["val_logloss"]),
+            _fmt(r["holdout_auc"]),
+            int(r["trained"]),
+            r["failed"] or "none",
+            _fmt(r["seconds"], 1),
+        ]
+        for _, r in rounds.iterrows()
+    ]
+    body += html_table(
+        [
+            "round",
+            "pooled val AUC",
+            "pooled val KS",
+            "pooled val log loss",
+            "hold-out AUC",
+            "banks trained",
+            "failures",
+            "seconds",
+        ],
+        rows,
+    )
     if not banks.empty:
         body += "<p>Each bank's validation AUC:</p>" + html_table(
-            ["round", *banks.columns], [[int(i), *[_fmt(v) for v in row]] for i, row in banks.iterrows()])
+            ["round", *banks.columns], [[int(i), *[_fmt(v) for v in row]] for i, row in banks.iterrows()]
+        )
     return section("rounds", "Training rounds", body)
 
 
 def holdout_sections(run: Run, data: Scored | None, why_not: str, out_dir: Path, pngs: list[Path]) -> list[str]:
     """Hold-out performance, calibration, distributions and gains (or one note each why not)."""
-    titles = {"holdout": "Hold-out performance of the final model (ROC, KS)", "calibration": "Calibration",
-              "distributions": "Score distributions of good and bad loans", "gains": "Gains and lift by score decile"}
+    titles = {
+        "holdout": "Hold-out performance of the final model (ROC, KS)",
+        "calibration": "Calibration",
+        "distributions": "Score distributions of good and bad loans",
+        "gains": "Gains and lift by score decile",
+    }
     if data is None:
         return [section(k, t, note(why_not)) for k, t in titles.items()]
     from fedcredit.core import metrics
@@ -386,35 +489,83 @@ def holdout_sections(run: Run, data: Scored | None, why_not: str, out_dir: Path,
     threshold = run.cfg.threshold
     m = metrics.exact(data.scores, data.labels, threshold)
     ece = rm.expected_calibration_error(data.scores, data.labels, CALIBRATION_BINS)
-    rows = [["loans (defaulted)", f"{m['num-examples']} ({_pct(m['default-rate'])})"], ["mean PD", _pct(m["mean-pd"])],
-            ["AUC", _fmt(m["auc"])], ["Gini", _fmt(m["gini"])], ["KS", _fmt(m["ks"])], ["Brier score", _fmt(m["brier"])],
-            ["log loss", _fmt(m["logloss"])], ["expected calibration error", _fmt(ece)],
-            [f"at threshold {threshold:g}: accuracy / precision / recall",
-             f"{_fmt(m['accuracy'], 3)} / {_fmt(m['precision'], 3)} / {_fmt(m['recall'], 3)}"]]
+    rows = [
+        ["loans (defaulted)", f"{m['num-examples']} ({_pct(m['default-rate'])})"],
+        ["mean PD", _pct(m["mean-pd"])],
+        ["AUC", _fmt(m["auc"])],
+        ["Gini", _fmt(m["gini"])],
+        ["KS", _fmt(m["ks"])],
+        ["Brier score", _fmt(m["brier"])],
+        ["log loss", _fmt(m["logloss"])],
+        ["expected calibration error", _fmt(ece)],
+        [
+            f"at threshold {threshold:g}: accuracy / precision / recall",
+            f"{_fmt(m['accuracy'], 3)} / {_fmt(m['precision'], 3)} / {_fmt(m['recall'], 3)}",
+        ],
+    ]
     pngs += [plot_roc(data, m["auc"], out_dir), plot_ks(data, out_dir)]
     perf = html_table(["metric", "value"], rows) + image(pngs[-2], "ROC curve") + image(pngs[-1], "KS curves")
 
     bins = rm.reliability_bins(data.scores, data.labels, CALIBRATION_BINS)
     pngs.append(plot_calibration(bins, m["brier"], ece, out_dir))
-    calib = (f"<p>Hold-out loans in {len(bins)} equal-count bins of predicted PD. Brier score {_fmt(m['brier'])}; "
-             f"expected calibration error (row-weighted mean |predicted - observed|) {_fmt(ece)}.</p>"
-             + image(pngs[-1], "reliability plot")
-             + html_table(["bin", "PD range", "loans", "defaults", "mean predicted PD", "observed default rate", "95 % interval"],
-                          [[int(b["bin"]), f"{b['lower']:.3f} - {b['upper']:.3f}", int(b["count"]), int(b["bads"]),
-                            _pct(b["mean_pd"]), _pct(b["default_rate"]),
-                            f"{_pct(b['default_rate_low95'])} - {_pct(b['default_rate_high95'])}"] for _, b in bins.iterrows()]))
+    calib = (
+        f"<p>Hold-out loans in {len(bins)} equal-count bins of predicted PD. Brier score {_fmt(m['brier'])}; "
+        f"expected calibration error (row-weighted mean |predicted - observed|) {_fmt(ece)}.</p>"
+        + image(pngs[-1], "reliability plot")
+        + html_table(
+            ["bin", "PD range", "loans", "defaults", "mean predicted PD", "observed default rate", "95 % interval"],
+            [
+                [
+                    int(b["bin"]),
+                    f"{b['lower']:.3f} - {b['upper']:.3f}",
+                    int(b["count"]),
+                    int(b["bads"]),
+                    _pct(b["mean_pd"]),
+                    _pct(b["default_rate"]),
+                    f"{_pct(b['default_rate_low95'])} - {_pct(b['default_rate_high95'])}",
+                ]
+                for _, b in bins.iterrows()
+            ],
+        )
+    )
 
     pngs.append(plot_distributions(data, threshold, out_dir))
     dist = image(pngs[-1], "score distributions")
 
     g = rm.gains_table(data.scores, data.labels)
-    gains = ("<p>Hold-out loans ranked by predicted PD, riskiest first, in ten equal groups. Capture: share of all "
-             "defaults in this and riskier deciles. Lift: the decile's default rate over the overall rate.</p>"
-             + html_table(["decile", "PD range", "loans", "defaults", "default rate", "capture", "repaid loans so far",
-                           "KS", "lift", "cumulative lift"],
-                          [[int(r["decile"]), f"{r['min_pd']:.3f} - {r['max_pd']:.3f}", int(r["rows"]), int(r["bads"]),
-                            _pct(r["default_rate"]), _pct(r["capture"]), _pct(r["cum_goods"]), _fmt(r["ks"], 3),
-                            _fmt(r["lift"], 2), _fmt(r["cum_lift"], 2)] for _, r in g.iterrows()]))
+    gains = (
+        "<p>Hold-out loans ranked by predicted PD, riskiest first, in ten equal groups. Capture: share of all "
+        "defaults in this and riskier deciles. Lift: the decile's default rate over the overall rate.</p>"
+        + html_table(
+            [
+                "decile",
+                "PD range",
+                "loans",
+                "defaults",
+                "default rate",
+                "capture",
+                "repaid loans so far",
+                "KS",
+                "lift",
+                "cumulative lift",
+            ],
+            [
+                [
+                    int(r["decile"]),
+                    f"{r['min_pd']:.3f} - {r['max_pd']:.3f}",
+                    int(r["rows"]),
+                    int(r["bads"]),
+                    _pct(r["default_rate"]),
+                    _pct(r["capture"]),
+                    _pct(r["cum_goods"]),
+                    _fmt(r["ks"], 3),
+                    _fmt(r["lift"], 2),
+                    _fmt(r["cum_lift"], 2),
+                ]
+                for _, r in g.iterrows()
+            ],
+        )
+    )
     bodies = {"holdout": perf, "calibration": calib, "distributions": dist, "gains": gains}
     return [section(k, t, bodies[k]) for k, t in titles.items()]
 
@@ -424,13 +575,30 @@ def stability_section(table: pd.DataFrame | None, why_not: str, out_dir: Path, p
     if table is None:
         return section("stability", title, note(why_not))
     pngs.append(plot_psi(table, out_dir))
-    intro = ("<p>Each simulated bank's validation rows scored with the final model, against all banks' validation "
-             "rows pooled, on decile bins of the pooled scores. PSI below 0.1: stable; 0.1 to 0.25: shifted, "
-             "monitor; above 0.25: unstable, investigate.</p>")
-    rows = [[r["bank"], int(r["rows"]), _pct(r["default_rate"]), _pct(r["mean_pd"]), _fmt(r["auc"]), _fmt(r["psi"]),
-             r["reading"]] for _, r in table.iterrows()]
-    return section("stability", title, intro + image(pngs[-1], "PSI per bank") + html_table(
-        ["bank", "validation loans", "default rate", "mean PD", "AUC", "PSI", "reading"], rows))
+    intro = (
+        "<p>Each simulated bank's validation rows scored with the final model, against all banks' validation "
+        "rows pooled, on decile bins of the pooled scores. PSI below 0.1: stable; 0.1 to 0.25: shifted, "
+        "monitor; above 0.25: unstable, investigate.</p>"
+    )
+    rows = [
+        [
+            r["bank"],
+            int(r["rows"]),
+            _pct(r["default_rate"]),
+            _pct(r["mean_pd"]),
+            _fmt(r["auc"]),
+            _fmt(r["psi"]),
+            r["reading"],
+        ]
+        for _, r in table.iterrows()
+    ]
+    return section(
+        "stability",
+        title,
+        intro
+        + image(pngs[-1], "PSI per bank")
+        + html_table(["bank", "validation loans", "default rate", "mean PD", "AUC", "PSI", "reading"], rows),
+    )
 
 
 def config_section(run: Run) -> str:
@@ -469,8 +637,10 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
 
     data, why_not = None, no_model
     if model is not None and not has_holdout(run):
-        why_not = ("No hold-out set in this run (holdout-eval=false, as in a deployment, where the coordinator holds "
-                   "no data): hold-out figures are not available.")
+        why_not = (
+            "No hold-out set in this run (holdout-eval=false, as in a deployment, where the coordinator holds "
+            "no data): hold-out figures are not available."
+        )
     elif model is not None:
         test, why_not = _try(lambda: holdout(run))
         if test is not None:
@@ -485,15 +655,36 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
             why_not_psi = f"Not available: {why_not_psi}"
 
     title = f"Model-risk report: run {run.history.run_id or run.dir.name}"
-    nav = " ".join(f'<a href="#{k}">{k}</a>' for k in ("summary", "baseline", "rounds", "holdout", "calibration",
-                                                        "distributions", "gains", "stability", "config", "privacy"))
-    parts = [summary_section(run), baseline_section(run), rounds_section(run, out_dir, pngs),
-             *holdout_sections(run, data, why_not, out_dir, pngs), stability_section(psi, why_not_psi, out_dir, pngs),
-             config_section(run), privacy_section(run)]
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n"
-            f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} by <code>fedcredit report</code> from "
-            f"<code>{_e(run.dir)}</code>.</p><nav>{nav}</nav>\n" + "\n".join(parts) + "\n</body></html>\n")
+    nav = " ".join(
+        f'<a href="#{k}">{k}</a>'
+        for k in (
+            "summary",
+            "baseline",
+            "rounds",
+            "holdout",
+            "calibration",
+            "distributions",
+            "gains",
+            "stability",
+            "config",
+            "privacy",
+        )
+    )
+    parts = [
+        summary_section(run),
+        baseline_section(run),
+        rounds_section(run, out_dir, pngs),
+        *holdout_sections(run, data, why_not, out_dir, pngs),
+        stability_section(psi, why_not_psi, out_dir, pngs),
+        config_section(run),
+        privacy_section(run),
+    ]
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+        f"<p>Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))} by <code>fedcredit report</code> from "
+        f"<code>{_e(run.dir)}</code>.</p><nav>{nav}</nav>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
     return page, pngs
 
 

@@ -62,8 +62,10 @@ def load_run(run_dir: str | Path) -> Run:
     """Config and history of a run directory, checked enough to be used."""
     path = Path(run_dir).expanduser().resolve()
     if not path.is_dir():
-        raise RunDirError(f"run directory {path} " + ("is a file: give the directory that holds history.json"
-                                                      if path.exists() else "does not exist"))
+        raise RunDirError(
+            f"run directory {path} "
+            + ("is a file: give the directory that holds history.json" if path.exists() else "does not exist")
+        )
     config = _read_config(path / "config.json")
     try:
         history = read_history(path / "history.json")
@@ -97,8 +99,10 @@ def simulated_banks(run: Run) -> list[Any]:
     try:
         banks = [load_bank(run.cfg, {"partition-id": i, "num-partitions": run.num_banks}) for i in range(run.num_banks)]
     except (DataValidationError, SchemaError, PartitionError, OSError) as err:
-        raise RunDirError(f"{run.dir}: its banks cannot be rebuilt as simulated banks from its config (a deployment "
-                          f"run? this needs a simulation run): {one_line(err)}") from err
+        raise RunDirError(
+            f"{run.dir}: its banks cannot be rebuilt as simulated banks from its config (a deployment "
+            f"run? this needs a simulation run): {one_line(err)}"
+        ) from err
     names = {b.name for b in banks}
     if not recorded <= names:
         raise RunDirError(
