@@ -31,9 +31,13 @@ def test_three_banks_over_tls_with_the_apps_schema_and_their_own_columns(tmp_pat
     app = copy_app(tmp_path / "app")
     (app / "schemas").mkdir()
     (app / "schemas" / "loans.toml").write_text(BUILTIN_SCHEMA_FILE.read_text())
-    # bank-3 keeps its own schema file, which lacks a column: the coordinator must refuse it.
+    # bank-3 keeps its own edited copy of the schema (one more agreed term): the coordinator must refuse it.
     other = tmp_path / "bank-3-schema.toml"
-    other.write_text(BUILTIN_SCHEMA_FILE.read_text().replace(', "emp_length"]', "]"))
+    other.write_text(
+        BUILTIN_SCHEMA_FILE.read_text().replace(
+            'term = ["term_36", "term_60"]', 'term = ["term_36", "term_60", "term_84"]'
+        )
+    )
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", csvs, node_configs={"bank-3": {"schema-path": str(other)}}) as dep:
         rogue = dep.add_unregistered_bank("rogue")

@@ -44,3 +44,30 @@ def test_short_reason_unwraps_flower_error_text():
         "<class 'fedcredit.core.loading.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
     )
     assert short_reason(reason) == "/x/bank.csv: cannot be used: - missing columns"
+
+
+def test_a_failed_write_ends_the_run_as_failed_with_the_reason(tmp_path, monkeypatch):
+    """A full disk while saving the final model: history says failed and why, no truncated model is left."""
+    import errno
+
+    from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+    from fedcredit.federation import server
+
+    def full_disk(self, name, model):
+        raise OSError(errno.ENOSPC, f"No space left on device: {self.path(name)}")
+
+    monkeypatch.setattr(RunOutputs, "save_model", full_disk)
+    config = {
+        "partitioning": "iid",
+        "num-server-rounds": 1,
+        "local-epochs": 1,
+        "hidden-units": "4",
+        "holdout-eval": False,
+        "output-dir": str(tmp_path),
+    }
+    with serverapp_identity(), pytest.raises(OSError, match="No space left"):
+        server.run(InProcessGrid(config, 2), config, "disk", APP_DIR)
+    (run_dir,) = tmp_path.iterdir()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["status"] == "failed" and "No space left on device" in history["reason"]
+    assert not list(run_dir.glob("model-*.keras*"))

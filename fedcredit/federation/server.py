@@ -29,8 +29,9 @@ from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import merge_stats, preprocessing_from_stats
 from fedcredit.federation import protocol
+from fedcredit.federation.history import History, write_history
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
-from fedcredit.federation.strategies import finite_metrics, make_strategy, privacy_summary
+from fedcredit.federation.strategies import finite_metrics, logged_record, make_strategy, privacy_summary
 from fedcredit.federation.tracking import ReplyRules, Tracker, TrackingGrid
 
 # Strategies that average updates: one bank's oversized update is bounded (update-clip).
@@ -43,6 +44,11 @@ def short_reason(reason: str, limit: int = 200) -> str:
     text = re.sub(r"^<class '[\w.]+'>:<'(.*)'>$", r"\1", reason.strip(), flags=re.DOTALL)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def save_history(out: RunOutputs, history: dict[str, Any]) -> None:
+    """Through the one writer of `fedcredit.federation.history`: what it cannot read back is never written."""
+    write_history(out.path("history.json"), History.from_json(history))
 
 
 class FederationError(RuntimeError):
@@ -194,8 +200,8 @@ class RoundReporter:
         self.last_arrays = arrays
         self.started = time.monotonic()
         self.history["rounds"].append(entry)
-        self.out.save_json("history.json", self.history)
-        return MetricRecord({k: float(v) for k, v in holdout.items()}) if holdout is not None else None
+        save_history(self.out, self.history)
+        return logged_record(holdout) if holdout is not None else None
 
     def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
         tr, ev = entry["train"], entry["evaluate"]
@@ -371,7 +377,7 @@ def run(
         raise
     finally:
         history["seconds"] = round(time.monotonic() - started, 2)
-        out.save_json("history.json", history)
+        save_history(out, history)
     final = history["rounds"][-1]
     log(
         INFO,

@@ -56,11 +56,17 @@ _ADAPTIVE_CLIPPING = ("server-adaptive", "client-adaptive")
 LOGGED_METRICS = ("num-examples", "auc", "ks", "brier", "logloss")
 
 
+def logged_record(values: dict[str, Any]) -> MetricRecord:
+    """The main figures, rounded: Flower prints what strategies and evaluate_fn return on one log line."""
+    return MetricRecord(
+        {k: int(values[k]) if k == "num-examples" else round(float(values[k]), 6) for k in LOGGED_METRICS}
+    )
+
+
 def pooled_metric_record(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
     """`evaluate_metrics_aggr_fn`: the main pooled metrics from the banks' summed summaries."""
     del weighted_by_key  # pooled from counts, not weighted averages
-    pooled = metrics.pooled([next(iter(r.metric_records.values())) for r in records])
-    return MetricRecord({k: pooled[k] if k == "num-examples" else round(float(pooled[k]), 6) for k in LOGGED_METRICS})
+    return logged_record(metrics.pooled([next(iter(r.metric_records.values())) for r in records]))
 
 
 def check_against_banks(cfg: RunConfig, num_banks: int) -> None:
