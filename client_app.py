@@ -61,3 +61,22 @@ def evaluate(msg: Message, context: Context) -> Message:
         return protocol.evaluate_reply(summary)
 
     return client.answer(msg, build)
+
+
+@app.query("personalise")
+def personalise(msg: Message, context: Context) -> Message:
+    """After the last round: fine-tune, compare with the global and a local-only model, keep the best here."""
+
+    def build():
+        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        bank_dir = msg.content[protocol.CONFIG].get("bank-dir")
+        kept, summaries = client.personalise(
+            cfg,
+            context.node_config,
+            msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
+            protocol.read_preprocessing(msg.content),
+            str(bank_dir) if bank_dir else None,
+        )
+        return protocol.personalise_reply(kept, summaries)
+
+    return client.answer(msg, build)

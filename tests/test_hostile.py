@@ -33,6 +33,7 @@ def run_config(out: Path, **extra) -> dict:
         "histogram-bins": 200,
         "seed": 5,
         "output-dir": str(out),
+        "personalize.epochs": 0,
         **extra,
     }
 

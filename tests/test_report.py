@@ -21,6 +21,7 @@ SECTIONS = (
     "distributions",
     "gains",
     "stability",
+    "personalisation",
     "config",
     "privacy",
 )

@@ -2,8 +2,10 @@
 
 Safe to rerun on the same `--out`: the CA and every existing key are reused
 (never overwritten), so `fedcredit certs --out DIR --host H --bank newbank`
-adds a bank to a running consortium. Exit code 0 on success, 1 when existing
-files cannot be reused as they are (the message says how to fix them).
+adds a bank to a running consortium. The certificate always lists 127.0.0.1
+and localhost too (the ServerApp and `fedcredit proxy` dial the SuperLink on
+loopback). Exit code 0 on success, 1 when existing files cannot be reused as
+they are (the message says how to fix them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from fedcredit.deploy.certs import CredentialsError, make_credentials
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -23,14 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host",
         action="append",
         required=True,
-        help="a host name or IP the banks use to reach the SuperLink (repeat for each)",
+        help="a host name or IP the banks use to reach the SuperLink (repeat for each); 127.0.0.1 and localhost "
+        "are always added (the ServerApp and the proxy dial the SuperLink there)",
     )
     parser.add_argument("--bank", action="append", default=[], help="a bank name (repeat for each)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # The SuperLink is also dialled on loopback: by its own ServerApp (at 127.0.0.1, checked against ca.crt) and by
+    # nginx in front of it (`fedcredit proxy`, which verifies DNS names only), so the certificate lists both.
+    hosts = [*args.host, *(h for h in LOOPBACK_HOSTS if h not in args.host)]
     try:
-        creds = make_credentials(args.out, args.host, args.bank)
+        creds = make_credentials(args.out, hosts, args.bank)
     except (CredentialsError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

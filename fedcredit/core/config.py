@@ -144,8 +144,8 @@ class RunConfig:
     partitioning: str = _key(
         "partitioning",
         "region",
-        "simulation split: `region` (4 census regions or 9 divisions, needs 4 or 9 banks), "
-        "`iid`, `dirichlet` (label skew)",
+        "simulation split: `region` (geographic: 4 banks are the census regions, 9 the divisions, any other "
+        "count balanced groups of states), `iid`, `dirichlet` (label skew)",
         choices=SCHEMES,
     )
     dirichlet_alpha: float = _key("dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed", gt=0)
@@ -209,7 +209,7 @@ class RunConfig:
     max_category_length: int = _key("max-category-length", 64, "characters of one category value", ge=1)
     update_clip: float = _key(
         "update-clip",
-        3.0,
+        2.0,
         "a bank's model update farther from the global model than this multiple of the "
         "round's median distance is scaled down to it; 0 switches it off",
         ge=0,
@@ -348,6 +348,23 @@ class RunConfig:
         "privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0, modes=_ADAPTIVE, flower="clip_norm_lr"
     )
     privacy_delta: float = _key("privacy.delta", 1e-5, "delta of the reported epsilon", gt=0, lt=1, modes=_FIXED)
+    # personalisation after the last round (keys "personalize.*")
+    personalize_epochs: int = _key(
+        "personalize.epochs",
+        2,
+        "epochs each bank fine-tunes the final global model on its own rows, then keeps the best of global, "
+        "fine-tuned and local-only by its validation AUC; 0 switches personalisation off",
+        ge=0,
+    )
+    personalize_layers: str = _key(
+        "personalize.layers",
+        "head",
+        "what fine-tuning trains: `head` (the output layer) or `all`",
+        choices=("head", "all"),
+    )
+    personalize_learning_rate: float = _key(
+        "personalize.learning-rate", 1e-3, "Adam learning rate of the fine-tuning", gt=0
+    )
 
     @property
     def hidden_layers(self) -> tuple[int, ...]:

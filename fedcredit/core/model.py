@@ -180,7 +180,10 @@ class Trainer:
     in the saved model, so a reloaded model trains again from a fresh one.
     """
 
-    def __init__(self, model: keras.Model, learning_rate: float) -> None:
+    def __init__(self, model: keras.Model, learning_rate: float, layers: str = "all") -> None:
+        """`layers`: "all" trains every dense layer; "head" only the output layer (fine-tuning)."""
+        if layers not in ("all", "head"):
+            raise ValueError(f"layers must be 'all' or 'head', got {layers!r}")
         try:
             features = model.get_layer("features").output
         except ValueError as err:
@@ -189,6 +192,9 @@ class Trainer:
                 "build it with build_model or load a .keras file that fedcredit saved"
             ) from err
         self.model = model
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Dense):
+                layer.trainable = layers == "all" or layer.name == "pd"
         self._features = keras.Model(inputs=model.inputs, outputs=features, name="fedcredit_features")
         self.head = ProximalHead(inputs=features, outputs=model.outputs, name="fedcredit_head")
         self._anchor = self.head.anchor()

@@ -1,9 +1,11 @@
-"""A real deployment on one machine: SuperLink + one SuperNode per bank, TLS and node auth.
+"""A real deployment on one machine: SuperLink behind nginx + one SuperNode per bank, TLS and node auth.
 
 Used by `fedcredit demo` and the deployment tests. Every process runs the
 same commands a consortium runs on separate machines (see docs/deployment.md);
-here they all listen on 127.0.0.1. `LocalDeployment` stops every process it
-started, also when a step fails.
+here they all listen on 127.0.0.1: the SuperLink on its own port, nginx's
+banks' listener (Fleet API only) that the SuperNodes dial, and nginx's admin
+listener (Control API only) that `flwr` uses. `LocalDeployment` stops every
+process it started, also when a step fails.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any
 
 from fedcredit.deploy.certs import Credentials, make_bank_keys, make_credentials
 from fedcredit.deploy.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
+from fedcredit.deploy.proxy import ProxySettings, nginx_command, write_nginx_config
 
-CONNECTION = "fedcredit-local"
+CONNECTION = "fedcredit-local"  # the coordinator's connection: nginx's admin listener
+# What a partner bank holding ca.crt could configure: nginx's banks' listener, where the Control API is refused.
+BANK_SIDE_CONNECTION = "fedcredit-bank-side"
 
 
 @dataclass
@@ -36,16 +41,19 @@ class Bank:
 
 @dataclass
 class LocalDeployment:
-    """SuperLink with TLS and SuperNode authentication, banks on 127.0.0.1."""
+    """SuperLink with TLS and SuperNode authentication behind nginx, banks on 127.0.0.1."""
 
     workdir: Path
     bank_csvs: Mapping[str, Path]
     # More node-config entries per bank, e.g. {"acme": {"schema-path": "/etc/acme/schema.toml"}}.
     node_configs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=_free_port)  # the SuperLink's own (loopback, reached only through nginx)
+    bank_port: int = field(default_factory=_free_port)  # nginx's banks' listener: Fleet API only
+    admin_port: int = field(default_factory=_free_port)  # nginx's admin listener: Control API only
     credentials: Credentials | None = None
     banks: dict[str, Bank] = field(default_factory=dict)
     superlink: subprocess.Popen | None = None
+    proxy: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -54,7 +62,10 @@ class LocalDeployment:
         self.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + self.env.get("PATH", "")
         self.env["FLWR_HOME"] = str(self.workdir / "flwr-home")
         self.env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        self.address = f"127.0.0.1:{self.port}"
+        self.superlink_address = f"127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.bank_port}"  # what the banks dial
+        self.admin_address = f"127.0.0.1:{self.admin_port}"  # what `flwr` dials
+        self.proxy_dir = self.workdir / "proxy"
 
     # --- set-up -------------------------------------------------------------------
     def make_credentials(self) -> Credentials:
@@ -62,17 +73,37 @@ class LocalDeployment:
         return self.credentials
 
     def write_flower_config(self) -> Path:
-        """The coordinator's Flower config: a TLS connection to this SuperLink."""
+        """The coordinator's Flower config: TLS connections to the admin listener and (tests) the banks' one."""
         assert self.credentials is not None
         home = Path(self.env["FLWR_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         path = home / "config.toml"
-        path.write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "{self.address}"\n'
-            f'root-certificates = "{self.credentials.ca_cert}"\n'
-        )
+        text = f'[superlink]\ndefault = "{CONNECTION}"\n'
+        for name, address in ((CONNECTION, self.admin_address), (BANK_SIDE_CONNECTION, self.address)):
+            text += f'\n[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{self.credentials.ca_cert}"\n'
+        path.write_text(text)
         return path
+
+    def proxy_settings(self) -> ProxySettings:
+        assert self.credentials is not None
+        return ProxySettings(
+            certs=self.credentials.ca_cert.parent,
+            workdir=self.proxy_dir,
+            superlink=self.superlink_address,
+            bank_listen=self.address,
+            admin_listen=self.admin_address,
+        )
+
+    def start_proxy(self) -> None:
+        """nginx in front of the SuperLink, as `fedcredit proxy` writes it for a consortium."""
+        conf = write_nginx_config(self.proxy_settings(), self.proxy_dir / "nginx.conf")
+        self.proxy = subprocess.Popen(
+            nginx_command(conf, self.proxy_dir),
+            cwd=self.proxy_dir,
+            stdout=(self.proxy_dir / "nginx.out").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start_superlink(self) -> None:
         assert self.credentials is not None
@@ -102,13 +133,15 @@ class LocalDeployment:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._wait_for_superlink()
 
-    def _wait_for_superlink(self, timeout: float = 60) -> None:
+    def _wait_until_ready(self, timeout: float = 60) -> None:
+        """Until `flwr` reaches the SuperLink through nginx's admin listener."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.superlink is not None and self.superlink.poll() is not None:
                 raise RuntimeError(f"SuperLink exited: {(self.workdir / 'superlink.log').read_text()[-2000:]}")
+            if self.proxy is not None and self.proxy.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(self.proxy_dir / 'nginx.out').read_text()[-2000:]}")
             done = self.flwr("supernode", "list", CONNECTION, "--format", "json", timeout=30)
             try:
                 if json.loads(done.stdout).get("success"):  # flwr exits 0 either way
@@ -116,7 +149,10 @@ class LocalDeployment:
             except json.JSONDecodeError:
                 pass
             time.sleep(1)
-        raise TimeoutError(f"SuperLink did not answer on {self.address} within {timeout:.0f} s")
+        raise TimeoutError(
+            f"the SuperLink ({self.superlink_address}) did not answer through nginx ({self.admin_address}) "
+            f"within {timeout:.0f} s; see {self.workdir / 'superlink.log'} and {self.proxy_dir / 'logs'}"
+        )
 
     def register(self, bank: str) -> dict[str, Any]:
         """`flwr supernode register`: only registered public keys may join."""
@@ -166,6 +202,8 @@ class LocalDeployment:
         self.make_credentials()
         self.write_flower_config()
         self.start_superlink()
+        self.start_proxy()
+        self._wait_until_ready()
         for bank in self.bank_csvs:
             self.register(bank)
             self.start_supernode(bank)
@@ -212,7 +250,7 @@ class LocalDeployment:
             proc.wait(timeout=30)
 
     def stop(self) -> None:
-        procs = [b.process for b in self.banks.values() if b.process is not None] + [self.superlink]
+        procs = [b.process for b in self.banks.values() if b.process is not None] + [self.proxy, self.superlink]
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 try:

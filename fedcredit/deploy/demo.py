@@ -2,9 +2,11 @@
 
 Cuts per-bank CSVs from the embedded data set (`fedcredit split`), creates a
 CA, the SuperLink certificate and one key pair per bank, starts a SuperLink
-with TLS and SuperNode authentication, registers the banks' public keys,
-starts one SuperNode per bank on 127.0.0.1 with its own CSV, runs the app
-with `flwr run . <connection>` and stops everything.
+with TLS and SuperNode authentication on loopback behind nginx (`fedcredit
+proxy`: banks reach only the Fleet API, `flwr` uses the admin listener),
+registers the banks' public keys, starts one SuperNode per bank on 127.0.0.1
+with its own CSV, runs the app with `flwr run . <connection>` and stops
+everything. Needs nginx installed (the system service need not run).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from fedcredit.deploy.consortium import LocalDeployment
 from fedcredit.deploy.localrun import RunResult
+from fedcredit.deploy.proxy import require_nginx
 from fedcredit.deploy.split import split_builtin
 
 
@@ -39,19 +42,22 @@ def run_demo(
     workdir: str | Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> DemoResult:
-    """Split, deploy with TLS + node authentication, run `rounds` rounds and stop; `progress` hears each step.
+    """Split, deploy with TLS + node authentication behind nginx, run `rounds` rounds and stop.
 
-    Raises PartitionError before starting anything when the banks cannot be cut.
+    `progress` hears each step. Raises PartitionError before starting anything
+    when the banks cannot be cut, ProxyError when nginx is not installed.
     """
     with tempfile.TemporaryDirectory(prefix="fedcredit-demo-") as tmp:
+        require_nginx()  # before anything is cut or started
         work = Path(workdir or tmp).resolve()
         started = time.monotonic()
         csvs = split_builtin(work / "banks", banks, scheme)
         progress(f"banks: {', '.join(f'{n} ({p})' for n, p in csvs.items())}")
         with LocalDeployment(work / "deployment", csvs) as deployment:
             progress(
-                f"SuperLink on {deployment.address} (TLS, SuperNode authentication); "
-                f"{len(csvs)} SuperNodes registered and started"
+                f"SuperLink on {deployment.superlink_address} (TLS, SuperNode authentication) behind nginx: "
+                f"banks dial {deployment.address} (Fleet API only), flwr uses {deployment.admin_address} "
+                f"(Control API only); {len(csvs)} SuperNodes registered and started"
             )
             deployment.wait_for_nodes(len(csvs))
             result = deployment.run({"num-server-rounds": rounds, "output-dir": str(work / "outputs")})

@@ -49,7 +49,12 @@ class InProcessGrid:
         self, run_config: Mapping[str, Any], num_banks: int, tamper: Tamper | None = None, hostile: int | None = None
     ) -> None:
         app = client_app()
-        self.handlers = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
+        self.handlers = {
+            "query": app.query,
+            "query.personalise": app.personalise,
+            "train": app.train,
+            "evaluate": app.evaluate,
+        }
         self.nodes = [11 + i for i in range(num_banks)]
         self.hostile = hostile if hostile is not None else self.nodes[0]
         self.tamper = tamper

@@ -21,13 +21,14 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
-from fedcredit.core.banks import BankData, load_bank, schema_of
+from fedcredit.core.banks import BankData, holdout_set, load_bank, schema_of
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
 from fedcredit.core.partition import PartitionError
 from fedcredit.core.schema import SchemaError, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, compute_stats
 from fedcredit.federation import protocol
+from fedcredit.federation.outputs import KEPT_MODEL, write_atomically
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
@@ -150,6 +151,88 @@ def evaluate(
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
     summary["auc"] = metrics.exact_auc(scores, labels)
     return summary
+
+
+# The three models each bank compares after the last round, in order of preference on ties.
+CANDIDATES = protocol.CANDIDATES
+
+
+def _summary(cfg: RunConfig, model: Any, inputs: Any, labels: np.ndarray) -> dict[str, Any]:
+    scores = mdl.predict(model, inputs)
+    summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
+    summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
+    summary["auc"] = metrics.exact_auc(scores, labels)
+    return summary
+
+
+def _own_holdout(cfg: RunConfig, bank: BankData) -> Any:
+    """Simulation with the region split: the hold-out loans of the states this bank serves."""
+    schema = schema_of(cfg)
+    if cfg.partitioning != "region" or not schema.partition or schema.partition not in bank.train:
+        return None
+    test = holdout_set(cfg)
+    own = test[test[schema.partition].isin(set(bank.train[schema.partition]))]
+    return own.reset_index(drop=True) if len(own) else None
+
+
+def personalise(
+    cfg: RunConfig,
+    node_config: Mapping[str, Any],
+    weights: Sequence[np.ndarray],
+    prep_json: str,
+    bank_dir: str | None = None,
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(the model this bank keeps, {summary name: validation (and own hold-out) summary}).
+
+    The bank compares the final global model, that model fine-tuned on its own
+    training rows (`personalize.*`), and the same architecture trained from
+    scratch on its own rows for the federation's epochs (`num-server-rounds` x
+    `local-epochs`), all on its validation rows, and keeps the best by AUC
+    (ties: the earlier in CANDIDATES). The kept model is written at the bank
+    (node config `model-dir`, or `bank_dir` in simulation); only the summaries
+    leave it.
+    """
+    bank = load_bank(cfg, node_config)
+    schema = schema_of(cfg)
+    prep, spec = Preprocessing.from_json(prep_json), mdl.ModelSpec.of(cfg, schema)
+    y_train, y_val = bank.train[schema.target].to_numpy(), bank.val[schema.target].to_numpy()
+    seed = message_seed(cfg, cfg.num_server_rounds + 1, bank.name)
+    models = {name: mdl.build_model(prep, spec) for name in CANDIDATES}
+    models["global"].set_weights(list(weights))
+    x_train = mdl.to_inputs(bank.train, models["global"])
+    tuner = mdl.Trainer(models["personalised"], cfg.personalize_learning_rate, layers=cfg.personalize_layers)
+    features = tuner.features(x_train)
+    tuner.fit(
+        weights, features, y_train, mdl.FitOptions(cfg.personalize_epochs, cfg.batch_size, cfg.positive_weight, seed)
+    )
+    alone = mdl.Trainer(models["local-only"], cfg.learning_rate)
+    epochs = cfg.num_server_rounds * cfg.local_epochs
+    alone.fit(
+        models["local-only"].get_weights(),
+        features,
+        y_train,
+        mdl.FitOptions(epochs, cfg.batch_size, cfg.positive_weight, seed),
+    )
+    x_val = mdl.to_inputs(bank.val, models["global"])
+    summaries = {name: _summary(cfg, model, x_val, y_val) for name, model in models.items()}
+    aucs = {name: summaries[name]["auc"] for name in CANDIDATES}
+    finite = [name for name in CANDIDATES if np.isfinite(aucs[name])]
+    kept = max(finite, key=lambda name: (aucs[name], -CANDIDATES.index(name))) if finite else "global"
+    own = _own_holdout(cfg, bank) if "partition-id" in node_config and cfg.holdout_eval else None
+    if own is not None:
+        x_own, y_own = mdl.to_inputs(own, models["global"]), own[schema.target].to_numpy()
+        summaries.update({f"holdout-{name}": _summary(cfg, model, x_own, y_own) for name, model in models.items()})
+    target_dir = node_config.get("model-dir") or bank_dir
+    if target_dir:
+        Path(target_dir).mkdir(parents=True, exist_ok=True)
+        write_atomically(Path(target_dir) / KEPT_MODEL, models[kept].save, suffix=".partial.keras")
+        print(
+            f"fedcredit bank {bank.name}: kept the {kept} model (validation AUC "
+            + ", ".join(f"{n} {aucs[n]:.4f}" for n in CANDIDATES)
+            + f"); saved {Path(target_dir) / KEPT_MODEL}",
+            flush=True,
+        )
+    return kept, summaries
 
 
 def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+KEPT_MODEL = "model-kept.keras"  # the model a bank keeps after personalisation
+
 FILES = {
     "config.json": "the run config used (every key, defaults included)",
     "history.json": "per round: pooled and per-bank metrics, hold-out metrics, banks ok/failed/missing",
@@ -20,6 +22,8 @@ FILES = {
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
     "model-best.keras": "the global model of the round with the best pooled validation AUC",
     "checkpoints/round-NNN.npz": "the global weights after each round",
+    "banks/<bank>/model-kept.keras": "simulation: the model each bank kept after personalisation (at a real bank: "
+    "its node config's model-dir)",
     "tensorboard/": "pooled, hold-out and per-bank metrics per round as TensorBoard scalars",
 }
 

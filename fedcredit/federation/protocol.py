@@ -21,6 +21,12 @@ Messages (coordinator -> bank, bank -> coordinator):
 - evaluate: `arrays`, `config` {server-round, preprocessing-sha256},
   `preprocessing` {json}. Reply: `metrics` {the score summary of
   `fedcredit.core.metrics.summarise`, loss, auc, unit-weight}.
+- query "personalise" (after the last round): `arrays` (the final global
+  weights), `config` {preprocessing-sha256[, bank-dir in simulation]},
+  `preprocessing`. Reply: `personalisation` {kept}, and one score summary
+  per candidate model (`global`, `personalised`, `local-only`; in a
+  simulation with the region split also `holdout-*` on its region's
+  hold-out loans). The models stay at the bank.
 """
 
 from __future__ import annotations
@@ -83,6 +89,12 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
     "evaluate": {
         METRICS: "on its validation rows: score histograms per class, confusion counts at the threshold, "
         "Brier/log-loss/score sums, its own AUC and loss",
+    },
+    "personalise": {
+        "personalisation": "which of its three models the bank keeps (global, personalised or local-only)",
+        "global": "the same score summary as evaluate, of the final global model on its validation rows",
+        "personalised": "the same, of the global model fine-tuned on its own rows",
+        "local-only": "the same, of the model trained on its own rows alone",
     },
 }
 
@@ -321,8 +333,18 @@ def read_evaluate_reply(
     also agree with the histograms.
     """
     _records(content, set(), {METRICS}, set())
-    record = content.metric_records[METRICS]
-    _keys(record, EVALUATE_KEYS, "evaluate metrics")
+    return read_summary(content.metric_records[METRICS], bins, validation_rows, threshold)
+
+
+def read_summary(
+    record: Mapping[str, Any],
+    bins: int,
+    validation_rows: tuple[float, float] | None = None,
+    threshold: float | None = None,
+    what: str = "evaluate metrics",
+) -> dict[str, Any]:
+    """One score summary (see `read_evaluate_reply`), wherever it travels."""
+    _keys(record, EVALUATE_KEYS, what)
     counts = {k: _count(record[k], k) for k in metrics.COUNT_KEYS}
     n, bad = counts["num-examples"], counts["num-bad"]
     if validation_rows is not None and not validation_rows[0] <= n <= validation_rows[1]:
@@ -353,3 +375,37 @@ def read_evaluate_reply(
     if threshold is not None:
         _consistent(counts, hists, sums, bins, threshold)
     return {**counts, **hists, **sums, "loss": loss, "auc": auc, UNIT_WEIGHT: 1}
+
+
+# --- personalisation after the last round --------------------------------------------------
+
+PERSONALISE = "query.personalise"  # message type: the ClientApp's @app.query("personalise")
+CANDIDATES = ("global", "personalised", "local-only")
+PERSONALISATION = "personalisation"
+HOLDOUT_PREFIX = "holdout-"
+
+
+def personalise_reply(kept: str, summaries: Mapping[str, Mapping[str, Any]]) -> RecordDict:
+    """The bank's choice and the score summaries of its candidate models: no model, no row."""
+    content = RecordDict({PERSONALISATION: ConfigRecord({"kept": kept})})
+    for name, summary in summaries.items():
+        content[name] = MetricRecord({**summary, UNIT_WEIGHT: 1})
+    return content
+
+
+def read_personalise_reply(
+    content: RecordDict, bins: int, validation_rows: tuple[float, float] | None, threshold: float | None
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(kept model, {summary name: checked summary}); own hold-out summaries are optional (simulation)."""
+    names = set(content.metric_records)
+    holdout = {HOLDOUT_PREFIX + c for c in CANDIDATES}
+    _records(content, set(), set(CANDIDATES) | (holdout if names & holdout else set()), {PERSONALISATION})
+    _keys(content.config_records[PERSONALISATION], ("kept",), PERSONALISATION)
+    kept = content.config_records[PERSONALISATION]["kept"]
+    if kept not in CANDIDATES:
+        raise ProtocolError(f"kept must be one of {list(CANDIDATES)}")
+    summaries = {}
+    for name in sorted(names):
+        rows = validation_rows if name in CANDIDATES else None
+        summaries[name] = read_summary(content.metric_records[name], bins, rows, threshold, what=name)
+    return kept, summaries

@@ -31,6 +31,7 @@ from fedcredit.core.stats import merge_stats, preprocessing_from_stats
 from fedcredit.federation import protocol
 from fedcredit.federation.history import History, write_history
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
+from fedcredit.federation.personalisation import personalise_banks
 from fedcredit.federation.strategies import finite_metrics, logged_record, make_strategy, privacy_summary
 from fedcredit.federation.tracking import ReplyRules, Tracker, TrackingGrid
 
@@ -370,6 +371,9 @@ def run(
         model.set_weights(final_weights)
         out.save_model("model-final.keras", model)
         history["model-final-sha256"] = hashlib.sha256(out.path("model-final.keras").read_bytes()).hexdigest()
+        if cfg.personalize_epochs > 0:  # the released global model is final: what banks do next stays with them
+            save_history(out, history)
+            history["personalisation"] = personalise_banks(grid, banks, result.arrays, prep_json, cfg, out.dir)
         history["status"] = "completed"
     except BaseException as err:  # also Flower's run-stopped exceptions: never leave "running" behind
         history["status"] = "failed" if isinstance(err, Exception) else "stopped"

@@ -388,6 +388,11 @@ def summary_section(run: Run) -> str:
         ["banks", ", ".join(f"{b} ({_fmt(m.training_rows)} training rows)" for b, m in h.banks.items()) or "none"],
         ["best round (pooled validation AUC)", _fmt(h.best_round)],
         ["final model SHA-256", f"{recorded or 'not recorded'} ({check})"],
+        ["schema SHA-256 (every bank's matched it)", h.schema_sha256 or "not recorded"],
+        [
+            "ignored config keys (not used by this strategy / privacy mode)",
+            ", ".join(h.extra.get("ignored-keys") or []) or "none",
+        ],
         ["run directory", str(run.dir)],
         ["seconds", _fmt(h.seconds, 2)],
     ]
@@ -614,6 +619,58 @@ def privacy_section(run: Run) -> str:
     return section("privacy", "Privacy", html_table(["item", "value"], rows, numeric_from=2))
 
 
+def personalisation_section(run: Run) -> str:
+    """Per bank: global, fine-tuned and local-only model on its own rows, and the one it kept."""
+    record = run.history.extra.get("personalisation")
+    title = "Personalisation"
+    if not record:
+        return section(
+            "personalisation",
+            title,
+            note("Personalisation was off (personalize.epochs = 0) or the run stopped before it."),
+        )
+    settings = record.get("settings", {})
+    text = note(
+        f"After the last round each bank fine-tuned the final global model on its own training rows "
+        f"({settings.get('epochs')} epoch(s), layers: {settings.get('layers')}, learning rate "
+        f"{settings.get('learning-rate')}), trained a local-only model on its rows alone, and kept the best of the "
+        "three by its validation AUC. The kept models stay at the banks; these are their own figures."
+    )
+    candidates = ("global", "personalised", "local-only")
+    header = [
+        "bank",
+        "kept",
+        *(f"val AUC {c}" for c in candidates),
+        *(f"val KS {c}" for c in candidates),
+        *(f"val Brier {c}" for c in candidates),
+    ]
+    rows = []
+    for bank, r in (record.get("banks") or {}).items():
+        val = r.get("validation", {})
+        rows.append(
+            [bank, r.get("kept"), *(_fmt(val.get(c, {}).get(m)) for m in ("auc", "ks", "brier") for c in candidates)]
+        )
+    body = text + html_table(header, rows, numeric_from=2)
+    holdout_rows = [
+        [bank, r.get("kept"), *(_fmt(r["holdout"].get(c, {}).get("auc")) for c in candidates)]
+        for bank, r in (record.get("banks") or {}).items()
+        if r.get("holdout")
+    ]
+    if holdout_rows:
+        body += "<h3>Hold-out loans of each bank's own region</h3>" + html_table(
+            ["bank", "kept", *(f"AUC {c}" for c in candidates)], holdout_rows, numeric_from=2
+        )
+    pooled = record.get("pooled-validation") or {}
+    if pooled:
+        body += "<h3>Pooled validation figures</h3>" + html_table(
+            ["models", "AUC", "KS", "Brier"],
+            [[name, _fmt(m.get("auc")), _fmt(m.get("ks")), _fmt(m.get("brier"))] for name, m in pooled.items()],
+        )
+    if record.get("failed"):
+        body += note("Banks that did not personalise: " + "; ".join(f"{b}: {w}" for b, w in record["failed"].items()))
+    return section("personalisation", title, body)
+
+
 def _try(what: Callable[[], Any]) -> tuple[Any, str]:
     """(value, '') or (None, why not) for a section that may not be possible for this run."""
     try:
@@ -666,6 +723,7 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
             "distributions",
             "gains",
             "stability",
+            "personalisation",
             "config",
             "privacy",
         )
@@ -676,6 +734,7 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
         rounds_section(run, out_dir, pngs),
         *holdout_sections(run, data, why_not, out_dir, pngs),
         stability_section(psi, why_not_psi, out_dir, pngs),
+        personalisation_section(run),
         config_section(run),
         privacy_section(run),
     ]

@@ -1,0 +1,124 @@
+"""After the last round: each bank fine-tunes, compares and keeps its best model; the coordinator reads summaries.
+
+The coordinator sends the final global model to every bank of the run (one
+`query.personalise` message); each bank compares the global model, its
+fine-tuned copy and a local-only model on its own validation rows and keeps
+the best (see `fedcredit.federation.client.personalise`). Only score
+summaries come back, checked against the protocol like every reply, so the
+history can show per bank which model serves its customers best and the
+pooled figures of "each bank with its kept model".
+"""
+
+from __future__ import annotations
+
+import re
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedcredit.core import metrics
+from fedcredit.core.config import RunConfig
+from fedcredit.federation import protocol
+from fedcredit.federation.outputs import KEPT_MODEL
+
+
+def bank_dir(run_dir: Path, name: str) -> Path:
+    """Where a simulated bank writes its kept model: a directory name made safe from the bank's name."""
+    safe = re.sub(r"[^\w.#-]", "_", name).lstrip(".") or "_"
+    return run_dir / "banks" / safe
+
+
+def _figures(summary: dict[str, Any]) -> dict[str, Any]:
+    figures = metrics.pooled([summary])
+    figures["auc"] = summary["auc"]  # the bank's exact AUC, computed on its side
+    return figures
+
+
+def personalise_banks(
+    grid: Grid,
+    banks: dict[int, protocol.BankStatistics],
+    arrays: ArrayRecord,
+    prep_json: str,
+    cfg: RunConfig,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Ask every connected bank of the run to personalise; the history record of what they report."""
+    nodes = [n for n in grid.get_node_ids() if n in banks]
+    digest = protocol.digest(prep_json)
+    messages = []
+    for node in nodes:
+        config: dict[str, Any] = {protocol.PREPROCESSING_SHA: digest}
+        if banks[node].source == "simulation":  # one file system: the run directory is the bank's too
+            config["bank-dir"] = str(bank_dir(run_dir, banks[node].name))
+        content = RecordDict(
+            {
+                protocol.ARRAYS: arrays,
+                protocol.CONFIG: ConfigRecord(config),
+                protocol.PREPROCESSING: protocol.preprocessing_record(prep_json),
+            }
+        )
+        messages.append(Message(content=content, message_type=protocol.PERSONALISE, dst_node_id=node))
+    per_bank: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    kept_summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in (*protocol.CANDIDATES, "kept")}
+    for reply in grid.send_and_receive(messages, timeout=cfg.round_timeout):
+        node = reply.metadata.src_node_id
+        if node not in nodes or banks[node].name in per_bank or banks[node].name in failed:
+            continue
+        name = banks[node].name
+        if reply.has_error():
+            failed[name] = reply.error.reason
+            log(WARNING, "fedcredit personalisation: %s failed: %s", name, reply.error.reason)
+            continue
+        try:
+            rows = protocol.expected_validation_rows(banks[node].stats.rows, cfg.val_fraction)
+            kept, summaries = protocol.read_personalise_reply(reply.content, cfg.histogram_bins, rows, cfg.threshold)
+        except protocol.ProtocolError as err:
+            failed[name] = f"reply refused: {err}"
+            log(WARNING, "fedcredit personalisation: reply of %s refused: %s", name, err)
+            continue
+        record: dict[str, Any] = {"kept": kept, "validation": {c: _figures(summaries[c]) for c in protocol.CANDIDATES}}
+        if all(protocol.HOLDOUT_PREFIX + c in summaries for c in protocol.CANDIDATES):
+            record["holdout"] = {c: _figures(summaries[protocol.HOLDOUT_PREFIX + c]) for c in protocol.CANDIDATES}
+        if banks[node].source == "simulation":
+            record["model"] = str(bank_dir(run_dir, name) / KEPT_MODEL)
+        per_bank[name] = record
+        for c in protocol.CANDIDATES:
+            kept_summaries[c].append(summaries[c])
+        kept_summaries["kept"].append(summaries[kept])
+        val = record["validation"]
+        log(
+            INFO,
+            "fedcredit personalisation: %s keeps the %s model (validation AUC global %.4f, personalised %.4f, "
+            "local-only %.4f)",
+            name,
+            kept,
+            val["global"]["auc"],
+            val["personalised"]["auc"],
+            val["local-only"]["auc"],
+        )
+    for node in nodes:
+        if banks[node].name not in per_bank and banks[node].name not in failed:
+            failed[banks[node].name] = f"no reply within {cfg.round_timeout:.0f} s"
+    pooled = {name: metrics.pooled(parts) for name, parts in kept_summaries.items() if parts}
+    if "kept" in pooled:
+        log(
+            INFO,
+            "fedcredit personalisation: pooled validation AUC with each bank's kept model %.4f (global model %.4f)",
+            pooled["kept"]["auc"],
+            pooled["global"]["auc"],
+        )
+    return {
+        "settings": {
+            "epochs": cfg.personalize_epochs,
+            "layers": cfg.personalize_layers,
+            "learning-rate": cfg.personalize_learning_rate,
+        },
+        "banks": per_bank,
+        "failed": failed,
+        "pooled-validation": pooled,
+    }
