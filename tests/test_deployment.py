@@ -1,8 +1,9 @@
-"""A real deployment on 127.0.0.1: SuperLink with TLS and SuperNode authentication, one SuperNode per bank."""
+"""A real deployment on 127.0.0.1: SuperLink with TLS and SuperNode authentication behind nginx, one SuperNode per bank."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pandas as pd
@@ -10,7 +11,9 @@ import pytest
 from appcopy import copy_app
 
 from fedcredit.core.schema import BUILTIN_SCHEMA_FILE
-from fedcredit.deploy.consortium import LocalDeployment
+from fedcredit.deploy.certs import make_bank_keys
+from fedcredit.deploy.consortium import BANK_SIDE_CONNECTION, CONNECTION, LocalDeployment
+from fedcredit.deploy.localrun import APP_DIR, config_string
 from fedcredit.deploy.split import split_builtin
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +105,61 @@ def test_broken_csv_and_killed_node_do_not_stop_the_run_and_a_restarted_node_rej
     assert sorted(rounds[2]["train"]["ok"]) == ["bank-0", "bank-1"]
     assert sorted(rounds[4]["train"]["ok"]) == ["bank-0", "bank-1", "bank-2"]
     assert history["status"] == "completed"
+
+
+ACCESS_LINE = re.compile(r'\] (\d+) "\S+ (\S+) [^"]*" (\d+) .*upstream=(\S+)')  # fedcredit proxy's log format
+
+
+def _flwr_json(dep: LocalDeployment, *args: str) -> tuple[int, dict]:
+    """`flwr ... --format json`: its exit code and answer (flwr exits 0 on most refusals: read `success`)."""
+    done = dep.flwr(*args, "--format", "json")
+    return done.returncode, json.loads(done.stdout or "{}")
+
+
+def test_only_the_admin_listener_submits_registers_and_stops_while_banks_join_through_the_proxy(tmp_path):
+    """A partner bank holding ca.crt reaches the banks' listener: it cannot run its own app, register or stop."""
+    csvs = split_builtin(tmp_path / "banks", 2, "iid")
+    out = tmp_path / "out"
+    with LocalDeployment(tmp_path / "dep", csvs) as dep:
+        dep.wait_for_nodes(2)  # joined through nginx's banks' listener, with TLS and their registered keys
+        _, late_key = make_bank_keys(dep.workdir / "certs" / "late", "late")
+        run_config = config_string({"num-server-rounds": 1, "output-dir": str(tmp_path / "bank-run")})
+        refused = {
+            "run": _flwr_json(dep, "run", str(APP_DIR), BANK_SIDE_CONNECTION, "--run-config", run_config),
+            "supernode register": _flwr_json(dep, "supernode", "register", str(late_key), BANK_SIDE_CONNECTION),
+        }
+        registered = _flwr_json(dep, "supernode", "register", str(late_key), CONNECTION)
+        started = time.monotonic()
+        run_id = dep.submit({"num-server-rounds": 1, "output-dir": str(out)})
+        refused["stop"] = _flwr_json(dep, "stop", run_id, BANK_SIDE_CONNECTION)
+        result = dep.wait(run_id, started)
+        second = dep.submit({"num-server-rounds": 1, "output-dir": str(tmp_path / "out-stopped")})
+        stopped = _flwr_json(dep, "stop", second, CONNECTION)
+        second_result = dep.wait(second, time.monotonic(), timeout=300)
+        nodes = _flwr_json(dep, "supernode", "list", CONNECTION)[1]["nodes"]
+        access = (dep.proxy_dir / "logs" / "access.log").read_text().splitlines()
+        supernode_args = [b.process.args for b in dep.banks.values()]
+    for call, (code, answer) in refused.items():
+        print(f"banks' listener: flwr {call} -> exit {code}, {answer}")
+        assert answer["success"] is False and "403 Forbidden" in answer["error-message"], call
+    print(f"admin listener: register -> {registered}; stop -> {stopped}; runs {result.status}, {second_result.status}")
+    assert registered[1]["success"] and str(registered[1]["node-id"]) in {str(n["node-id"]) for n in nodes}
+    assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    assert stopped[1]["success"] and second_result.status == "finished:stopped"
+    assert not (tmp_path / "bank-run").exists()
+    # The SuperNodes dial the banks' listener; nginx forwarded nothing but the Fleet API from it.
+    assert all(dep.address in args and dep.superlink_address not in args for args in supernode_args)
+    by_port: dict[str, list[tuple[str, str, str]]] = {}  # listener port -> (path, status, upstream status)
+    for line in access:
+        port, path, status, upstream = ACCESS_LINE.search(line).groups()
+        by_port.setdefault(port, []).append((path, status, upstream))
+    bank, admin = by_port[str(dep.bank_port)], by_port[str(dep.admin_port)]
+    assert any(path == "/v1/fleet/push-messages" and status == "200" for path, status, _ in bank)
+    assert all(path.startswith("/v1/fleet/") for path, _, upstream in bank if upstream != "-")
+    assert sorted(path for path, _, upstream in bank if upstream == "-") == [
+        "/v1/control/register-node",
+        "/v1/control/start-run",
+        "/v1/control/stop-run",
+    ]
+    assert all(path.startswith("/v1/control/") and upstream != "-" for path, _, upstream in admin)
+    assert set(by_port) == {str(dep.bank_port), str(dep.admin_port)}

@@ -158,3 +158,15 @@ def test_summary_values_are_plain_python_for_metric_records():
     summary = metrics.summarise(np.array([0.1, 0.9]), np.array([0, 1]), 0.5, 10)
     for value in summary.values():
         assert type(value) in (int, float) or all(type(v) is int for v in value)
+
+
+def test_auc_standard_error_matches_the_spread_of_auc_over_resamples():
+    rng = np.random.default_rng(0)
+    aucs = []
+    for _ in range(400):
+        s = np.r_[rng.normal(0.6, 1, 30), rng.normal(0, 1, 500)]
+        aucs.append(metrics.exact_auc(s, np.r_[np.ones(30), np.zeros(500)]))
+    se = metrics.auc_standard_error(float(np.mean(aucs)), 30, 500)
+    assert se == pytest.approx(np.std(aucs), rel=0.2)
+    assert metrics.auc_standard_error(float("nan"), 30, 500) != metrics.auc_standard_error(0.7, 30, 500)
+    assert metrics.auc_standard_error(0.7, 300, 5000) < se  # more loans, less chance in the AUC

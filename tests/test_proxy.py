@@ -31,6 +31,7 @@ from fedcredit.deploy.localrun import _free_port
 from fedcredit.deploy.proxy import (
     ProxyError,
     ProxySettings,
+    certificate_names,
     find_nginx,
     nginx_command,
     render_nginx_config,
@@ -234,6 +235,14 @@ def test_a_certificate_without_loopback_names_is_refused(tmp_path, hosts, messag
     with pytest.raises(ProxyError, match=message) as err:
         render_nginx_config(_settings(tmp_path / "certs", tmp_path))
     assert "fedcredit certs --out" in str(err.value)
+
+
+def test_fedcredit_certs_adds_the_loopback_names_the_proxy_needs(tmp_path, capsys):
+    from fedcredit.cli import main
+
+    assert main(["certs", "--out", str(tmp_path / "certs"), "--host", "superlink.example"]) == 0
+    assert certificate_names(tmp_path / "certs" / "superlink.crt") == ["superlink.example", "127.0.0.1", "localhost"]
+    assert "proxy_ssl_name localhost;" in render_nginx_config(_settings(tmp_path / "certs", tmp_path))
 
 
 def test_missing_certificates_name_the_file_and_the_command(tmp_path):

@@ -22,6 +22,10 @@ COMMANDS = {
         "compare strategies, seeds and DP noise levels through the real Flower engine",
     ),
     "certs": ("fedcredit.cli.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
+    "proxy": (
+        "fedcredit.cli.proxy",
+        "write the nginx configuration: banks reach only the Fleet API, the coordinator the Control API",
+    ),
     "demo": ("fedcredit.cli.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }
 

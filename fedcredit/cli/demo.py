@@ -7,6 +7,7 @@ import sys
 
 from fedcredit.core.partition import SCHEMES, PartitionError
 from fedcredit.deploy.demo import run_demo
+from fedcredit.deploy.proxy import ProxyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         demo = run_demo(args.banks, args.scheme, args.rounds, args.workdir or None, progress=print)
-    except PartitionError as err:
+    except (PartitionError, ProxyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for line in demo.run.logs.splitlines():

@@ -237,8 +237,8 @@ http {{
     uwsgi_temp_path {work}/tmp/uwsgi;
     scgi_temp_path {work}/tmp/scgi;
 
-    log_format fedcredit '$remote_addr [$time_local] $server_port "$request" $status '
-                         '$body_bytes_sent upstream=$upstream_status $request_time';
+    log_format fedcredit '$remote_addr [$time_local] $server_port "$request" $status req=$request_length '
+                         'sent=$body_bytes_sent upstream=$upstream_status $request_time';
     access_log {work}/logs/access.log fedcredit;
     server_tokens off;
 
