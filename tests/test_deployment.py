@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from appcopy import copy_app
 
+from fedcredit.cli import main
 from fedcredit.core.schema import BUILTIN_SCHEMA_FILE
 from fedcredit.deploy.certs import make_bank_keys
 from fedcredit.deploy.consortium import BANK_SIDE_CONNECTION, CONNECTION, LocalDeployment
@@ -42,7 +43,9 @@ def test_three_banks_over_tls_with_the_apps_schema_and_their_own_columns(tmp_pat
         )
     )
     out = tmp_path / "out"
-    with LocalDeployment(tmp_path / "dep", csvs, node_configs={"bank-3": {"schema-path": str(other)}}) as dep:
+    models = tmp_path / "bank-0-models"  # bank-0 keeps its personalised choice on its own side
+    node_configs = {"bank-3": {"schema-path": str(other)}, "bank-0": {"model-dir": str(models)}}
+    with LocalDeployment(tmp_path / "dep", csvs, node_configs=node_configs) as dep:
         rogue = dep.add_unregistered_bank("rogue")
         dep.wait_for_nodes(4)
         started = time.monotonic()
@@ -65,6 +68,17 @@ def test_three_banks_over_tls_with_the_apps_schema_and_their_own_columns(tmp_pat
     assert "holdout" not in history["rounds"][-1]  # the coordinator holds no data
     assert (run_dir / "model-final.keras").is_file()
     assert "BEGIN" not in (tmp_path / "dep" / "flwr-home" / "config.toml").read_text()  # no key material in the config
+    # Personalisation: the kept model is at the bank, the coordinator has only its summaries.
+    personal = history["personalisation"]
+    assert sorted(personal["banks"]) == ["bank-0", "bank-1", "bank-2"] and "model" not in personal["banks"]["bank-0"]
+    assert not list(run_dir.glob("banks/**/*.keras"))
+    kept = models / "model-kept.keras"
+    assert kept.is_file()
+    scored = tmp_path / "scored.csv"
+    code = main(["predict", str(kept), str(csvs["bank-0"]), "--output", str(scored)])
+    scores = pd.read_csv(scored)
+    assert code == 0 and (scores["status"] == "scored").all() and scores["pd"].between(0, 1).all()
+    assert "customer_id" in scores.columns  # the bank's own id column passes through to its output
 
 
 def _wait_for_round(out, server_round: int, started: float) -> None:

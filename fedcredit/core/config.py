@@ -351,9 +351,9 @@ class RunConfig:
     # personalisation after the last round (keys "personalize.*")
     personalize_epochs: int = _key(
         "personalize.epochs",
-        2,
-        "epochs each bank fine-tunes the final global model on its own rows, then keeps the best of global, "
-        "fine-tuned and local-only by its validation AUC; 0 switches personalisation off",
+        10,
+        "epochs each bank fine-tunes the final global model on its own rows; it keeps the fine-tuned or a "
+        "local-only model instead of the global one only if clearly better on its validation rows; 0: off",
         ge=0,
     )
     personalize_layers: str = _key(
