@@ -38,7 +38,7 @@ def train(msg: Message, context: Context) -> Message:
             context.node_config,
             msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
             protocol.read_preprocessing(msg.content),
-            int(config["server-round"]),
+            protocol.run_round(config),
             float(config.get("proximal-mu", 0.0)),
         )
         return protocol.train_reply(weights, loss, rows)

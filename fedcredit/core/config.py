@@ -202,6 +202,12 @@ class RunConfig:
         "where run directories go (relative to the directory the SuperLink was started from; "
         "the log prints the absolute path)",
     )
+    resume_from: str = _key(
+        "resume-from",
+        "",
+        "a run directory whose run the coordinator's crash cut short: continue it from its last checkpoint "
+        "(new run directory, rounds numbered on)",
+    )
     # protection against a hostile or broken bank
     max_categories: int = _key(
         "max-categories", 200, "distinct category values one bank may report per categorical column", ge=1

@@ -15,10 +15,10 @@ Messages (coordinator -> bank, bank -> coordinator):
   schema-sha256}, `numeric-stats` {column: [count, sum, sum of squares]},
   `category-counts` {column: JSON {category: count}}, `bank` {rows}.
 - train: `arrays` (global weights), `config` {server-round,
-  preprocessing-sha256[, proximal-mu]}, `preprocessing` {json}. Reply:
+  preprocessing-sha256, round-offset[, proximal-mu]}, `preprocessing` {json}. Reply:
   `arrays` (the bank's weights), `metrics` {train-loss, num-examples,
   unit-weight[, norm_bit under client-side adaptive DP]}.
-- evaluate: `arrays`, `config` {server-round, preprocessing-sha256},
+- evaluate: `arrays`, `config` {server-round, preprocessing-sha256, round-offset},
   `preprocessing` {json}. Reply: `metrics` {the score summary of
   `fedcredit.core.metrics.summarise`, loss, auc, unit-weight}.
 - query "personalise" (after the last round): `arrays` (the final global
@@ -57,6 +57,7 @@ NUMERIC_STATS = "numeric-stats"
 CATEGORY_COUNTS = "category-counts"
 BANK_ROWS = "bank"
 PREPROCESSING_SHA = "preprocessing-sha256"
+ROUND_OFFSET = "round-offset"  # rounds a resumed run already had: the bank's round is server-round + this
 SCHEMA_SHA = "schema-sha256"
 
 # Every bank reply carries this key = 1: the weight of equal-weight averaging,
@@ -237,6 +238,11 @@ def preprocessing_record(prep_json: str) -> ConfigRecord:
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_round(config: ConfigRecord) -> int:
+    """The run's round a train message belongs to (a resumed run numbers on from its last round)."""
+    return int(config["server-round"]) + int(config.get(ROUND_OFFSET, 0))
 
 
 def read_preprocessing(content: RecordDict) -> str:

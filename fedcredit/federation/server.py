@@ -28,7 +28,7 @@ from fedcredit.core.banks import holdout_set, schema_of
 from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides, ignored_keys, parse_run_config
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import merge_stats, preprocessing_from_stats
-from fedcredit.federation import protocol
+from fedcredit.federation import protocol, resume
 from fedcredit.federation.history import History, write_history
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.federation.personalisation import personalise_banks
@@ -132,11 +132,15 @@ class RoundReporter:
         history: dict[str, Any],
         bank_names: dict[int, str],
         privacy: Any = lambda: None,
+        offset: int = 0,
+        best_auc: float = -1.0,
     ) -> None:
+        """`offset`: rounds a resumed run already has; Flower's round r is the run's round r + offset."""
         self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
         self.names = bank_names
         self.privacy = privacy
-        self.best_auc = -1.0
+        self.offset = offset
+        self.best_auc = best_auc
         self.last_arrays: ArrayRecord | None = None
         self.started = time.monotonic()
         self.holdout = None
@@ -163,7 +167,8 @@ class RoundReporter:
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         weights = arrays.to_numpy_ndarrays()
         self.model.set_weights(weights)
-        entry: dict[str, Any] = {"round": server_round}
+        run_round = server_round + self.offset
+        entry: dict[str, Any] = {"round": run_round}
         holdout = None
         if self.holdout is not None:
             scores = mdl.predict(self.model, self.holdout[0])
@@ -180,11 +185,11 @@ class RoundReporter:
             if (privacy := self.privacy()) is not None:
                 entry["privacy"] = privacy
                 self.history["privacy"] = privacy
-            self.out.save_checkpoint(server_round, weights)
-            self._log_round(server_round, entry)
+            self.out.save_checkpoint(run_round, weights)
+            self._log_round(run_round, entry)
             write_scalars(
                 self.out.path("tensorboard"),
-                server_round,
+                run_round,
                 {
                     "pooled": entry["evaluate"]["pooled"],
                     "holdout": holdout,
@@ -196,11 +201,12 @@ class RoundReporter:
             auc = pooled.get("auc")
             if auc is not None and np.isfinite(auc) and auc > self.best_auc:
                 self.best_auc = auc
-                self.history["best-round"] = server_round
+                self.history["best-round"] = run_round
                 self.out.save_model("model-best.keras", self.model)
         self.last_arrays = arrays
         self.started = time.monotonic()
-        self.history["rounds"].append(entry)
+        if server_round > 0 or not self.offset:  # a resumed run's start is the old run's last round, recorded
+            self.history["rounds"].append(entry)
         save_history(self.out, self.history)
         return logged_record(holdout) if holdout is not None else None
 
@@ -289,6 +295,14 @@ def run(
                 "privacy.mode" if key.startswith("privacy.") else "strategy.name",
                 cfg.privacy_mode if key.startswith("privacy.") else cfg.strategy_name,
             )
+        resumed = None
+        if cfg.resume_from:
+            resumed = resume.load(cfg.resume_from, cfg, schema.sha256)
+            history["resumed-from"] = {"run-dir": str(resumed.run_dir), "rounds": resumed.last_round}
+            history["rounds"] = list(resumed.history["rounds"])
+            history["best-round"] = resumed.history.get("best-round")
+            resume.carry_over(resumed, out)
+            log(INFO, "fedcredit: resuming %s after its round %d", resumed.run_dir, resumed.last_round)
         nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
         limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
         banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
@@ -315,6 +329,10 @@ def run(
             out.save_json("config.json", history["config"])
         prep = preprocessing_from_stats(merge_stats([b.stats for b in banks.values()]), cfg.min_category_count)
         prep_json = prep.to_json()
+        if resumed is not None:
+            resume.check_preprocessing(
+                resumed, {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary}
+            )
         out.save_json(
             "preprocessing.json", {"mean": prep.mean, "variance": prep.variance, "vocabulary": prep.vocabulary}
         )
@@ -334,6 +352,8 @@ def run(
             history,
             {n: b.name for n, b in banks.items()},
             lambda: privacy_summary(cfg, accountant),
+            offset=resumed.last_round if resumed else 0,
+            best_auc=resumed.best_auc if resumed else -1.0,
         )
         rules = ReplyRules(
             rows={n: b.stats.rows for n, b in banks.items()},
@@ -354,11 +374,13 @@ def run(
             preprocessing=prep_json,
         )
         # The configs carry only the preprocessing's digest; TrackingGrid adds the preprocessing itself.
-        digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json)})
+        # round-offset: a resumed run's banks seed each message by the run's round, not Flower's.
+        offset = resumed.last_round if resumed else 0
+        digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json), protocol.ROUND_OFFSET: offset})
         result = strategy.start(
             tracking,
-            ArrayRecord(model.get_weights()),
-            cfg.num_server_rounds,
+            ArrayRecord(resumed.weights if resumed else model.get_weights()),
+            cfg.num_server_rounds - offset,
             timeout=cfg.round_timeout,
             train_config=digest,
             evaluate_config=digest,

@@ -1,0 +1,123 @@
+"""Continue a run that the coordinator's crash cut short (`resume-from`).
+
+Flower cannot resume a run: a SuperLink or ServerApp crash fails it, and
+`Strategy.start` always begins at round 1. The run directory already holds
+what a continuation needs: the preprocessing, the global weights after each
+round and the history. A resumed run is a new run with its own directory
+that records where it came from (`resumed-from` in history.json), carries the
+old rounds, checkpoints and best model over, starts the strategy from the
+last checkpoint, and numbers its rounds on from there. Banks seed every
+message by its round number (`round-offset` travels with each message), so a
+resumed FedAvg run ends with exactly the weights of an uninterrupted one.
+
+Refused, with the reason, before round 1: a directory that is not a run, a
+finished run, a changed config (besides the operational keys below), a
+changed schema or bank statistics (the preprocessing would differ), and
+strategies or privacy modes whose state lives only in the crashed process
+(server optimiser moments, momentum, the privacy accountant).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcredit.core.config import RunConfig
+from fedcredit.federation.history import HistoryError, read_history
+from fedcredit.federation.outputs import RunOutputs, load_checkpoint
+
+# Keys a resumed run may change: they say how long and where to run, not what to train.
+OPERATIONAL = ("num-server-rounds", "resume-from", "output-dir", "round-timeout", "node-wait-timeout")
+# Strategies whose state (server optimiser moments, momentum) is not in the run directory.
+STATEFUL = ("fedadam", "fedyogi", "fedadagrad", "fedavgm")
+
+
+class ResumeError(ValueError):
+    """The run cannot be resumed from that directory; the message says why."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a resumed run starts from."""
+
+    run_dir: Path
+    last_round: int
+    weights: list[np.ndarray]
+    preprocessing: dict[str, Any]
+    history: dict[str, Any]
+
+    @property
+    def best_auc(self) -> float:
+        aucs = [
+            ((entry.get("evaluate") or {}).get("pooled") or {}).get("auc")
+            for entry in self.history["rounds"]
+            if entry.get("round") == self.history.get("best-round")
+        ]
+        return float(aucs[0]) if aucs and aucs[0] is not None else -1.0
+
+
+def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
+    """The state of the run in `path`, checked against this run's config and schema."""
+    run_dir = Path(path).expanduser().resolve()
+    if cfg.strategy_name in STATEFUL:
+        raise ResumeError(
+            f"strategy.name = {cfg.strategy_name!r} keeps server state (optimiser moments or momentum) that the "
+            f"run directory does not hold: resuming would not continue the same run. Resume works with "
+            f"strategies other than {list(STATEFUL)}"
+        )
+    if cfg.privacy_mode != "none":
+        raise ResumeError(
+            "differential privacy: the privacy accountant's state is lost with the crashed ServerApp, so the "
+            "epsilon of a resumed run could not be stated; start a new run"
+        )
+    try:
+        history = read_history(run_dir / "history.json")
+    except HistoryError as err:
+        raise ResumeError(f"resume-from = {run_dir}: {err}") from err
+    raw = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
+    if history.status == "completed":
+        raise ResumeError(f"resume-from = {run_dir}: that run completed; start a new run instead")
+    old = raw.get("config") or {}
+    now = cfg.to_flower()
+    changed = sorted(k for k in set(old) | set(now) if k not in OPERATIONAL and old.get(k) != now.get(k))
+    if changed:
+        raise ResumeError(
+            f"resume-from = {run_dir}: the run config differs in {changed}; only {list(OPERATIONAL)} may change"
+        )
+    if history.schema_sha256 and history.schema_sha256 != schema_sha256:
+        raise ResumeError(f"resume-from = {run_dir}: the schema differs from the one that run used")
+    checkpoints = sorted(run_dir.glob("checkpoints/round-*.npz"))
+    if not checkpoints:
+        raise ResumeError(f"resume-from = {run_dir}: no checkpoint: the run stopped before its first round")
+    last = int(checkpoints[-1].stem.split("-")[1])
+    if last >= cfg.num_server_rounds:
+        raise ResumeError(
+            f"resume-from = {run_dir}: it already has {last} rounds; raise num-server-rounds above {last}"
+        )
+    raw["rounds"] = [entry for entry in raw["rounds"] if entry.get("round", 0) <= last]
+    prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
+    return Resume(run_dir, last, load_checkpoint(checkpoints[-1]), prep, raw)
+
+
+def check_preprocessing(resume: Resume, preprocessing: dict[str, Any]) -> None:
+    """The banks' statistics now must give the preprocessing the run was trained with."""
+    if json.dumps(preprocessing, sort_keys=True) != json.dumps(resume.preprocessing, sort_keys=True):
+        raise ResumeError(
+            f"resume-from = {resume.run_dir}: the banks' statistics no longer give the run's preprocessing "
+            "(a bank's data, or the set of banks, changed): the model cannot continue; start a new run"
+        )
+
+
+def carry_over(resume: Resume, out: RunOutputs) -> None:
+    """Copy the old run's checkpoints and best model into the new run directory."""
+    for checkpoint in sorted(resume.run_dir.glob("checkpoints/round-*.npz")):
+        if int(checkpoint.stem.split("-")[1]) <= resume.last_round:
+            shutil.copy2(checkpoint, out.dir / "checkpoints" / checkpoint.name)
+    best = resume.run_dir / "model-best.keras"
+    if best.is_file():
+        shutil.copy2(best, out.path("model-best.keras"))
