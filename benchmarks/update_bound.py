@@ -19,21 +19,8 @@ import logging
 import tempfile
 import time
 
-from flwr.app import ArrayRecord
-
-from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
-from fedcredit.federation import protocol, server
-
-
-def boost(factor: float):
-    def tamper(kind, content, msg):
-        if kind == "train":
-            glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
-            mine = content[protocol.ARRAYS].to_numpy_ndarrays()
-            content[protocol.ARRAYS] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
-        return content
-
-    return tamper
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, boosted_update, serverapp_identity
+from fedcredit.federation import server
 
 
 def run(banks: int, clip: float, tamper=None) -> tuple[dict, float]:
@@ -74,7 +61,7 @@ def main() -> None:
             if n not in honest_auc:
                 honest_auc[n] = run(n, args.clip)[0]["rounds"][-1]["holdout"]["auc"]
             for factor in args.boosts:
-                history, _ = run(n, args.clip, boost(factor))
+                history, _ = run(n, args.clip, boosted_update(factor))
                 auc = history["rounds"][-1]["holdout"]["auc"]
                 name = next(b for b, info in history["banks"].items() if info["node-id"] == "11")
                 applied = [r["train"]["clipped"].get(name, 1.0) for r in history["rounds"][1:]]

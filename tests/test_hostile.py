@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
-from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, serverapp_identity
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, boosted_update, serverapp_identity
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
 
@@ -89,17 +89,6 @@ def _metric(kind_wanted: str, key: str, value) -> Tamper:
     return tamper
 
 
-def _boost(factor: float) -> Tamper:
-    def tamper(kind, content, msg):
-        if kind == "train":
-            glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
-            mine = content[protocol.ARRAYS].to_numpy_ndarrays()
-            content[protocol.ARRAYS] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
-        return content
-
-    return tamper
-
-
 TRAIN_CASES = {
     "all weights 1e30 (finite but absurd)": (_weights(lambda ws: [np.full_like(w, 1e30) for w in ws]), None),
     "a NaN weight": (_weights(lambda ws: [w * np.nan for w in ws]), "NaN or infinite"),
@@ -130,7 +119,7 @@ def test_a_train_reply_that_breaks_the_protocol_is_refused(tmp_path, case, absen
 
 @pytest.mark.parametrize("factor", [10.0, 1000.0])
 def test_a_boosted_update_is_bounded_and_the_model_stays_close(tmp_path, honest, factor):
-    history, _ = run(tmp_path, _boost(factor))
+    history, _ = run(tmp_path, boosted_update(factor))
     name = _name(history)
     assert all(name in e["train"]["clipped"] for e in history["rounds"][1:])
     assert abs(history["rounds"][-1]["holdout"]["auc"] - honest[0]["rounds"][-1]["holdout"]["auc"]) < 0.02

@@ -71,3 +71,41 @@ def test_a_failed_write_ends_the_run_as_failed_with_the_reason(tmp_path, monkeyp
     history = json.loads((run_dir / "history.json").read_text())
     assert history["status"] == "failed" and "No space left on device" in history["reason"]
     assert not list(run_dir.glob("model-*.keras*"))
+
+
+def test_edited_strategy_defaults_in_pyproject_never_fail_a_fedavg_run(tmp_path):
+    """A data scientist edits strategy.eta in the app's pyproject.toml and leaves strategy.name = "fedavg"."""
+    import tomllib
+
+    from appcopy import copy_app
+
+    from fedcredit.core.config import app_defaults
+    from fedcredit.deploy.inprocess import InProcessGrid, serverapp_identity
+    from fedcredit.federation import server
+
+    app = copy_app(tmp_path / "app")
+    toml = app / "pyproject.toml"
+    text = toml.read_text()
+    for old, new in (
+        ("strategy.eta = 0.01", "strategy.eta = 0.02"),
+        ("strategy.proximal-mu = 0.1", "strategy.proximal-mu = 0.5"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    toml.write_text(text)
+    assert tomllib.loads(text)["tool"]["flwr"]["app"]["config"]["strategy"]["name"] == "fedavg"
+    # What Flower hands the ServerApp: the app's own (edited) defaults, plus a few command-line overrides.
+    run_config = {
+        **app_defaults(app),
+        "partitioning": "iid",
+        "num-server-rounds": 1,
+        "local-epochs": 1,
+        "hidden-units": "4",
+        "personalize.epochs": 0,
+        "holdout-eval": False,
+        "output-dir": str(tmp_path / "out"),
+    }
+    with serverapp_identity():
+        history = server.run(InProcessGrid(run_config, 2), run_config, "edited", app)
+    assert history["status"] == "completed"
+    assert history["ignored-keys"] == ["strategy.proximal-mu", "strategy.eta"]

@@ -25,6 +25,24 @@ from fedcredit.deploy.certs import Credentials, make_bank_keys, make_credentials
 from fedcredit.deploy.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
 from fedcredit.deploy.proxy import ProxySettings, nginx_command, write_nginx_config
 
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first found through /proc), wherever their session."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 CONNECTION = "fedcredit-local"  # the coordinator's connection: nginx's admin listener
 # What a partner bank holding ca.crt could configure: nginx's banks' listener, where the Control API is refused.
 BANK_SIDE_CONNECTION = "fedcredit-bank-side"
@@ -129,10 +147,28 @@ class LocalDeployment:
             ],
             env=self.env,
             cwd=self.workdir,
-            stdout=log.open("w"),
+            stdout=log.open("a"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def kill_superlink(self) -> None:
+        """The coordinator's host going down: the SuperLink and every process it started (the ServerApp), at once."""
+        proc = self.superlink
+        if proc is None or proc.poll() is not None:
+            return
+        doomed = [proc.pid, *_descendants(proc.pid)]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def restart_superlink(self) -> None:
+        """Start it again on the same database (registered banks keep their node ids) and wait until it answers."""
+        self.start_superlink()
+        self._wait_until_ready()
 
     def _wait_until_ready(self, timeout: float = 60) -> None:
         """Until `flwr` reaches the SuperLink through nginx's admin listener."""

@@ -15,13 +15,26 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit.deploy.localrun import APP_DIR
 
 # (message type, the bank's reply content, the request) -> the content to send instead (None: an error reply)
 Tamper = Callable[[str, RecordDict, Message], RecordDict | None]
+
+
+def boosted_update(factor: float) -> Tamper:
+    """A hostile bank's trick: its update (its weights minus the global ones) multiplied by `factor`."""
+
+    def tamper(kind: str, content: RecordDict, msg: Message) -> RecordDict:
+        if kind == "train":
+            glob = msg.content["arrays"].to_numpy_ndarrays()
+            mine = content["arrays"].to_numpy_ndarrays()
+            content["arrays"] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
+        return content
+
+    return tamper
 
 
 def client_app() -> Any:

@@ -238,16 +238,17 @@ def personalise(
     if own is not None:
         x_own, y_own = mdl.to_inputs(own, models["global"]), own[schema.target].to_numpy()
         summaries.update({f"holdout-{name}": _summary(cfg, model, x_own, y_own) for name, model in models.items()})
+    aucs = " / ".join(f"{summaries[n]['auc']:.4f}" for n in CANDIDATES)
+    print(
+        f"fedcredit bank {bank.name}: keeps the {kept} model (validation AUC global / personalised / "
+        f"local-only {aucs})",
+        flush=True,
+    )
     target_dir = node_config.get("model-dir") or bank_dir
     if target_dir:
         Path(target_dir).mkdir(parents=True, exist_ok=True)
         write_atomically(Path(target_dir) / KEPT_MODEL, models[kept].save, suffix=".partial.keras")
-        print(
-            f"fedcredit bank {bank.name}: kept the {kept} model (validation AUC "
-            + ", ".join(f"{n} {summaries[n]['auc']:.4f}" for n in CANDIDATES)
-            + f"); saved {Path(target_dir) / KEPT_MODEL}",
-            flush=True,
-        )
+        print(f"fedcredit bank {bank.name}: kept model written to {Path(target_dir) / KEPT_MODEL}", flush=True)
     return kept, summaries
 
 

@@ -158,6 +158,7 @@ class PhaseRecord:
     refused: dict[str, str] = field(default_factory=dict)  # bank -> why its reply broke the protocol
     clipped: dict[str, float] = field(default_factory=dict)  # bank -> factor its update was scaled down by
     missing: list[str] = field(default_factory=list)
+    not_sampled: list[str] = field(default_factory=list)  # banks of the run not asked (disconnected, fraction-*)
     pooled: Metrics | None = None  # evaluate: pooled metrics; train: mean train loss; None: no bank replied
     banks: dict[str, Metrics] = field(default_factory=dict)
     not_aggregated: str | None = None  # why the strategy aggregated nothing this round
@@ -177,6 +178,7 @@ class PhaseRecord:
             refused=keys.take("refused", _reasons, {}),
             clipped=keys.take("clipped", _mapping(_number), {}),
             missing=keys.take("missing", _strings, []),
+            not_sampled=keys.take("not-sampled", _strings, []),
             pooled=keys.take("pooled", _or_null(_metrics), None),
             banks=keys.take("banks", _mapping(_or_null(_metrics)), {}),
             not_aggregated=keys.take("not-aggregated", _or_null(_str), None),
@@ -193,6 +195,8 @@ class PhaseRecord:
             "pooled": self.pooled,
             "banks": dict(self.banks),
         }
+        if self.not_sampled:  # absent means every bank of the run was asked
+            out["not-sampled"] = list(self.not_sampled)
         if self.not_aggregated is not None:
             out["not-aggregated"] = self.not_aggregated
         return _with_extra(out, self.extra)

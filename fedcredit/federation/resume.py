@@ -31,8 +31,19 @@ from fedcredit.core.config import RunConfig
 from fedcredit.federation.history import HistoryError, read_history
 from fedcredit.federation.outputs import RunOutputs, load_checkpoint
 
-# Keys a resumed run may change: they say how long and where to run, not what to train.
-OPERATIONAL = ("num-server-rounds", "resume-from", "output-dir", "round-timeout", "node-wait-timeout")
+# Keys a resumed run may change: they say how long, where and what else to report, not what to train
+# (holdout-eval is switched off by the coordinator itself when banks read their own files).
+OPERATIONAL = (
+    "num-server-rounds",
+    "resume-from",
+    "output-dir",
+    "round-timeout",
+    "node-wait-timeout",
+    "holdout-eval",
+    "personalize.epochs",
+    "personalize.layers",
+    "personalize.learning-rate",
+)
 # Strategies whose state (server optimiser moments, momentum) is not in the run directory.
 STATEFUL = ("fedadam", "fedyogi", "fedadagrad", "fedavgm")
 

@@ -159,6 +159,8 @@ class RoundReporter:
             "refused": {self._bank(n): reason for n, reason in phase.refused.items()},
             "clipped": {self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
             "missing": [self._bank(n) for n in phase.missing],
+            # Banks of the run that were not asked this round (disconnected, or not sampled by fraction-*).
+            "not-sampled": sorted(name for n, name in self.names.items() if n not in phase.sampled),
             "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
             "banks": {self._bank(n): m for n, m in phase.replies.items()},
             **({"not-aggregated": phase.skipped} if phase.skipped else {}),

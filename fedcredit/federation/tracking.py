@@ -236,7 +236,9 @@ class TrackingGrid:
         if phase.skipped:
             log(WARNING, "train round %s not aggregated: %s", server_round, phase.skipped)
             return []
-        return list(kept.values())
+        # In node order, whatever order Flower sampled them in: the weighted sum of float32 updates then
+        # does not depend on sampling, and a resumed run aggregates exactly as an uninterrupted one.
+        return [kept[node] for node in sorted(kept)]
 
     def _check(
         self, kind: str, node: int, msg: Message, reference: ArrayRecord, updates: dict[int, list[np.ndarray]]
