@@ -329,7 +329,8 @@ def run(
             cfg = dataclasses.replace(cfg, holdout_eval=False)
             history["config"] = cfg.to_flower()
             out.save_json("config.json", history["config"])
-        prep = preprocessing_from_stats(merge_stats([b.stats for b in banks.values()]), cfg.min_category_count)
+        # In node order: the float sums, and so the preprocessing, do not depend on which bank answered first.
+        prep = preprocessing_from_stats(merge_stats([banks[n].stats for n in sorted(banks)]), cfg.min_category_count)
         prep_json = prep.to_json()
         if resumed is not None:
             resume.check_preprocessing(
