@@ -9,12 +9,14 @@ from fedcredit.deploy.localrun import APP_DIR
 
 HOSTILE_CLIENT_APP = '''"""Test only: the real ClientApp, except that the bank of partition 0 boosts its update x{factor:g}."""
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 import client_app as honest
+from fedcredit.deploy.inprocess import boosted_update
 
 app = ClientApp()
+boost = boosted_update({factor!r})
 
 
 @app.query()
@@ -22,13 +24,16 @@ def query(msg: Message, context: Context) -> Message:
     return honest.query(msg, context)
 
 
+@app.query("personalise")
+def personalise(msg: Message, context: Context) -> Message:
+    return honest.personalise(msg, context)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     reply = honest.train(msg, context)
     if context.node_config.get("partition-id") == 0 and not reply.has_error():
-        glob = msg.content["arrays"].to_numpy_ndarrays()
-        mine = reply.content["arrays"].to_numpy_ndarrays()
-        reply.content["arrays"] = ArrayRecord([(g + {factor!r} * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
+        boost("train", reply.content, msg)
     return reply
 
 
