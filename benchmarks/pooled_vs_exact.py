@@ -9,7 +9,6 @@ compares AUC and KS with the last round of history.json.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,20 +18,21 @@ from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import load_bank, schema_of
 from fedcredit.core.config import parse_run_config
+from fedcredit.federation.history import read_history
 
 
 def main(run_dirs: list[str]) -> int:
     for run_dir in map(Path, run_dirs):
-        history = json.loads((run_dir / "history.json").read_text())
-        cfg = parse_run_config(history["config"])
-        n = len(history["banks"])
+        history = read_history(run_dir / "history.json")
+        cfg = parse_run_config(history.config)
+        n = len(history.banks)
         val = pd.concat([load_bank(cfg, {"partition-id": i, "num-partitions": n}).val for i in range(n)])
         exact = metrics.exact(
             mdl.score(mdl.load(str(run_dir / "model-final.keras")), val),
             val[schema_of(cfg).target].to_numpy(),
             cfg.threshold,
         )
-        pooled = history["rounds"][-1]["evaluate"]["pooled"]
+        pooled = history.last_pooled()
         print(
             f"{run_dir.name}: pooled AUC {pooled['auc']:.5f} exact {exact['auc']:.5f} "
             f"|diff| {abs(pooled['auc'] - exact['auc']):.5f}; KS {pooled['ks']:.4f} exact {exact['ks']:.4f}"

@@ -22,6 +22,7 @@ import pandas as pd
 from fedcredit.core.banks import holdout_set, load_bank
 from fedcredit.core.config import app_defaults, parse_run_config
 from fedcredit.deploy.localrun import APP_DIR, LocalFlower
+from fedcredit.federation.history import read_history
 from fedcredit.risk.baseline import holdout_metrics, train_alone
 
 
@@ -51,18 +52,18 @@ def main() -> int:
                 print(result.logs[-3000:], file=sys.stderr)
                 raise SystemExit(f"run failed: {result.status} {result.details}")
             run_dir = max(out.iterdir(), key=lambda p: p.stat().st_mtime)
-            history = json.loads((run_dir / "history.json").read_text())
-            last = history["rounds"][-1]
+            history = read_history(run_dir / "history.json")
+            last = history.last_round()
             t = time.monotonic()
             pooled = pooled_auc(parse_run_config({**defaults, **run_config}), num_banks)
             rows.append(
                 {
                     "seed": seed,
-                    "federated hold-out AUC": last["holdout"]["auc"],
+                    "federated hold-out AUC": last.holdout_auc,
                     "pooled (centralised) hold-out AUC": pooled,
-                    "federated pooled val AUC": last["evaluate"]["pooled"]["auc"],
+                    "federated pooled val AUC": last.pooled_auc,
                     "flwr run wall s": round(result.seconds, 1),
-                    "strategy s": history["seconds"],
+                    "strategy s": history.seconds,
                     "pooled training s": round(time.monotonic() - t, 1),
                 }
             )

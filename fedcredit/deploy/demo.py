@@ -11,7 +11,6 @@ everything. Needs nginx installed (the system service need not run).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from fedcredit.deploy.consortium import LocalDeployment
 from fedcredit.deploy.localrun import RunResult
 from fedcredit.deploy.proxy import require_nginx
 from fedcredit.deploy.split import split_builtin
+from fedcredit.federation.history import read_history
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,5 @@ def run_demo(
         run_dir, auc = None, None
         if result.completed:
             run_dir = max((work / "outputs").iterdir(), key=lambda p: p.stat().st_mtime)
-            history = json.loads((run_dir / "history.json").read_text())
-            auc = float(history["rounds"][-1]["evaluate"]["pooled"]["auc"])
+            auc = read_history(run_dir / "history.json").last_round().pooled_auc
         return DemoResult(csvs, result, run_dir, auc, time.monotonic() - started)
