@@ -15,9 +15,14 @@ from fedcredit.core.schema import BUILTIN_SCHEMA_FILE
 from fedcredit.deploy.certs import make_bank_keys
 from fedcredit.deploy.consortium import BANK_SIDE_CONNECTION, CONNECTION, LocalDeployment
 from fedcredit.deploy.localrun import APP_DIR, config_string
+from fedcredit.deploy.proxy import find_nginx
 from fedcredit.deploy.split import split_builtin
 
-pytestmark = pytest.mark.e2e
+# The coordinator's SuperLink sits behind nginx (.ci/run installs it; elsewhere: apt-get install nginx).
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx)"),
+]
 
 
 def _history(out):
