@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -170,3 +171,10 @@ def pooled(summaries: Sequence[Mapping[str, int | float | list[int]]]) -> dict[s
 def exact(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
     """The same metrics as `pooled`, from rows held in one place: AUC and KS exact, not binned."""
     return _report(summarise(scores, labels, threshold, bins=1), *auc_ks(scores, labels))
+
+
+def bank_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One bank's figures from its summary, with the exact AUC it computed on its side (not the binned one)."""
+    figures = pooled([summary])
+    figures["auc"] = summary["auc"]
+    return figures

@@ -146,11 +146,7 @@ def evaluate(
     key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     model.set_weights(list(weights))
     labels = bank.val[schema_of(cfg).target].to_numpy()
-    scores = mdl.predict(model, _inputs(key, bank, "val", trainer))
-    summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
-    summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
-    summary["auc"] = metrics.exact_auc(scores, labels)
-    return summary
+    return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels)
 
 
 # The three models each bank compares after the last round, in order of preference on ties.
@@ -158,6 +154,7 @@ CANDIDATES = protocol.CANDIDATES
 
 
 def _summary(cfg: RunConfig, model: Any, inputs: Any, labels: np.ndarray) -> dict[str, Any]:
+    """What a bank may share of a model's scores: the summary, its loss and its exact AUC."""
     scores = mdl.predict(model, inputs)
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)

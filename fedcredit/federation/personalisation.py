@@ -32,12 +32,6 @@ def bank_dir(run_dir: Path, name: str) -> Path:
     return run_dir / "banks" / safe
 
 
-def _figures(summary: dict[str, Any]) -> dict[str, Any]:
-    figures = metrics.pooled([summary])
-    figures["auc"] = summary["auc"]  # the bank's exact AUC, computed on its side
-    return figures
-
-
 def personalise_banks(
     grid: Grid,
     banks: dict[int, protocol.BankStatistics],
@@ -81,9 +75,14 @@ def personalise_banks(
             failed[name] = f"reply refused: {err}"
             log(WARNING, "fedcredit personalisation: reply of %s refused: %s", name, err)
             continue
-        record: dict[str, Any] = {"kept": kept, "validation": {c: _figures(summaries[c]) for c in protocol.CANDIDATES}}
+        record: dict[str, Any] = {
+            "kept": kept,
+            "validation": {c: metrics.bank_figures(summaries[c]) for c in protocol.CANDIDATES},
+        }
         if all(protocol.HOLDOUT_PREFIX + c in summaries for c in protocol.CANDIDATES):
-            record["holdout"] = {c: _figures(summaries[protocol.HOLDOUT_PREFIX + c]) for c in protocol.CANDIDATES}
+            record["holdout"] = {
+                c: metrics.bank_figures(summaries[protocol.HOLDOUT_PREFIX + c]) for c in protocol.CANDIDATES
+            }
         if banks[node].source == "simulation":
             record["model"] = str(bank_dir(run_dir, name) / KEPT_MODEL)
         per_bank[name] = record

@@ -211,9 +211,7 @@ class TrackingGrid:
                 continue
             if kind == "evaluate":
                 phase.summaries.append(record)
-                own = metrics.pooled([record])
-                own["auc"] = record["auc"]  # the bank's exact AUC, computed on its side
-                record = own
+                record = metrics.bank_figures(record)
             phase.replies[node] = {k: v for k, v in record.items() if not isinstance(v, list) and k != UNIT_WEIGHT}
             kept[node] = msg
         if kind == "train" and self.rules.update_clip > 0 and len(updates) > 1:
