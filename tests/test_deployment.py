@@ -92,6 +92,24 @@ def _wait_for_round(out, server_round: int, started: float) -> None:
         time.sleep(0.5)
 
 
+def _wait_for_recorded_round(out, server_round: int, started: float) -> None:
+    """Until history.json records the round (written after its checkpoint)."""
+
+    def recorded() -> bool:
+        for path in out.glob("*/history.json"):
+            try:
+                rounds = json.loads(path.read_text())["rounds"]
+            except (ValueError, KeyError):  # written atomically, but be safe against a partial read
+                continue
+            if any(entry.get("round") == server_round for entry in rounds):
+                return True
+        return False
+
+    while not recorded():
+        assert time.monotonic() - started < 900, f"round {server_round} never recorded"
+        time.sleep(0.5)
+
+
 def test_broken_csv_and_killed_node_do_not_stop_the_run_and_a_restarted_node_rejoins(tmp_path):
     csvs = split_builtin(tmp_path / "banks", 4, "iid")
     broken = pd.read_csv(csvs["bank-3"], dtype=str).drop(columns=["int_rate"])
@@ -202,7 +220,7 @@ def test_a_run_cut_short_by_the_coordinators_crash_resumes_to_the_same_model(tmp
         whole = dep.run({**config, "output-dir": str(out / "whole")})
         started = time.monotonic()
         dep.submit({**config, "output-dir": str(out / "crashed")})
-        _wait_for_round(out / "crashed", 2, started)
+        _wait_for_recorded_round(out / "crashed", 2, started)
         dep.kill_superlink()
         dep.restart_superlink()
         dep.wait_for_nodes(3)

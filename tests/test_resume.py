@@ -108,3 +108,21 @@ def test_changed_bank_data_or_a_finished_run_are_refused(runs, tmp_path):
     config = {**config, "resume-from": str(changed)}
     with serverapp_identity(), pytest.raises(ResumeError, match="no longer give the run's preprocessing"):
         server.run(InProcessGrid(config, 3), config, "data", APP_DIR)
+
+
+def test_a_checkpoint_the_history_never_recorded_is_trained_again(runs, tmp_path):
+    """A crash between writing round 2's checkpoint and its history entry: the run resumes after round 1."""
+    import shutil
+
+    whole, crashed, _ = runs
+    cut = tmp_path / "cut"
+    shutil.copytree(crashed, cut)
+    raw = json.loads((cut / "history.json").read_text())
+    raw["rounds"] = [entry for entry in raw["rounds"] if entry["round"] < 2]
+    (cut / "history.json").write_text(json.dumps(raw))
+    config = {**CONFIG, "output-dir": str(tmp_path / "out"), "resume-from": str(cut)}
+    with serverapp_identity():
+        resumed = server.run(InProcessGrid(config, 3), config, "cut", APP_DIR)
+    assert resumed["resumed-from"] == {"run-dir": str(cut), "rounds": 1}
+    assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2, 3, 4]
+    assert all(np.array_equal(a, b) for a, b in zip(_final(whole), _final(resumed), strict=True))

@@ -102,17 +102,24 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
         )
     if history.schema_sha256 and history.schema_sha256 != schema_sha256:
         raise ResumeError(f"resume-from = {run_dir}: the schema differs from the one that run used")
-    checkpoints = sorted(run_dir.glob("checkpoints/round-*.npz"))
+    # A round counts once history.json records it: the checkpoint is written first, so a crash between the
+    # two leaves a checkpoint the history does not know; that round is trained again.
+    recorded = {entry.get("round") for entry in raw.get("rounds") or []}
+    checkpoints = {
+        int(path.stem.split("-")[1]): path
+        for path in run_dir.glob("checkpoints/round-*.npz")
+        if path.stem.split("-")[1].isdigit() and int(path.stem.split("-")[1]) in recorded
+    }
     if not checkpoints:
         raise ResumeError(f"resume-from = {run_dir}: no checkpoint: the run stopped before its first round")
-    last = int(checkpoints[-1].stem.split("-")[1])
+    last = max(checkpoints)
     if last >= cfg.num_server_rounds:
         raise ResumeError(
             f"resume-from = {run_dir}: it already has {last} rounds; raise num-server-rounds above {last}"
         )
     raw["rounds"] = [entry for entry in raw["rounds"] if entry.get("round", 0) <= last]
     prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
-    return Resume(run_dir, last, load_checkpoint(checkpoints[-1]), prep, raw)
+    return Resume(run_dir, last, load_checkpoint(checkpoints[last]), prep, raw)
 
 
 def check_preprocessing(resume: Resume, preprocessing: dict[str, Any]) -> None:
