@@ -1,7 +1,8 @@
 """fedcredit ClientApp: a bank answers the ServerApp's messages.
 
-Only statistics, weights and metric summaries leave the bank; its rows never
-do. What each message carries is `fedcredit/federation/protocol.py`.
+Only statistics, weights and metric summaries leave the bank (in secure mode
+only masked vectors of them); its rows never do. What each message carries is
+`fedcredit/federation/protocol.py`.
 """
 
 from pathlib import Path
@@ -9,13 +10,13 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcredit.federation import client, protocol
+from fedcredit.federation import client, protocol, secure_bank
 
 APP_DIR = Path(__file__).resolve().parent
 app = ClientApp()
 
 
-@app.query()
+@app.query(mods=[secure_bank.secure_mod])
 def query(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the bank's training rows, for federated preprocessing."""
 
@@ -26,7 +27,8 @@ def query(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
-@app.train(mods=[client.privacy_mod])
+# secure_mod outermost: in secure mode it masks what the handler (and DP clipping) produced.
+@app.train(mods=[secure_bank.secure_mod, client.privacy_mod])
 def train(msg: Message, context: Context) -> Message:
     """Fit the global model on the bank's training rows (FedProx: with the proximal term)."""
 
@@ -46,7 +48,7 @@ def train(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
-@app.evaluate()
+@app.evaluate(mods=[secure_bank.secure_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     """Summarise the global model's scores on the bank's validation rows."""
 
@@ -63,7 +65,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
-@app.query("personalise")
+@app.query("personalise", mods=[secure_bank.secure_mod])
 def personalise(msg: Message, context: Context) -> Message:
     """After the last round: fine-tune, compare with the global and a local-only model, keep the best here."""
 
@@ -80,3 +82,9 @@ def personalise(msg: Message, context: Context) -> Message:
         return protocol.personalise_reply(kept, summaries)
 
     return client.answer(msg, build)
+
+
+@app.query("secagg")
+def secagg(msg: Message, context: Context) -> Message:
+    """Secure mode's key stages (advertise, share, reveal): no model, no TensorFlow."""
+    return secure_bank.answer_stage(msg, context)

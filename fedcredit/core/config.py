@@ -46,6 +46,9 @@ _ADAM = ("fedadam", "fedyogi")
 # Strategies whose aggregate is the FedAvg weighted mean of the banks' updates (the robust ones replace it).
 _MEAN_FAMILY = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 _FIXED = ("server-fixed", "client-fixed")
+# Secure aggregation hides each bank's update: only strategies and DP modes that need nothing but the sum.
+SECURE_STRATEGIES = _MEAN_FAMILY
+SECURE_PRIVACY_MODES = ("none", "client-fixed")
 _ADAPTIVE = ("server-adaptive", "client-adaptive")
 
 
@@ -354,6 +357,34 @@ class RunConfig:
         "privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0, modes=_ADAPTIVE, flower="clip_norm_lr"
     )
     privacy_delta: float = _key("privacy.delta", 1e-5, "delta of the reported epsilon", gt=0, lt=1, modes=_FIXED)
+    # secure aggregation (SecAgg+): the coordinator learns only sums
+    privacy_secure_aggregation: bool = _key(
+        "privacy.secure-aggregation",
+        False,
+        "SecAgg+: the coordinator sees only the sums of the banks' statistics, updates and evaluation "
+        "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none` or `client-fixed`)",
+        strategies=SECURE_STRATEGIES,
+        modes=SECURE_PRIVACY_MODES,
+    )
+    privacy_secure_threshold: float = _key(
+        "privacy.secure-threshold",
+        0.6,
+        "secure mode: share of the asked banks whose key shares rebuild a sum (always more than half): "
+        "a sum survives banks dropping out down to it",
+        gt=0.5,
+        le=1,
+        strategies=SECURE_STRATEGIES,
+        modes=SECURE_PRIVACY_MODES,
+    )
+    privacy_max_update_norm: float = _key(
+        "privacy.max-update-norm",
+        5.0,
+        "secure mode: each bank refuses to send an update farther than this (L2) from the global model, "
+        "and a summed mean beyond it is not aggregated",
+        gt=0,
+        strategies=SECURE_STRATEGIES,
+        modes=SECURE_PRIVACY_MODES,
+    )
     # personalisation after the last round (keys "personalize.*")
     personalize_epochs: int = _key(
         "personalize.epochs",
@@ -456,7 +487,23 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(
             f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, e.g. \"32\""
         )
+    if cfg.privacy_secure_aggregation:
+        check_secure(cfg)
     return cfg
+
+
+def check_secure(cfg: RunConfig) -> None:
+    """Secure mode shows the coordinator only sums: what needs one bank's numbers cannot run with it."""
+    if cfg.strategy_name not in SECURE_STRATEGIES:
+        raise ConfigError(
+            f"privacy.secure-aggregation = true: strategy.name = {cfg.strategy_name!r} needs each bank's own "
+            f"update, which secure aggregation hides; choose one of {list(SECURE_STRATEGIES)}"
+        )
+    if cfg.privacy_mode not in SECURE_PRIVACY_MODES:
+        raise ConfigError(
+            f"privacy.secure-aggregation = true: privacy.mode = {cfg.privacy_mode!r} needs each bank's own "
+            f"update (or its clipping bit) at the coordinator; choose one of {list(SECURE_PRIVACY_MODES)}"
+        )
 
 
 def _unused(cfg: RunConfig) -> list[str]:

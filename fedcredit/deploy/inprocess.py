@@ -61,13 +61,7 @@ class InProcessGrid:
     def __init__(
         self, run_config: Mapping[str, Any], num_banks: int, tamper: Tamper | None = None, hostile: int | None = None
     ) -> None:
-        app = client_app()
-        self.handlers = {
-            "query": app.query,
-            "query.personalise": app.personalise,
-            "train": app.train,
-            "evaluate": app.evaluate,
-        }
+        self.app = client_app().app  # the ClientApp itself: it dispatches by message type, through its mods
         self.nodes = [11 + i for i in range(num_banks)]
         self.hostile = hostile if hostile is not None else self.nodes[0]
         self.tamper = tamper
@@ -89,7 +83,7 @@ class InProcessGrid:
         replies = []
         for msg in messages:
             node, kind = msg.metadata.dst_node_id, msg.metadata.message_type
-            reply = self.handlers[kind](msg, self.contexts[node])
+            reply = self.app(msg, self.contexts[node])
             if node == self.hostile and self.tamper is not None and not reply.has_error():
                 content = self.tamper(kind, reply.content, msg)
                 reply = (

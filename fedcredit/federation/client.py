@@ -13,14 +13,13 @@ import hashlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
 from fedcredit.core import metrics
-from fedcredit.core import model as mdl
 from fedcredit.core.banks import BankData, holdout_set, load_bank, schema_of
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
@@ -29,6 +28,9 @@ from fedcredit.core.schema import SchemaError, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, compute_stats
 from fedcredit.federation import protocol
 from fedcredit.federation.outputs import KEPT_MODEL, write_atomically
+
+if TYPE_CHECKING:  # TensorFlow only where a model is built: key-exchange stages start fast
+    from fedcredit.core import model as mdl
 
 _MODELS: dict[str, Any] = {}
 _INPUTS: dict[tuple[str, str, str], Any] = {}
@@ -47,6 +49,8 @@ def _single_threaded() -> None:
 
 def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[str, Any, mdl.Trainer]:
     """(key, model, its Trainer) for this preprocessing and architecture: built on first use, then reused."""
+    from fedcredit.core import model as mdl
+
     key = hashlib.sha256(
         f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()
     ).hexdigest()
@@ -63,6 +67,8 @@ def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[st
 
 def _inputs(key: str, bank: BankData, split: str, trainer: mdl.Trainer):
     """The bank's model inputs (validation) or features (training), computed once per process."""
+    from fedcredit.core import model as mdl
+
     cache_key = (key, bank.name, split)
     if cache_key not in _INPUTS:
         inputs = mdl.to_inputs(getattr(bank, split), trainer.model)
@@ -78,7 +84,7 @@ def message_seed(cfg: RunConfig, server_round: int, bank_name: str) -> int:
 # A bank's own mistakes (its file, the schema, the split, the config): the reply says what
 # is wrong in one line, without a traceback in the coordinator's log.
 USER_ERRORS = (DataValidationError, SchemaError, PartitionError, ConfigError)
-ERROR_CODE = 1
+ERROR_CODE = protocol.ERROR_CODE
 
 
 def run_config(raw: Mapping[str, Any], app_dir: str | Path, node_config: Mapping[str, Any] | None = None) -> RunConfig:
@@ -124,6 +130,8 @@ def train(
 
     FedProx's `proximal-mu` adds the proximal term.
     """
+    from fedcredit.core import model as mdl
+
     bank = load_bank(cfg, node_config)
     key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
@@ -155,6 +163,8 @@ CANDIDATES = protocol.CANDIDATES
 
 def _summary(cfg: RunConfig, model: Any, inputs: Any, labels: np.ndarray) -> dict[str, Any]:
     """What a bank may share of a model's scores: the summary, its loss and its exact AUC."""
+    from fedcredit.core import model as mdl
+
     scores = mdl.predict(model, inputs)
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
@@ -207,6 +217,8 @@ def personalise(
     (node config `model-dir`, or `bank_dir` in simulation); only the summaries
     leave it. Which model it keeps: `choose`.
     """
+    from fedcredit.core import model as mdl
+
     bank = load_bank(cfg, node_config)
     schema = schema_of(cfg)
     prep, spec = Preprocessing.from_json(prep_json), mdl.ModelSpec.of(cfg, schema)

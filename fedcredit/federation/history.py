@@ -157,6 +157,7 @@ class PhaseRecord:
     failed: dict[str, str] = field(default_factory=dict)  # bank -> the ClientApp's error, whole
     refused: dict[str, str] = field(default_factory=dict)  # bank -> why its reply broke the protocol
     clipped: dict[str, float] = field(default_factory=dict)  # bank -> factor its update was scaled down by
+    withheld: dict[str, str] = field(default_factory=dict)  # secure mode: bank -> why its own check kept its vector
     missing: list[str] = field(default_factory=list)
     not_sampled: list[str] = field(default_factory=list)  # banks of the run not asked (disconnected, fraction-*)
     pooled: Metrics | None = None  # evaluate: pooled metrics; train: mean train loss; None: no bank replied
@@ -167,7 +168,7 @@ class PhaseRecord:
     @property
     def sampled(self) -> int:
         """Banks asked in this phase."""
-        return len(self.ok) + len(self.failed) + len(self.refused) + len(self.missing)
+        return len(self.ok) + len(self.failed) + len(self.refused) + len(self.withheld) + len(self.missing)
 
     @classmethod
     def _parse(cls, value: Any, where: str) -> PhaseRecord:
@@ -177,6 +178,7 @@ class PhaseRecord:
             failed=keys.take("failed", _reasons, {}),
             refused=keys.take("refused", _reasons, {}),
             clipped=keys.take("clipped", _mapping(_number), {}),
+            withheld=keys.take("withheld", _reasons, {}),
             missing=keys.take("missing", _strings, []),
             not_sampled=keys.take("not-sampled", _strings, []),
             pooled=keys.take("pooled", _or_null(_metrics), None),
@@ -195,6 +197,8 @@ class PhaseRecord:
             "pooled": self.pooled,
             "banks": dict(self.banks),
         }
+        if self.withheld:  # secure mode only
+            out["withheld"] = dict(self.withheld)
         if self.not_sampled:  # absent means every bank of the run was asked
             out["not-sampled"] = list(self.not_sampled)
         if self.not_aggregated is not None:

@@ -24,6 +24,7 @@ from fedcredit.core import metrics
 from fedcredit.core.config import RunConfig
 from fedcredit.federation import protocol
 from fedcredit.federation.outputs import KEPT_MODEL
+from fedcredit.federation.secure_sum import secure_sum
 
 
 def bank_dir(run_dir: Path, name: str) -> Path:
@@ -42,20 +43,9 @@ def personalise_banks(
 ) -> dict[str, Any]:
     """Ask every connected bank of the run to personalise; the history record of what they report."""
     nodes = [n for n in grid.get_node_ids() if n in banks]
-    digest = protocol.digest(prep_json)
-    messages = []
-    for node in nodes:
-        config: dict[str, Any] = {protocol.PREPROCESSING_SHA: digest}
-        if banks[node].source == "simulation":  # one file system: the run directory is the bank's too
-            config["bank-dir"] = str(bank_dir(run_dir, banks[node].name))
-        content = RecordDict(
-            {
-                protocol.ARRAYS: arrays,
-                protocol.CONFIG: ConfigRecord(config),
-                protocol.PREPROCESSING: protocol.preprocessing_record(prep_json),
-            }
-        )
-        messages.append(Message(content=content, message_type=protocol.PERSONALISE, dst_node_id=node))
+    messages = _requests(nodes, banks, arrays, prep_json, run_dir)
+    if cfg.privacy_secure_aggregation:
+        return _secure(grid, messages, banks, cfg)
     per_bank: dict[str, Any] = {}
     failed: dict[str, str] = {}
     kept_summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in (*protocol.CANDIDATES, "kept")}
@@ -112,12 +102,71 @@ def personalise_banks(
             pooled["global"]["auc"],
         )
     return {
-        "settings": {
-            "epochs": cfg.personalize_epochs,
-            "layers": cfg.personalize_layers,
-            "learning-rate": cfg.personalize_learning_rate,
-        },
+        "settings": _settings(cfg),
         "banks": per_bank,
         "failed": failed,
         "pooled-validation": pooled,
     }
+
+
+def _requests(
+    nodes: list[int], banks: dict[int, protocol.BankStatistics], arrays: ArrayRecord, prep_json: str, run_dir: Path
+) -> list[Message]:
+    digest = protocol.digest(prep_json)
+    messages = []
+    for node in nodes:
+        config: dict[str, Any] = {protocol.PREPROCESSING_SHA: digest}
+        if banks[node].source == "simulation":  # one file system: the run directory is the bank's too
+            config["bank-dir"] = str(bank_dir(run_dir, banks[node].name))
+        content = RecordDict(
+            {
+                protocol.ARRAYS: arrays,
+                protocol.CONFIG: ConfigRecord(config),
+                protocol.PREPROCESSING: protocol.preprocessing_record(prep_json),
+            }
+        )
+        messages.append(Message(content=content, message_type=protocol.PERSONALISE, dst_node_id=node))
+    return messages
+
+
+def _settings(cfg: RunConfig) -> dict[str, Any]:
+    return {
+        "epochs": cfg.personalize_epochs,
+        "layers": cfg.personalize_layers,
+        "learning-rate": cfg.personalize_learning_rate,
+    }
+
+
+def _secure(
+    grid: Grid, messages: list[Message], banks: dict[int, protocol.BankStatistics], cfg: RunConfig
+) -> dict[str, Any]:
+    """Secure mode: only the sums come back: how many banks kept each model, and pooled summaries."""
+    length = protocol.personalise_length(cfg.histogram_bins)
+    outcome = secure_sum(grid, messages, length, cfg.privacy_secure_threshold, cfg.round_timeout)
+    failed = {
+        banks[n].name: reason
+        for n, reason in {**outcome.failed, **outcome.refused, **outcome.withheld}.items()
+        if n in banks
+    }
+    record: dict[str, Any] = {"settings": _settings(cfg), "banks": {}, "failed": failed, "secure": True}
+    try:
+        if outcome.total is None:
+            raise protocol.ProtocolError(outcome.reason or "no sum")
+        counts, summaries = protocol.read_personalise_sum(
+            outcome.total, cfg.histogram_bins, cfg.threshold, len(outcome.contributors)
+        )
+    except protocol.ProtocolError as err:
+        log(WARNING, "fedcredit personalisation: no secure sum: %s", err)
+        record["not-summed"] = str(err)
+        return record
+    record["kept-counts"] = counts
+    record["pooled-validation"] = {name: metrics.pooled([s]) for name, s in summaries.items()}
+    log(
+        INFO,
+        "fedcredit personalisation (secure sum): banks kept %s; pooled validation AUC with each bank's kept model "
+        "%.4f (global model %.4f)",
+        counts,
+        record["pooled-validation"]["kept"]["auc"],
+        record["pooled-validation"]["global"]["auc"],
+    )
+    return record

@@ -70,6 +70,7 @@ NORM_BIT = "norm_bit"
 TRAIN_KEYS = ("train-loss", "num-examples", UNIT_WEIGHT)
 EVALUATE_KEYS = (*metrics.COUNT_KEYS, *metrics.SUM_KEYS, *metrics.HIST_KEYS, "loss", "auc", UNIT_WEIGHT)
 SOURCES = ("file", "simulation")
+ERROR_CODE = 1  # the code of a bank's error reply: its own data, config or a refused stage, in one line
 
 # A bank claiming more loans than this is not a bank's validation or training set.
 MAX_ROWS = 100_000_000
@@ -114,7 +115,7 @@ class BankStatistics:
     name: str
     source: str
     schema_sha256: str
-    stats: Stats
+    stats: Stats | None  # None in secure mode: the coordinator has only the sum
 
 
 @dataclass(frozen=True)
@@ -415,3 +416,233 @@ def read_personalise_reply(
         rows = validation_rows if name in CANDIDATES else None
         summaries[name] = read_summary(content.metric_records[name], bins, rows, threshold, what=name)
     return kept, summaries
+
+
+# --- secure mode (privacy.secure-aggregation): only sums leave a bank ------------------------
+#
+# Key stages travel as query "secagg" messages with a `secagg` record {stage, session, ...};
+# the statistics query, train and evaluate messages carry a `secagg` record {stage "mask",
+# session, the key shares other banks encrypted for this bank, and what to put in the vector}.
+# The bank's reply is then its masked vector (or the reason it withheld it), never its numbers.
+
+SECAGG = "secagg"
+SECAGG_QUERY = "query.secagg"  # message type: the ClientApp's @app.query("secagg")
+KEY_STAGES = ("advertise", "share", "reveal")
+MASK = "mask"
+MAX_KEY_BYTES = 512  # a serialised EC public key is ~180 bytes
+MAX_SHARE_BYTES = 4096
+
+LEAVES_A_BANK_SECURE: dict[str, str] = {
+    "advertise": "two fresh public keys (one to agree masks, one to encrypt shares)",
+    "share": "Shamir shares of its mask secrets, each encrypted for one other bank (the coordinator cannot read them)",
+    "statistics": "its name, source and schema SHA-256; counts and sums only inside a masked vector",
+    "train": "a masked vector (weighted update, weight, loss, rows), or that it withheld it and why",
+    "evaluate": "a masked vector (score histograms, confusion counts, sums), or that it withheld it and why",
+    "reveal": "shares of surviving banks' self-mask seeds and of dropped banks' mask keys, never both for one bank",
+}
+
+
+def stage_request(stage: str, session: str, values: Mapping[str, Any]) -> RecordDict:
+    return RecordDict({SECAGG: ConfigRecord({"stage": stage, "session": session, **values})})
+
+
+def _typed_list(value: Any, kind: type, what: str, limit: int | None = None) -> list:
+    if not isinstance(value, list) or any(type(v) is not kind for v in value):
+        raise ProtocolError(f"{what} must be a list of {kind.__name__}")
+    if limit is not None and any(len(v) > limit for v in value):
+        raise ProtocolError(f"{what}: an entry is longer than {limit} bytes")
+    return value
+
+
+def read_stage_reply(stage: str, content: RecordDict) -> dict[str, Any]:
+    """A key-stage reply, checked: advertise {pk1, pk2}; share {destinations, ciphertexts}; reveal {owners, shares}."""
+    _records(content, set(), set(), {SECAGG})
+    record = content.config_records[SECAGG]
+    if stage == "advertise":
+        _keys(record, ("pk1", "pk2"), "advertise")
+        for key in ("pk1", "pk2"):
+            if not isinstance(record[key], bytes) or not 0 < len(record[key]) <= MAX_KEY_BYTES:
+                raise ProtocolError(f"advertise: {key} must be a public key of at most {MAX_KEY_BYTES} bytes")
+        return {"pk1": record["pk1"], "pk2": record["pk2"]}
+    first, second = {"share": ("destinations", "ciphertexts"), "reveal": ("owners", "shares")}[stage]
+    _keys(record, (first, second), stage)
+    nodes = _typed_list(record[first], int, f"{stage}: {first}")
+    blobs = _typed_list(record[second], bytes, f"{stage}: {second}", MAX_SHARE_BYTES)
+    if len(nodes) != len(blobs) or len(set(nodes)) != len(nodes):
+        raise ProtocolError(f"{stage}: {first} and {second} must pair up, each node once")
+    return {first: nodes, second: blobs}
+
+
+def read_masked_reply(content: RecordDict, length: int, with_bank_info: bool) -> bytes | str:
+    """The masked vector of a collect reply, or the bank's reason for withholding it."""
+    _records(content, set(), set(), {SECAGG, BANK_INFO} if with_bank_info else {SECAGG})
+    record = content.config_records[SECAGG]
+    if set(record) == {"withheld"} and isinstance(record["withheld"], str):
+        return " ".join(record["withheld"].split())[:500] or "no reason given"
+    _keys(record, ("masked",), "masked reply")
+    from fedcredit.federation.secagg import ENTRY_BYTES
+
+    if not isinstance(record["masked"], bytes) or len(record["masked"]) != length * ENTRY_BYTES:
+        raise ProtocolError(f"the masked vector must be {length} entries of {ENTRY_BYTES} bytes")
+    return record["masked"]
+
+
+def read_bank_info(content: RecordDict) -> tuple[str, str, str]:
+    """(name, source, schema SHA-256) of a statistics reply."""
+    info = content.config_records[BANK_INFO]
+    _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO)
+    name, source, sha = info["name"], info["source"], info[SCHEMA_SHA]
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise ProtocolError(f"the bank name must be printable text of 1 to {MAX_NAME_LENGTH} characters")
+    if source not in SOURCES or not isinstance(sha, str):
+        raise ProtocolError(f"bank-info: source must be one of {list(SOURCES)} and schema-sha256 text")
+    return name.strip(), source, sha
+
+
+# What goes into a bank's vector, in order. Layouts are fixed by the run (schema, model, bins),
+# so the coordinator knows each sum's length and meaning before any bank answers.
+
+
+def statistics_layout(schema: Schema) -> dict[str, Any]:
+    """Rows, [count, sum, sum of squares] per numeric column, then a count per agreed category value."""
+    return {"numeric": list(schema.numeric), "categories": {c: list(v) for c, v in schema.known_categories.items()}}
+
+
+def statistics_length(layout: Mapping[str, Any]) -> int:
+    return 1 + 3 * len(layout["numeric"]) + sum(len(v) for v in layout["categories"].values())
+
+
+def statistics_vector(stats: Stats, layout: Mapping[str, Any]) -> np.ndarray:
+    """A bank's statistics as one vector; categories outside the agreed values are not counted."""
+    values: list[float] = [stats.rows]
+    for col in layout["numeric"]:
+        values.extend(stats.numeric[col])
+    for col, categories in layout["categories"].items():
+        counts = stats.categorical.get(col, {})
+        values.extend(counts.get(value, 0) for value in categories)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _whole(values: np.ndarray, what: str, upper: float) -> np.ndarray:
+    rounded = np.rint(values)
+    if not np.isfinite(values).all() or (np.abs(values - rounded) > 1e-6).any() or (rounded < 0).any():
+        raise ProtocolError(f"the securely summed {what} are not whole non-negative numbers: a bank broke the protocol")
+    if (rounded > upper).any():
+        raise ProtocolError(f"the securely summed {what} exceed {upper:.0f}")
+    return rounded
+
+
+def read_statistics_sum(vector: np.ndarray, layout: Mapping[str, Any], banks: int) -> Stats:
+    """The consortium's statistics from their secure sum, checked like one bank's."""
+    if vector.shape != (statistics_length(layout),):
+        raise ProtocolError("the summed statistics have the wrong length")
+    rows = int(_whole(vector[:1], "rows", MAX_ROWS * banks)[0])
+    if rows == 0:
+        raise ProtocolError("the banks' summed statistics have no training rows")
+    numeric, at = {}, 1
+    for col in layout["numeric"]:
+        n, s, ss = vector[at : at + 3]
+        at += 3
+        numeric[col] = _numeric(col, [float(_whole(np.array([n]), f"counts of '{col}'", rows)[0]), s, ss], rows)
+    categorical = {}
+    for col, categories in layout["categories"].items():
+        counts = _whole(vector[at : at + len(categories)], f"category counts of '{col}'", rows)
+        at += len(categories)
+        if counts.sum() > rows:
+            raise ProtocolError(f"the summed category counts of '{col}' exceed the rows")
+        categorical[col] = {value: int(c) for value, c in zip(categories, counts, strict=True) if c}
+    return Stats(numeric, categorical, rows)
+
+
+def train_vector(weights: Sequence[np.ndarray], loss: float, rows: int, weight: float) -> np.ndarray:
+    """weight x the bank's weights, then weight, weight x loss, rows: the sum gives the weighted mean."""
+    flat = np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
+    return np.concatenate([flat * weight, [weight, weight * loss, rows]])
+
+
+def read_train_sum(
+    vector: np.ndarray, reference: ArrayRecord, max_update_norm: float, banks: int
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """(weighted mean of the banks' weights, {train-loss, num-examples}), from their secure sum.
+
+    The mean of updates each within `max_update_norm` of the global model is
+    within it too: a mean beyond it means some bank skipped its own check.
+    """
+    global_weights = reference.to_numpy_ndarrays()
+    size = sum(w.size for w in global_weights)
+    if vector.shape != (size + 3,):
+        raise ProtocolError("the summed update has the wrong length")
+    weight, weighted_loss, rows = vector[size:]
+    if not np.isfinite(vector).all() or weight <= 0.5 or weighted_loss < 0:
+        raise ProtocolError("the summed update has no positive weight or a negative loss: a bank broke the protocol")
+    rows = float(_whole(np.array([rows]), "rows", MAX_ROWS * banks)[0])
+    mean = vector[:size] / weight
+    flat_global = np.concatenate([w.ravel().astype(np.float64) for w in global_weights])
+    distance = float(np.linalg.norm(mean - flat_global))
+    if distance > max_update_norm * (1 + 1e-6):
+        raise ProtocolError(
+            f"the mean update is {distance:.3g} from the global model, beyond privacy.max-update-norm="
+            f"{max_update_norm:g}, which every bank checks its own update against: a bank broke the protocol"
+        )
+    out, at = [], 0
+    for w in global_weights:
+        out.append(mean[at : at + w.size].reshape(w.shape).astype(w.dtype))
+        at += w.size
+    return out, {"train-loss": float(weighted_loss / weight), "num-examples": int(rows)}
+
+
+def summary_length(bins: int) -> int:
+    return len(metrics.COUNT_KEYS) + len(metrics.SUM_KEYS) + 2 * bins
+
+
+def summary_vector(summary: Mapping[str, Any], bins: int) -> np.ndarray:
+    """Counts, sums, then both histograms: everything pooled metrics need, nothing per bank."""
+    values = [float(summary[k]) for k in (*metrics.COUNT_KEYS, *metrics.SUM_KEYS)]
+    values += [float(x) for k in metrics.HIST_KEYS for x in summary[k]]
+    if len(values) != summary_length(bins):
+        raise ValueError(f"the summary's histograms do not have histogram-bins={bins} bins")
+    return np.asarray(values, dtype=np.float64)
+
+
+def read_summary_sum(vector: np.ndarray, bins: int, threshold: float | None, banks: int) -> dict[str, Any]:
+    """The pooled summary from the banks' secure sum, checked as one bank's summary is."""
+    if vector.shape != (summary_length(bins),):
+        raise ProtocolError("the summed evaluation summary has the wrong length")
+    n_counts, n_sums = len(metrics.COUNT_KEYS), len(metrics.SUM_KEYS)
+    counts = _whole(vector[:n_counts], "evaluation counts", MAX_ROWS * banks)
+    hists = _whole(vector[n_counts + n_sums :], "histogram counts", MAX_ROWS * banks)
+    record: dict[str, Any] = {k: float(v) for k, v in zip(metrics.COUNT_KEYS, counts, strict=True)}
+    record.update({k: float(v) for k, v in zip(metrics.SUM_KEYS, vector[n_counts : n_counts + n_sums], strict=True)})
+    record["hist-bad"], record["hist-good"] = [float(x) for x in hists[:bins]], [float(x) for x in hists[bins:]]
+    n = max(counts[0], 1.0)
+    bad, good = np.asarray(hists[:bins]), np.asarray(hists[bins:])
+    auc = metrics.histogram_auc_ks(bad, good)[0] if bad.sum() and good.sum() else float("nan")
+    record.update({"loss": float(max(record["sum-logloss"], 0.0) / n), "auc": float(auc), UNIT_WEIGHT: 1})
+    return read_summary(record, bins, None, threshold, what="summed evaluation summary")
+
+
+def personalise_length(bins: int) -> int:
+    return (len(CANDIDATES) + 1) * summary_length(bins) + len(CANDIDATES)
+
+
+def personalise_vector(kept: str, summaries: Mapping[str, Mapping[str, Any]], bins: int) -> np.ndarray:
+    """The three candidates' summaries, the kept model's summary, then which one was kept (one-hot)."""
+    parts = [summary_vector(summaries[name], bins) for name in (*CANDIDATES, kept)]
+    return np.concatenate([*parts, [float(kept == c) for c in CANDIDATES]])
+
+
+def read_personalise_sum(
+    vector: np.ndarray, bins: int, threshold: float | None, banks: int
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """({model: banks that kept it}, {candidate or "kept": pooled summary}) from the banks' secure sum."""
+    if vector.shape != (personalise_length(bins),):
+        raise ProtocolError("the summed personalisation summaries have the wrong length")
+    size = summary_length(bins)
+    summaries = {
+        name: read_summary_sum(vector[i * size : (i + 1) * size], bins, threshold, banks)
+        for i, name in enumerate((*CANDIDATES, "kept"))
+    }
+    counts = _whole(vector[-len(CANDIDATES) :], "counts of kept models", banks)
+    if counts.sum() != banks:
+        raise ProtocolError("the counts of kept models do not add up to the banks")
+    return {c: int(n) for c, n in zip(CANDIDATES, counts, strict=True)}, summaries

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -27,13 +28,14 @@ from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
 from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides, ignored_keys, parse_run_config
 from fedcredit.core.schema import Schema, resolve_schema_path
-from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+from fedcredit.core.stats import Stats, merge_stats, preprocessing_from_stats
 from fedcredit.federation import protocol, resume
 from fedcredit.federation.history import History, write_history
 from fedcredit.federation.outputs import FILES, RunOutputs, write_scalars
 from fedcredit.federation.personalisation import personalise_banks
-from fedcredit.federation.strategies import finite_metrics, logged_record, make_strategy, privacy_summary
-from fedcredit.federation.tracking import ReplyRules, Tracker, TrackingGrid
+from fedcredit.federation.secure_sum import secure_sum
+from fedcredit.federation.strategies import finite_metrics, logged_record, make_strategy, privacy_summary, weight_key
+from fedcredit.federation.tracking import ReplyRules, SecureSettings, Tracker, TrackingGrid
 
 # Strategies that average updates: one bank's oversized update is bounded (update-clip).
 # Median, trimmed mean, Krum and Bulyan resist outliers by design; q-FedAvg reweights by loss.
@@ -109,6 +111,51 @@ def collect_statistics(
         if node not in banks and node not in failed:
             failed[node] = f"no reply within {timeout:.0f} s"
     return banks, failed
+
+
+def secure_statistics_layout(schema: Schema) -> dict[str, Any]:
+    """The statistics vector of secure mode; every categorical column needs its agreed values in the schema."""
+    missing = [c for c in schema.categorical if not schema.known_categories.get(c)]
+    if missing:
+        raise FederationError(
+            f"privacy.secure-aggregation = true sums category counts over the values the consortium agreed on, "
+            f"but the schema lists none for {missing}: add them under [categories] in the schema file"
+        )
+    return protocol.statistics_layout(schema)
+
+
+def collect_secure_statistics(
+    grid: Grid, node_ids: list[int], timeout: float, schema: Schema, fraction: float
+) -> tuple[dict[int, protocol.BankStatistics], dict[int, str], Stats | None]:
+    """Secure mode: ({node: its name and schema}, {node: why not}, the summed statistics or None)."""
+    layout = secure_statistics_layout(schema)
+    messages = [Message(content=protocol.statistics_request(), message_type="query", dst_node_id=n) for n in node_ids]
+
+    def bank_info(content: Any) -> tuple[str, str]:
+        name, source, sha = protocol.read_bank_info(content)
+        if sha != schema.sha256:
+            raise protocol.ProtocolError(
+                f"the bank's schema (SHA-256 {sha[:12]}) differs from the coordinator's ({schema.sha256[:12]}): "
+                "every bank must run the same app version and schema file"
+            )
+        return name, source
+
+    length = protocol.statistics_length(layout)
+    outcome = secure_sum(grid, messages, length, fraction, timeout, {"layout": json.dumps(layout)}, bank_info)
+    failed = {**outcome.failed, **outcome.refused, **{n: f"withheld: {r}" for n, r in outcome.withheld.items()}}
+    banks: dict[int, protocol.BankStatistics] = {}
+    for node in outcome.contributors:
+        name, source = outcome.info[node]
+        if any(b.name == name for b in banks.values()):
+            name = f"{name}#{node}"
+        banks[node] = protocol.BankStatistics(name, source, schema.sha256, None)
+    if outcome.total is None:
+        log(WARNING, "fedcredit: %s", outcome.reason)
+        return banks, {**failed, **{n: str(outcome.reason) for n in node_ids if n not in failed}}, None
+    try:
+        return banks, failed, protocol.read_statistics_sum(outcome.total, layout, len(banks))
+    except protocol.ProtocolError as err:
+        raise FederationError(f"the banks' securely summed statistics fail the checks: {err}") from None
 
 
 def too_few_banks(banks: int, failed: dict[int, str], min_banks: int) -> str:
@@ -307,16 +354,26 @@ def run(
             log(INFO, "fedcredit: resuming %s after its round %d", resumed.run_dir, resumed.last_round)
         nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
         limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
-        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
-        history["banks"] = {b.name: {"node-id": str(n), "training-rows": b.stats.rows} for n, b in banks.items()}
+        if cfg.privacy_secure_aggregation:
+            banks, failed, merged = collect_secure_statistics(
+                grid, nodes, cfg.round_timeout, schema, cfg.privacy_secure_threshold
+            )
+        else:
+            banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
+            merged = merge_stats([banks[n].stats for n in sorted(banks)]) if banks else None  # type: ignore[misc]
+        history["banks"] = {
+            b.name: {"node-id": str(n), **({"training-rows": b.stats.rows} if b.stats else {})}
+            for n, b in banks.items()
+        }
         history["statistics-failed"] = {f"node-{n}": r for n, r in failed.items()}
-        if len(banks) < cfg.min_banks:
-            raise FederationError(too_few_banks(len(banks), failed, cfg.min_banks))
+        if len(banks) < cfg.min_banks or merged is None:
+            raise FederationError(too_few_banks(len(banks) if merged else 0, failed, cfg.min_banks))
         log(
             INFO,
-            "fedcredit: statistics from %d bank(s): %s",
+            "fedcredit: statistics from %d bank(s): %s%s",
             len(banks),
-            ", ".join(f"{b.name} ({b.stats.rows} rows)" for b in banks.values()),
+            ", ".join(f"{b.name}" + (f" ({b.stats.rows} rows)" if b.stats else "") for b in banks.values()),
+            f" ({merged.rows} rows in all, summed securely)" if cfg.privacy_secure_aggregation else "",
         )
         if cfg.holdout_eval and any(b.source == "file" for b in banks.values()):
             # Banks train on their own files: the embedded data set is not their population,
@@ -330,7 +387,7 @@ def run(
             history["config"] = cfg.to_flower()
             out.save_json("config.json", history["config"])
         # In node order: the float sums, and so the preprocessing, do not depend on which bank answered first.
-        prep = preprocessing_from_stats(merge_stats([banks[n].stats for n in sorted(banks)]), cfg.min_category_count)
+        prep = preprocessing_from_stats(merged, cfg.min_category_count)
         prep_json = prep.to_json()
         if resumed is not None:
             resume.check_preprocessing(
@@ -359,7 +416,7 @@ def run(
             best_auc=resumed.best_auc if resumed else -1.0,
         )
         rules = ReplyRules(
-            rows={n: b.stats.rows for n, b in banks.items()},
+            rows={n: b.stats.rows for n, b in banks.items() if b.stats is not None},
             bins=cfg.histogram_bins,
             val_fraction=cfg.val_fraction,
             threshold=cfg.threshold,
@@ -375,6 +432,9 @@ def run(
             wait_timeout=cfg.node_wait_timeout,
             rules=rules,
             preprocessing=prep_json,
+            secure=SecureSettings(cfg.privacy_secure_threshold, cfg.privacy_max_update_norm, weight_key(cfg))
+            if cfg.privacy_secure_aggregation
+            else None,
         )
         # The configs carry only the preprocessing's digest; TrackingGrid adds the preprocessing itself.
         # round-offset: a resumed run's banks seed each message by the run's round, not Flower's.

@@ -100,10 +100,20 @@ def _sampled(cfg: RunConfig, num_banks: int) -> int:
     return max(int(num_banks * cfg.fraction_train), cfg.min_banks)
 
 
+def _accounted(cfg: RunConfig) -> bool:
+    """Whether Flower's accountant states epsilon: fixed clipping with plain FedAvg/FedProx averaging."""
+    return cfg.privacy_mode in _FIXED_CLIPPING and cfg.strategy_name in ("fedavg", "fedprox")
+
+
+def weight_key(cfg: RunConfig) -> str:
+    """The reply metric updates are weighted by: equal weights where privacy is accounted, else rows."""
+    return UNIT_WEIGHT if _accounted(cfg) else "num-examples"
+
+
 def make_strategy(cfg: RunConfig, num_banks: int) -> tuple[Any, Any]:
     """(strategy, privacy accountant or None) for the run config and federation size."""
     check_against_banks(cfg, num_banks)
-    accounted = cfg.privacy_mode in _FIXED_CLIPPING and cfg.strategy_name in ("fedavg", "fedprox")
+    accounted = _accounted(cfg)
     common: dict[str, Any] = dict(
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
@@ -111,7 +121,7 @@ def make_strategy(cfg: RunConfig, num_banks: int) -> tuple[Any, Any]:
         min_evaluate_nodes=cfg.min_banks,
         min_available_nodes=cfg.min_banks,
         evaluate_metrics_aggr_fn=pooled_metric_record,
-        weighted_by_key=UNIT_WEIGHT if accounted else "num-examples",
+        weighted_by_key=weight_key(cfg),
     )
     try:
         cls = STRATEGY_CLASSES[cfg.strategy_name]

@@ -17,13 +17,23 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcredit.core import metrics
 from fedcredit.federation import protocol
 from fedcredit.federation.protocol import UNIT_WEIGHT, ProtocolError
+from fedcredit.federation.secure_sum import secure_sum
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """Secure mode: train and evaluate exchanges become secure sums (`fedcredit.federation.secure_sum`)."""
+
+    fraction: float  # privacy.secure-threshold
+    max_update_norm: float  # privacy.max-update-norm
+    weight_key: str  # the reply metric the strategy weighs updates by
 
 
 @dataclass(frozen=True)
@@ -54,19 +64,24 @@ class Phase:
     failed: dict[int, str] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)  # replies that broke the protocol
     clipped: dict[int, float] = field(default_factory=dict)  # update scale factors applied
+    withheld: dict[int, str] = field(default_factory=dict)  # secure mode: the bank's own check kept its vector
+    secure_train: dict[str, float] | None = None  # secure mode: the mean train loss and rows from the sum
     summaries: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None  # why no reply of this phase reached the strategy
 
     @property
     def missing(self) -> list[int]:
-        return [n for n in self.sampled if n not in self.replies and n not in self.failed and n not in self.refused]
+        answered = {**self.replies, **self.failed, **self.refused, **self.withheld}
+        return [n for n in self.sampled if n not in answered]
 
     def pooled(self) -> dict[str, Any] | None:
         """Pooled evaluation metrics of the banks that replied (None: nobody did)."""
         return metrics.pooled(self.summaries) if self.summaries else None
 
     def mean_train_loss(self) -> dict[str, Any] | None:
-        if not self.replies:
+        if self.secure_train is not None:
+            return dict(self.secure_train)
+        if not self.replies or not all(self.replies.values()):
             return None
         n = sum(r["num-examples"] for r in self.replies.values())
         return {
@@ -151,6 +166,7 @@ class TrackingGrid:
         wait_timeout: float = float("inf"),
         rules: ReplyRules | None = None,
         preprocessing: str | None = None,
+        secure: SecureSettings | None = None,
     ) -> None:
         self._grid = grid
         self.tracker = tracker
@@ -160,6 +176,7 @@ class TrackingGrid:
         self.wait_timeout = wait_timeout
         self.rules = rules or ReplyRules()
         self.preprocessing = preprocessing
+        self.secure = secure
         self._bins = self.rules.bins
         self._short_since: float | None = None
 
@@ -191,6 +208,8 @@ class TrackingGrid:
         if self.preprocessing is not None:
             for msg in messages:  # its own record: the strategy's config (and Flower's log) carry only the digest
                 msg.content[protocol.PREPROCESSING] = protocol.preprocessing_record(self.preprocessing)
+        if self.secure is not None:
+            return self._secure_phase(kind, messages, phase, server_round, timeout)
         reference = messages[0].content[protocol.ARRAYS]
         kept: dict[int, Message] = {}
         updates: dict[int, list[np.ndarray]] = {}
@@ -225,18 +244,80 @@ class TrackingGrid:
                     factor,
                     self.rules.update_clip,
                 )
-        if kind == "train" and kept and len(kept) < self.min_banks:
-            phase.skipped = (
-                f"only {len(kept)} usable repl{'y' if len(kept) == 1 else 'ies'}, min-banks={self.min_banks}"
-            )
-        elif kind == "train" and kept and self.all_or_nothing and (phase.failed or phase.refused):
-            phase.skipped = "differential privacy: a sampled bank failed, so the calibrated noise would not hold"
-        if phase.skipped:
-            log(WARNING, "train round %s not aggregated: %s", server_round, phase.skipped)
+        if self._not_aggregated(kind, phase, len(kept), server_round):
             return []
         # In node order, whatever order Flower sampled them in: the weighted sum of float32 updates then
         # does not depend on sampling, and a resumed run aggregates exactly as an uninterrupted one.
         return [kept[node] for node in sorted(kept)]
+
+    def _not_aggregated(self, kind: str, phase: Phase, usable: int, server_round: int) -> bool:
+        """Whether a training round must not be aggregated (`phase.skipped` says why)."""
+        if kind == "train" and usable and usable < self.min_banks:
+            phase.skipped = f"only {usable} usable repl{'y' if usable == 1 else 'ies'}, min-banks={self.min_banks}"
+        elif kind == "train" and usable and self.all_or_nothing and (phase.failed or phase.refused or phase.withheld):
+            phase.skipped = "differential privacy: a sampled bank failed, so the calibrated noise would not hold"
+        if phase.skipped and kind == "train":
+            log(WARNING, "train round %s not aggregated: %s", server_round, phase.skipped)
+        return phase.skipped is not None
+
+    def _secure_phase(
+        self, kind: str, messages: list[Message], phase: Phase, server_round: int, timeout: float | None
+    ) -> list[Message]:
+        """One train or evaluate exchange as a secure sum; the strategy gets replies that carry only the sum.
+
+        Train: every contributing bank's reply carries the same securely
+        computed weighted mean with equal weights, so any FedAvg-family
+        strategy (and the client-side DP wrapper, which counts replies)
+        aggregates exactly that mean. Evaluate: one reply with the summed summary.
+        """
+        assert self.secure is not None
+        for msg in messages:
+            msg.content[protocol.PREPROCESSING] = protocol.preprocessing_record(self.preprocessing or "")
+        reference = messages[0].content[protocol.ARRAYS]
+        if kind == "train":
+            length = sum(int(np.prod(a.shape)) for a in reference.values()) + 3
+            collect = {"weight-key": self.secure.weight_key, "max-update-norm": self.secure.max_update_norm}
+        else:
+            length, collect = protocol.summary_length(self.rules.bins or 0), {}
+        outcome = secure_sum(self._grid, messages, length, self.secure.fraction, timeout, collect)
+        phase.failed.update(outcome.failed)
+        phase.refused.update(outcome.refused)
+        phase.withheld.update(outcome.withheld)
+        phase.replies.update({n: {} for n in outcome.contributors})  # their figures stay at the bank
+        banks = len(outcome.contributors)
+        try:
+            if outcome.total is None:
+                raise ProtocolError(outcome.reason or "no sum")
+            if kind == "train":
+                weights, figures = protocol.read_train_sum(outcome.total, reference, self.secure.max_update_norm, banks)
+            else:
+                summary = protocol.read_summary_sum(outcome.total, self.rules.bins or 0, self.rules.threshold, banks)
+        except ProtocolError as err:
+            phase.skipped = str(err)
+            log(WARNING, "%s round %s: no secure sum: %s", kind, server_round, err)
+            return []
+        if kind == "evaluate":
+            phase.summaries = [summary]
+            reply = outcome.replies[outcome.contributors[0]]
+            reply.content = RecordDict({protocol.METRICS: MetricRecord(summary)})
+            return [reply]
+        phase.secure_train = figures
+        if self._not_aggregated(kind, phase, banks, server_round):
+            return []
+        share = max(1, figures["num-examples"] // banks)
+        replies = []
+        for node in outcome.contributors:
+            reply = outcome.replies[node]
+            reply.content = RecordDict(
+                {
+                    protocol.ARRAYS: ArrayRecord(weights),
+                    protocol.METRICS: MetricRecord(
+                        {"train-loss": figures["train-loss"], "num-examples": share, UNIT_WEIGHT: 1}
+                    ),
+                }
+            )
+            replies.append(reply)
+        return replies
 
     def _check(
         self, kind: str, node: int, msg: Message, reference: ArrayRecord, updates: dict[int, list[np.ndarray]]

@@ -636,6 +636,14 @@ def personalisation_section(run: Run) -> str:
         f"{settings.get('learning-rate')}), trained a local-only model on its rows alone, and kept the best of the "
         "three by its validation AUC. The kept models stay at the banks; these are their own figures."
     )
+    if record.get("secure"):
+        counts = record.get("kept-counts") or {}
+        text += note(
+            "Secure mode: the coordinator saw only sums, so there is no per-bank table (each bank's figures are in "
+            "its own log). Banks that kept each model: "
+            + (", ".join(f"{m}: {n}" for m, n in counts.items()) or record.get("not-summed", "none"))
+            + "."
+        )
     candidates = ("global", "personalised", "local-only")
     header = [
         "bank",

@@ -1,0 +1,176 @@
+"""The coordinator's side of secure mode: one secure sum through the Grid.
+
+`secure_sum` wraps one exchange of the run (statistics, a training round's
+train messages, an evaluation) in SecAgg+'s stages: banks advertise keys,
+exchange encrypted shares through the coordinator, answer the wrapped
+messages with masked vectors, and reveal the shares that take the masks out
+of the survivors' sum. Every reply is checked against the protocol; a bank
+that fails or breaks it at any stage is recorded with the reason and treated
+as dropped out, and the sum goes on without it while at least `threshold`
+banks remain.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from logging import WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedcredit.federation import protocol, secagg
+from fedcredit.federation.protocol import SECAGG, ProtocolError
+
+
+def threshold_for(banks: int, fraction: float) -> int:
+    """Shares needed to rebuild a secret: more than half of the banks, and at least 2."""
+    return max(2, math.ceil(fraction * banks), banks // 2 + 1)
+
+
+@dataclass
+class SecureOutcome:
+    """One secure sum: the decoded total, and what happened to each bank (node ids)."""
+
+    total: np.ndarray | None = None
+    contributors: list[int] = field(default_factory=list)  # banks whose vectors are in the total
+    replies: dict[int, Message] = field(default_factory=dict)  # their replies to the wrapped messages
+    info: dict[int, Any] = field(default_factory=dict)  # what `check` returned for each bank's reply
+    failed: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    withheld: dict[int, str] = field(default_factory=dict)
+    reason: str | None = None  # why there is no total
+
+
+class _Exchange:
+    """Sends one stage to some banks and keeps the checked replies; everything else is recorded per bank."""
+
+    def __init__(self, grid: Grid, outcome: SecureOutcome, timeout: float | None) -> None:
+        self.grid, self.outcome, self.timeout = grid, outcome, timeout
+
+    def send(self, messages: Sequence[Message], read: Callable[[Message], Any], what: str) -> dict[int, Any]:
+        asked = {m.metadata.dst_node_id for m in messages}
+        got: dict[int, Any] = {}
+        for reply in self.grid.send_and_receive(list(messages), timeout=self.timeout):
+            node = reply.metadata.src_node_id
+            if node not in asked or node in got or node in self.outcome.failed or node in self.outcome.refused:
+                continue
+            if reply.has_error():
+                self.outcome.failed[node] = f"{what}: {reply.error.reason}"
+                log(WARNING, "secure %s: bank node %s failed: %s", what, node, reply.error.reason)
+                continue
+            try:
+                got[node] = read(reply)
+            except (ProtocolError, secagg.SecAggError) as err:
+                self.outcome.refused[node] = f"{what}: reply refused: {err}"
+                log(WARNING, "secure %s: reply of bank node %s refused: %s", what, node, err)
+        for node in asked - set(got) - set(self.outcome.failed) - set(self.outcome.refused):
+            self.outcome.failed[node] = f"{what}: no reply in time"
+        return got
+
+    def stage(self, nodes: Sequence[int], stage: str, session: str, values: dict[int, dict[str, Any]]) -> dict:
+        messages = [
+            Message(
+                content=protocol.stage_request(stage, session, values.get(n, {})),
+                message_type=protocol.SECAGG_QUERY,
+                dst_node_id=n,
+            )
+            for n in nodes
+        ]
+        return self.send(messages, lambda r: protocol.read_stage_reply(stage, r.content), stage)
+
+
+def secure_sum(
+    grid: Grid,
+    messages: Sequence[Message],
+    length: int,
+    fraction: float,
+    timeout: float | None,
+    collect: dict[str, Any] | None = None,
+    check: Callable[[RecordDict], Any] | None = None,
+) -> SecureOutcome:
+    """Send `messages` (one per bank) as a secure sum of `length`-entry vectors.
+
+    `collect`: what each bank needs to build its vector (layout, weight key,
+    update bound); `check`: reads and checks what a reply carries besides the
+    masked vector (statistics: the bank's name and schema); a bank it refuses
+    counts as dropped out, so its vector never enters the sum.
+    """
+    outcome = SecureOutcome()
+    nodes = sorted(m.metadata.dst_node_id for m in messages)
+    threshold = threshold_for(len(nodes), fraction)
+    session = secrets.token_hex(8)
+    exchange = _Exchange(grid, outcome, timeout)
+
+    def short(stage: str, have: int) -> SecureOutcome:
+        outcome.reason = (
+            f"secure aggregation: {have} of {len(nodes)} banks got through {stage}, fewer than the "
+            f"reconstruction threshold {threshold} (privacy.secure-threshold)"
+        )
+        return outcome
+
+    if len(nodes) < threshold:
+        return short("sampling", len(nodes))
+    keys = exchange.stage(nodes, "advertise", session, {n: {"threshold": threshold} for n in nodes})
+    if len(keys) < threshold:
+        return short("key advertisement", len(keys))
+    owners = sorted(keys)
+    directory = {
+        "key-owners": owners,
+        "pk1s": [keys[n]["pk1"] for n in owners],
+        "pk2s": [keys[n]["pk2"] for n in owners],
+    }
+    shared = exchange.stage(owners, "share", session, {n: directory for n in owners})
+    sharers = sorted(n for n, r in shared.items() if set(r["destinations"]) == set(owners) - {n})
+    for n in set(shared) - set(sharers):
+        outcome.refused[n] = "share: its encrypted shares are not addressed to exactly the other banks"
+    if len(sharers) < threshold:
+        return short("the share exchange", len(sharers))
+    inbox: dict[int, dict[int, bytes]] = {n: {} for n in sharers}
+    for src in sharers:
+        for dst, token in zip(shared[src]["destinations"], shared[src]["ciphertexts"], strict=True):
+            if dst in inbox:
+                inbox[dst][src] = token
+    wrapped = []
+    for msg in messages:
+        node = msg.metadata.dst_node_id
+        if node in inbox:
+            record = {"stage": protocol.MASK, "session": session, **(collect or {})}
+            record.update({"sources": list(inbox[node]), "ciphertexts": list(inbox[node].values())})
+            # Strategies may give every message the same RecordDict: each bank's record goes into its own copy.
+            msg.content = RecordDict({**dict(msg.content.items()), SECAGG: ConfigRecord(record)})
+            wrapped.append(msg)
+
+    def read_masked(reply: Message) -> tuple[bytes | str, Message]:
+        vector = protocol.read_masked_reply(reply.content, length, check is not None)
+        if check is not None:
+            outcome.info[reply.metadata.src_node_id] = check(reply.content)
+        return vector, reply
+
+    answered = exchange.send(wrapped, read_masked, "masked vector")
+    masked = {n: secagg.from_bytes(v, length) for n, (v, _) in answered.items() if isinstance(v, bytes)}
+    for n, (v, _) in answered.items():
+        if isinstance(v, str):
+            outcome.withheld[n] = v
+            log(WARNING, "secure sum: bank node %s withheld its vector: %s", n, v)
+    outcome.replies = {n: r for n, (_, r) in answered.items()}
+    if len(masked) < threshold:
+        return short("masking", len(masked))
+    dropped = sorted(set(sharers) - set(masked))
+    revealers = sorted(answered)
+    values = {n: {"active": sorted(masked), "dropped": dropped} for n in revealers}
+    revealed = exchange.stage(revealers, "reveal", session, values)
+    shares = {n: dict(zip(r["owners"], r["shares"], strict=True)) for n, r in revealed.items()}
+    try:
+        total = secagg.unmask(masked, shares, {n: keys[n] for n in owners}, dropped, threshold)
+    except secagg.SecAggError as err:
+        outcome.reason = f"secure aggregation: the sum could not be unmasked: {err}"
+        return outcome
+    outcome.total = secagg.decode(total)
+    outcome.contributors = sorted(masked)
+    return outcome
