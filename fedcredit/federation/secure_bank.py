@@ -110,6 +110,9 @@ def secure_mod(msg: Message, context: Context, call_next: Callable[[Message, Con
     record = msg.content.config_records.get(SECAGG)
     if record is None:
         return call_next(msg, context)
+    # Off the message before the handler and Flower's DP mods see it (they insist on one ConfigRecord);
+    # the coordinator gives every bank's message its own RecordDict, so nothing else shares it.
+    msg.content.config_records.pop(SECAGG)
     reply = call_next(msg, context)
     if reply.has_error():  # the bank failed: the coordinator counts it as dropped out
         return reply

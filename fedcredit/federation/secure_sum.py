@@ -167,7 +167,7 @@ def secure_sum(
     revealed = exchange.stage(revealers, "reveal", session, values)
     shares = {n: dict(zip(r["owners"], r["shares"], strict=True)) for n, r in revealed.items()}
     try:
-        total = secagg.unmask(masked, shares, {n: keys[n] for n in owners}, dropped, threshold)
+        total = secagg.unmask(masked, shares, {n: (keys[n]["pk1"], keys[n]["pk2"]) for n in owners}, dropped, threshold)
     except secagg.SecAggError as err:
         outcome.reason = f"secure aggregation: the sum could not be unmasked: {err}"
         return outcome

@@ -205,6 +205,7 @@ class RoundReporter:
             "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
             "refused": {self._bank(n): reason for n, reason in phase.refused.items()},
             "clipped": {self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
+            **({"withheld": {self._bank(n): why for n, why in phase.withheld.items()}} if phase.withheld else {}),
             "missing": [self._bank(n) for n in phase.missing],
             # Banks of the run that were not asked this round (disconnected, or not sampled by fraction-*).
             "not-sampled": sorted(name for n, name in self.names.items() if n not in phase.sampled),
@@ -261,8 +262,9 @@ class RoundReporter:
 
     def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
         tr, ev = entry["train"], entry["evaluate"]
-        n_tr = len(tr["ok"]) + len(tr["failed"]) + len(tr["refused"]) + len(tr["missing"])
-        n_ev = len(ev["ok"]) + len(ev["failed"]) + len(ev["refused"]) + len(ev["missing"])
+        n_tr, n_ev = (
+            sum(len(p.get(k) or ()) for k in ("ok", "failed", "refused", "withheld", "missing")) for p in (tr, ev)
+        )
         pooled = ev["pooled"] or {}
         line = (
             f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
@@ -276,6 +278,9 @@ class RoundReporter:
             line += f" | epsilon {entry['privacy']['epsilon']:.3g} (delta {entry['privacy']['delta']:g})"
         line += f" | {entry['seconds']:.1f} s"
         failed = {**tr["failed"], **ev["failed"], **tr["refused"], **ev["refused"]}
+        failed.update(
+            {b: f"withheld: {why}" for b, why in {**tr.get("withheld", {}), **ev.get("withheld", {})}.items()}
+        )
         if failed:
             line += " | failed: " + "; ".join(f"{b}: {short_reason(r, 120)}" for b, r in failed.items())
         if tr["clipped"]:

@@ -1,0 +1,220 @@
+"""Secure mode end to end in one process: the real ServerApp logic against the real ClientApp, through its mods."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord
+
+from fedcredit.core.config import ConfigError
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+from fedcredit.federation import protocol, secagg, secure_bank, server
+from fedcredit.federation.outputs import load_checkpoint
+
+CONFIG = {
+    "partitioning": "iid",
+    "num-server-rounds": 2,
+    "local-epochs": 1,
+    "hidden-units": "8",
+    "histogram-bins": 100,
+    "personalize.epochs": 1,
+    "seed": 7,
+}
+SECURE = {**CONFIG, "privacy.secure-aggregation": True}
+BANKS = 4  # reconstruction threshold 3: one bank may drop out
+
+
+class SpyGrid:
+    """What the ServerApp receives, reply by reply, before anything of fedcredit reads it."""
+
+    def __init__(self, inner: InProcessGrid) -> None:
+        self.inner = inner
+        self.seen: list[tuple[str, int, dict]] = []  # (message type, node, {record name: record})
+
+    def get_node_ids(self) -> list[int]:
+        return self.inner.get_node_ids()
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        kinds = {m.metadata.dst_node_id: m.metadata.message_type for m in messages}
+        replies = self.inner.send_and_receive(messages, timeout=timeout)
+        for r in replies:
+            if not r.has_error():
+                self.seen.append((kinds[r.metadata.src_node_id], r.metadata.src_node_id, dict(r.content.items())))
+        return replies
+
+
+def _run(config: dict, out: Path, name: str, grid=None) -> dict:
+    config = {**config, "output-dir": str(out)}
+    with serverapp_identity():
+        return server.run(grid or InProcessGrid(config, BANKS), config, name, APP_DIR)
+
+
+def _final(history: dict) -> list[np.ndarray]:
+    return load_checkpoint(max(Path(history["output-dir"]).glob("checkpoints/round-*.npz")))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("secure")
+    plain_spy = SpyGrid(InProcessGrid({**CONFIG, "output-dir": str(out)}, BANKS))
+    plain = _run(CONFIG, out, "plain", plain_spy)
+    secure_spy = SpyGrid(InProcessGrid({**SECURE, "output-dir": str(out)}, BANKS))
+    secure = _run(SECURE, out, "secure", secure_spy)
+    return plain, secure, plain_spy, secure_spy
+
+
+def test_secure_mode_trains_the_same_model_as_plain_mode(runs):
+    plain, secure, _, _ = runs
+    assert secure["status"] == "completed"
+    # Statistics summed securely give the same preprocessing (fixed point: 2^-32 per bank).
+    prep = [json.loads((Path(h["output-dir"]) / "preprocessing.json").read_text()) for h in (plain, secure)]
+    assert prep[0]["vocabulary"] == prep[1]["vocabulary"]
+    for key in ("mean", "variance"):
+        for col, value in prep[0][key].items():
+            assert prep[1][key][col] == pytest.approx(value, rel=1e-9, abs=1e-9), (key, col)
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(_final(plain), _final(secure), strict=True))
+    assert gap < 1e-5, gap
+    for a, b in zip(plain["rounds"], secure["rounds"], strict=True):
+        assert b["holdout"]["auc"] == pytest.approx(a["holdout"]["auc"], abs=1e-6)
+        if a["round"]:  # pooled validation figures from summed histograms: the same counts
+            assert b["evaluate"]["pooled"]["auc"] == pytest.approx(a["evaluate"]["pooled"]["auc"], abs=1e-9)
+            assert b["train"]["pooled"]["num-examples"] == a["train"]["pooled"]["num-examples"]
+    # Personalisation: only sums; the pooled global-model figures equal plain mode's.
+    record = secure["personalisation"]
+    assert record["banks"] == {} and sum(record["kept-counts"].values()) == BANKS
+    assert record["pooled-validation"]["global"]["auc"] == pytest.approx(
+        plain["personalisation"]["pooled-validation"]["global"]["auc"], abs=1e-9
+    )
+
+
+def test_the_coordinator_never_receives_one_banks_numbers(runs):
+    _, _, plain_spy, secure_spy = runs
+    revealing = {protocol.ARRAYS, protocol.METRICS, protocol.NUMERIC_STATS, protocol.CATEGORY_COUNTS, "global"}
+    kinds = {kind for kind, _, _ in secure_spy.seen}
+    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.SECAGG_QUERY} <= kinds
+    for kind, node, records in secure_spy.seen:
+        assert set(records) <= {protocol.SECAGG, protocol.BANK_INFO}, (kind, node, set(records))
+        assert not set(records) & revealing
+    # A bank's masked round-1 update looks like noise next to what it would have sent in plain mode.
+    plain_first = {node: r for kind, node, r in plain_spy.seen if kind == "train"}
+    secure_first = {node: r for kind, node, r in secure_spy.seen if kind == "train"}
+    for node, records in plain_first.items():
+        weights = records[protocol.ARRAYS].to_numpy_ndarrays()
+        rows = records[protocol.METRICS]["num-examples"]
+        true = protocol.train_vector(weights, records[protocol.METRICS]["train-loss"], rows, rows)
+        masked = secure_first[node][protocol.SECAGG]["masked"]
+        seen = secagg.decode(secagg.from_bytes(masked, true.size))
+        assert abs(np.corrcoef(seen, true)[0, 1]) < 0.2, node
+        assert np.median(np.abs(seen)) > 1e20  # uniform over +-2^95: nothing of a weight's scale
+
+
+class DroppingGrid(InProcessGrid):
+    """Banks that go silent in one round's training after the key exchange (a crash mid-round)."""
+
+    def __init__(self, config, banks, silent: set[int], at: int) -> None:
+        super().__init__(config, banks)
+        self.silent, self.at = silent, at
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "train":
+            if int(messages[0].content[protocol.CONFIG]["server-round"]) == self.at:
+                messages = [m for m in messages if m.metadata.dst_node_id not in self.silent]
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_bank_dropping_out_after_the_key_exchange_leaves_the_survivors_sum(tmp_path):
+    config = {**SECURE, "personalize.epochs": 0}
+    plain_config = {**CONFIG, "personalize.epochs": 0, "update-clip": 0.0}
+    one = _run(config, tmp_path, "one", DroppingGrid({**config, "output-dir": str(tmp_path)}, BANKS, {12}, at=2))
+    plain = _run(
+        plain_config, tmp_path, "plain", DroppingGrid({**plain_config, "output-dir": str(tmp_path)}, BANKS, {12}, 2)
+    )
+    second = one["rounds"][2]["train"]
+    assert one["rounds"][2]["aggregated"] and sorted(second["ok"]) == ["bank-0", "bank-2", "bank-3"]
+    assert "no reply in time" in second["failed"]["bank-1"]
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(_final(plain), _final(one), strict=True))
+    assert gap < 1e-5, gap  # exactly the three survivors' weighted mean
+    two = _run(config, tmp_path, "two", DroppingGrid({**config, "output-dir": str(tmp_path)}, BANKS, {12, 13}, 2))
+    assert one["status"] == two["status"] == "completed"
+    assert not two["rounds"][2]["aggregated"]
+    assert "fewer than the reconstruction threshold 3" in two["rounds"][2]["train"]["not-aggregated"]
+
+
+def test_a_bank_that_skips_its_own_check_cannot_move_the_model(tmp_path, monkeypatch):
+    honest = secure_bank._masked
+
+    def hostile(msg, reply, record, context):
+        if msg.metadata.dst_node_id == 11 and msg.metadata.message_type == "train":
+            glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
+            mine = reply.content[protocol.ARRAYS].to_numpy_ndarrays()
+            reply.content[protocol.ARRAYS] = ArrayRecord([g + 1000 * (w - g) for w, g in zip(mine, glob, strict=True)])
+            record = ConfigRecord({**dict(record.items()), "max-update-norm": 1e12})
+        return honest(msg, reply, record, context)
+
+    monkeypatch.setattr(secure_bank, "_masked", hostile)
+    config = {**SECURE, "personalize.epochs": 0}
+    with pytest.raises(server.FederationError, match="no round trained"):
+        _run(config, tmp_path, "boosted")
+    (run_dir,) = tmp_path.iterdir()
+    history = json.loads((run_dir / "history.json").read_text())
+    for entry in history["rounds"][1:]:
+        assert not entry["aggregated"] and "beyond privacy.max-update-norm" in entry["train"]["not-aggregated"]
+    assert not list(run_dir.glob("model-final.keras"))  # no corrupted model released
+
+
+def test_an_update_beyond_the_bound_is_withheld_by_the_bank_with_its_reason(tmp_path):
+    config = {**SECURE, "personalize.epochs": 0, "privacy.max-update-norm": 0.01, "num-server-rounds": 1}
+    with pytest.raises(server.FederationError, match="no round trained"):
+        _run(config, tmp_path, "tight")
+    (run_dir,) = tmp_path.iterdir()
+    train = json.loads((run_dir / "history.json").read_text())["rounds"][1]["train"]
+    assert sorted(train["withheld"]) == ["bank-0", "bank-1", "bank-2", "bank-3"]
+    assert all("exceeds privacy.max-update-norm=0.01" in why for why in train["withheld"].values())
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"strategy.name": "fedmedian"}, "needs each bank's own update"),
+        ({"strategy.name": "krum"}, "needs each bank's own update"),
+        ({"privacy.mode": "server-fixed"}, "needs each bank's own update"),
+    ],
+)
+def test_what_needs_one_banks_update_is_refused_before_round_1(tmp_path, change, reason):
+    with pytest.raises(ConfigError, match=reason):
+        _run({**SECURE, **change}, tmp_path, "refused")
+
+
+def test_secure_mode_with_client_side_dp_accounts_epsilon_as_plain_mode(tmp_path):
+    dp = {"privacy.mode": "client-fixed", "privacy.noise-multiplier": 0.5, "personalize.epochs": 0}
+    plain = _run({**CONFIG, **dp}, tmp_path, "dp")
+    secure = _run({**SECURE, **dp}, tmp_path, "securedp")
+    assert secure["status"] == "completed" and all(r["aggregated"] for r in secure["rounds"][1:])
+    assert secure["privacy"]["epsilon"] == pytest.approx(plain["privacy"]["epsilon"])
+
+
+def test_the_key_stages_do_not_import_tensorflow():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from flwr.app import Context, Message, RecordDict\n"
+        "from fedcredit.deploy.inprocess import serverapp_identity\n"
+        "from fedcredit.federation import protocol\n"
+        "import client_app\n"
+        "with serverapp_identity():\n"
+        "    msg = Message(protocol.stage_request('advertise', 's', {'threshold': 2}), dst_node_id=5,\n"
+        "                  message_type=protocol.SECAGG_QUERY)\n"
+        "ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})\n"
+        "reply = client_app.app(msg, ctx)\n"
+        "assert not reply.has_error(), reply.error\n"
+        "print(sorted(reply.content['secagg']), 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-3:] == ["['pk1',", "'pk2']", "False"]
