@@ -11,6 +11,7 @@ import pytest
 from appcopy import copy_app
 
 from fedcredit.cli import main
+from fedcredit.core import metrics
 from fedcredit.core.schema import BUILTIN_SCHEMA_FILE
 from fedcredit.deploy.certs import make_bank_keys
 from fedcredit.deploy.consortium import BANK_SIDE_CONNECTION, CONNECTION, LocalDeployment
@@ -108,6 +109,45 @@ def _wait_for_recorded_round(out, server_round: int, started: float) -> None:
     while not recorded():
         assert time.monotonic() - started < 900, f"round {server_round} never recorded"
         time.sleep(0.5)
+
+
+def test_secure_mode_over_tls_trains_the_same_model_as_plain_mode(tmp_path):
+    """SecAgg+ stages through the proxy, each message a fresh ClientApp process, secrets in Context.state."""
+    from fedcredit.core import model as mdl
+    from fedcredit.core.banks import holdout_set
+    from fedcredit.core.config import parse_run_config
+    from fedcredit.federation.outputs import load_checkpoint
+
+    csvs = split_builtin(tmp_path / "banks", 3, "iid")
+    out = tmp_path / "out"
+    config = {"num-server-rounds": 2, "local-epochs": 1, "hidden-units": "16", "round-timeout": 300.0}
+    with LocalDeployment(tmp_path / "dep", csvs) as dep:
+        dep.wait_for_nodes(3)
+        plain = dep.run({**config, "output-dir": str(out / "plain")})
+        secure = dep.run({**config, "output-dir": str(out / "secure"), "privacy.secure-aggregation": True})
+    for result in (plain, secure):
+        assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    (plain_dir, plain_history), (secure_dir, secure_history) = _history(out / "plain"), _history(out / "secure")
+    assert all(r["aggregated"] for r in secure_history["rounds"][1:])
+    assert secure_history["personalisation"]["banks"] == {}  # only sums reached the coordinator
+    assert sum(secure_history["personalisation"]["kept-counts"].values()) == 3
+    final = [load_checkpoint(d / "checkpoints" / "round-002.npz") for d in (plain_dir, secure_dir)]
+    gap = max(float(abs(a - b).max()) for a, b in zip(*final, strict=True))
+    test = holdout_set(parse_run_config({}))
+    auc = {}
+    for name, run_dir in (("plain", plain_dir), ("secure", secure_dir)):
+        model = mdl.load(str(run_dir / "model-final.keras"))
+        auc[name] = metrics.exact_auc(mdl.score(model, test), test["Class"].to_numpy())
+    per_round = {
+        name: [e["seconds"] for e in h["rounds"][1:]]
+        for name, h in (("plain", plain_history), ("secure", secure_history))
+    }
+    print(
+        f"deployment, 3 banks: hold-out AUC plain {auc['plain']:.4f} secure {auc['secure']:.4f}; "
+        f"max weight gap {gap:.3g}; seconds per round plain {per_round['plain']} secure {per_round['secure']}; "
+        f"whole runs {plain.seconds:.0f} s and {secure.seconds:.0f} s"
+    )
+    assert gap < 1e-5 and abs(auc["plain"] - auc["secure"]) < 0.005
 
 
 def test_broken_csv_and_killed_node_do_not_stop_the_run_and_a_restarted_node_rejoins(tmp_path):

@@ -233,3 +233,8 @@ def test_the_deployment_guide_lists_every_record_that_leaves_a_bank():
         assert re.search(rf"\| {message} \|", table), f"message {message!r} missing from the guide's table"
         for record in records:
             assert f"`{record}`" in table, f"record {record!r} of {message!r} missing from the guide's table"
+    for stage, what in protocol.LEAVES_A_BANK_SECURE.items():  # secure mode's own messages
+        assert f"| secagg {stage} | `{protocol.SECAGG}` | (secure mode only) | {what} |" in table, stage
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert "in secure mode (`privacy.secure-aggregation = true`)" in rows[0]
+    assert all(line.count(" | ") == 3 and not line.endswith("|  |") for line in rows), "every row has its secure cell"

@@ -432,12 +432,11 @@ MASK = "mask"
 MAX_KEY_BYTES = 512  # a serialised EC public key is ~180 bytes
 MAX_SHARE_BYTES = 4096
 
+# What secure mode adds (docs/deployment.md, checked by a test): its key stages. Everything else a bank
+# sends in secure mode travels only inside its masked vector, besides its bank-info and withholding reasons.
 LEAVES_A_BANK_SECURE: dict[str, str] = {
     "advertise": "two fresh public keys (one to agree masks, one to encrypt shares)",
     "share": "Shamir shares of its mask secrets, each encrypted for one other bank (the coordinator cannot read them)",
-    "statistics": "its name, source and schema SHA-256; counts and sums only inside a masked vector",
-    "train": "a masked vector (weighted update, weight, loss, rows), or that it withheld it and why",
-    "evaluate": "a masked vector (score histograms, confusion counts, sums), or that it withheld it and why",
     "reveal": "shares of surviving banks' self-mask seeds and of dropped banks' mask keys, never both for one bank",
 }
 
