@@ -31,7 +31,9 @@ class NormSpy(InProcessGrid):
 
     def send_and_receive(self, messages, *, timeout=None):
         messages = list(messages)
-        glob = {m.metadata.dst_node_id: m.content[protocol.ARRAYS] for m in messages if m.metadata.message_type == "train"}
+        glob = {
+            m.metadata.dst_node_id: m.content[protocol.ARRAYS] for m in messages if m.metadata.message_type == "train"
+        }
         replies = super().send_and_receive(messages, timeout=timeout)
         for r in replies:
             node = r.metadata.src_node_id

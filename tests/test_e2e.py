@@ -113,12 +113,17 @@ def test_fedprox_with_client_side_privacy_runs_and_reports_epsilon(flower, tmp_p
     assert "epsilon" in result.logs and "fixedclipping_mod: parameters are clipped" in result.logs
 
 
-def test_plain_flwr_run_on_the_default_federation_completes_with_a_readable_log(flower, tmp_path):
+@pytest.fixture(scope="module")
+def default_run(flower, tmp_path_factory):
     """`flwr run .` as a newcomer types it: Flower's default federation (2 banks), the default config."""
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("default") / "out"
     result = flower.run({"output-dir": str(out)})
     assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
-    history = json.loads((_run_dir(out) / "history.json").read_text())
+    return result, json.loads((_run_dir(out) / "history.json").read_text())
+
+
+def test_plain_flwr_run_on_the_default_federation_completes_with_a_readable_log(default_run):
+    result, history = default_run
     assert len(history["banks"]) == 2 and len(history["rounds"]) == 6
     assert history["rounds"][-1]["holdout"]["auc"] > 0.7
     assert "fedcredit round 5/5: banks train 2/2 ok, evaluate 2/2 ok" in result.logs
@@ -132,6 +137,27 @@ def test_plain_flwr_run_on_the_default_federation_completes_with_a_readable_log(
     assert sorted(personal["banks"]) == sorted(history["banks"]) and not personal["failed"]
     assert all(Path(r["model"]).is_file() for r in personal["banks"].values())
     print(f"default federation: {result.seconds:.1f} s, hold-out AUC {history['rounds'][-1]['holdout']['auc']:.4f}")
+
+
+def test_secure_mode_on_the_default_federation_matches_plain_mode(flower, default_run, tmp_path):
+    plain_result, plain = default_run
+    out = tmp_path / "out"
+    result = flower.run({"output-dir": str(out), "privacy.secure-aggregation": True})
+    assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    secure = json.loads((_run_dir(out) / "history.json").read_text())
+    assert all(entry["aggregated"] for entry in secure["rounds"][1:])
+    # No bank's own figures reached the coordinator: per-bank records are empty, personalisation only summed.
+    assert not any(
+        m for e in secure["rounds"][1:] for phase in ("train", "evaluate") for m in e[phase]["banks"].values()
+    )
+    assert secure["personalisation"]["banks"] == {} and sum(secure["personalisation"]["kept-counts"].values()) == 2
+    auc = [h["rounds"][-1]["holdout"]["auc"] for h in (plain, secure)]
+    print(
+        f"default federation: hold-out AUC plain {auc[0]:.4f} secure {auc[1]:.4f}; seconds per round plain "
+        f"{[e['seconds'] for e in plain['rounds'][1:]]} secure {[e['seconds'] for e in secure['rounds'][1:]]}; "
+        f"whole runs {plain_result.seconds:.1f} s and {result.seconds:.1f} s"
+    )
+    assert abs(auc[0] - auc[1]) < 0.005
 
 
 def test_a_bank_boosting_its_update_x1000_every_round_cannot_wreck_the_model(flower, tmp_path):

@@ -85,7 +85,7 @@ def test_deployment_run_says_what_is_missing(tiny_run, tmp_path):  # noqa: F811
     assert "Not available" in s["stability"] and "simulation run" in s["stability"]
     assert "<img" in s["rounds"] and "partner-0" in s["rounds"]
     assert sorted(p.name for p in (run_dir / "report").glob("*.png")) == ["bank_auc.png", "rounds.png"]
-    assert "No privacy figures" in s["privacy"] and "fedavg" in s["summary"]
+    assert "No differential-privacy figures" in s["privacy"] and "fedavg" in s["summary"]
 
 
 def test_failed_run_without_model(tiny_run, tmp_path):  # noqa: F811

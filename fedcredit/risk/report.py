@@ -613,10 +613,16 @@ def config_section(run: Run) -> str:
 
 def privacy_section(run: Run) -> str:
     privacy = run.history.privacy
+    secure = note(
+        "Secure aggregation (SecAgg+) was on: the coordinator received only sums of the banks' statistics, "
+        "updates and evaluation summaries, so the per-bank columns of this report are empty by design."
+        if run.history.config.get("privacy.secure-aggregation")
+        else "Secure aggregation was off: the coordinator saw each bank's statistics, updates and summaries."
+    )
     if not privacy:
-        return section("privacy", "Privacy", note("No privacy figures recorded in history.json for this run."))
+        return section("privacy", "Privacy", secure + note("No differential-privacy figures recorded for this run."))
     rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in privacy.items()]
-    return section("privacy", "Privacy", html_table(["item", "value"], rows, numeric_from=2))
+    return section("privacy", "Privacy", secure + html_table(["item", "value"], rows, numeric_from=2))
 
 
 def personalisation_section(run: Run) -> str:
@@ -658,7 +664,7 @@ def personalisation_section(run: Run) -> str:
         rows.append(
             [bank, r.get("kept"), *(_fmt(val.get(c, {}).get(m)) for m in ("auc", "ks", "brier") for c in candidates)]
         )
-    body = text + html_table(header, rows, numeric_from=2)
+    body = text + (html_table(header, rows, numeric_from=2) if rows else "")
     holdout_rows = [
         [bank, r.get("kept"), *(_fmt(r["holdout"].get(c, {}).get("auc")) for c in candidates)]
         for bank, r in (record.get("banks") or {}).items()
