@@ -21,7 +21,7 @@ def query(msg: Message, context: Context) -> Message:
     """Sufficient statistics of the bank's training rows, for federated preprocessing."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         return protocol.statistics_reply(*client.statistics(cfg, context.node_config))
 
     return client.answer(msg, build)
@@ -33,7 +33,7 @@ def train(msg: Message, context: Context) -> Message:
     """Fit the global model on the bank's training rows (FedProx: with the proximal term)."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         config = msg.content[protocol.CONFIG]
         weights, loss, rows = client.train(
             cfg,
@@ -53,7 +53,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Summarise the global model's scores on the bank's validation rows."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         summary = client.evaluate(
             cfg,
             context.node_config,
@@ -70,7 +70,7 @@ def personalise(msg: Message, context: Context) -> Message:
     """After the last round: fine-tune, compare with the global and a local-only model, keep the best here."""
 
     def build():
-        cfg = client.run_config(context.run_config, APP_DIR, context.node_config)
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         bank_dir = msg.content[protocol.CONFIG].get("bank-dir")
         kept, summaries = client.personalise(
             cfg,

@@ -13,4 +13,4 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    server.run(grid, context.run_config, context.run_id, APP_DIR)
+    server.serve(grid, context.run_config, context.run_id, APP_DIR)

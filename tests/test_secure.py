@@ -200,7 +200,8 @@ def test_secure_mode_with_client_side_dp_accounts_epsilon_as_plain_mode(tmp_path
     assert secure["privacy"]["epsilon"] == pytest.approx(plain["privacy"]["epsilon"])
 
 
-def test_the_key_stages_do_not_import_tensorflow():
+def test_the_model_free_handlers_do_not_import_tensorflow():
+    """Statistics and the key stages: in a deployment each message is a fresh process; TensorFlow costs seconds."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from flwr.app import Context, Message, RecordDict\n"
@@ -208,13 +209,16 @@ def test_the_key_stages_do_not_import_tensorflow():
         "from fedcredit.federation import protocol\n"
         "import client_app\n"
         "with serverapp_identity():\n"
-        "    msg = Message(protocol.stage_request('advertise', 's', {'threshold': 2}), dst_node_id=5,\n"
+        "    key = Message(protocol.stage_request('advertise', 's', {'threshold': 2}), dst_node_id=5,\n"
         "                  message_type=protocol.SECAGG_QUERY)\n"
-        "ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})\n"
-        "reply = client_app.app(msg, ctx)\n"
-        "assert not reply.has_error(), reply.error\n"
-        "print(sorted(reply.content['secagg']), 'tensorflow' in sys.modules)\n"
+        "    stats = Message(protocol.statistics_request(), dst_node_id=5, message_type='query')\n"
+        "node = {'partition-id': 0, 'num-partitions': 2}\n"
+        "ctx = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config={})\n"
+        "replies = [client_app.app(m, ctx) for m in (key, stats)]\n"
+        "assert not any(r.has_error() for r in replies), [r.error for r in replies if r.has_error()]\n"
+        "print(sorted(replies[0].content['secagg']), sorted(replies[1].content), 'tensorflow' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-3:] == ["['pk1',", "'pk2']", "False"]
+    assert result.stdout.split()[-1] == "False", result.stdout
+    assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout

@@ -61,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = compare.run_all(todo, args.seeds, args.federation_config, out, lambda line: print(line, flush=True))
+    table = compare.run_all(
+        todo, args.seeds, args.federation_config, out, lambda line: print(line, flush=True), parse_set(args.set)
+    )
     means = compare.write(table, out, args.federation_config, args.seeds)
     print(means.to_string(index=False))
     print(f"wrote {out / 'comparison.md'}, {out / 'comparison.csv'}, {out / 'comparison.png'}")
-    return 0 if (table["status"] == compare.COMPLETED).all() else 1
+    complete = len(table) == len(todo) * len(args.seeds) and (table["status"] == compare.COMPLETED).all()
+    return 0 if complete else 1

@@ -211,6 +211,12 @@ class RunConfig:
         "a run directory whose run the coordinator's crash cut short: continue it from its last checkpoint "
         "(new run directory, rounds numbered on)",
     )
+    sweep: str = _key(
+        "sweep",
+        "",
+        "variants run one after the other in this one run, over the same warm banks: `key=v1,v2; key2=v3` "
+        "(every combination; each variant gets its own run directory); empty: one run",
+    )
     # protection against a hostile or broken bank
     max_categories: int = _key(
         "max-categories", 200, "distinct category values one bank may report per categorical column", ge=1
@@ -610,3 +616,36 @@ def config_table() -> str:
         used = ", ".join(f"`{u}`" for u in users) if users is not None else "any"
         rows.append(f"| `{spec.name}` | {_toml(getattr(default, name))} | {valid} | {used} | {spec.meaning} |")
     return "\n".join(rows) + "\n"
+
+
+def sweep_variants(text: str) -> list[dict[str, Any]]:
+    """The run-config overrides of every variant of a `sweep` (every combination of the listed values)."""
+    axes: list[tuple[str, list[Any]]] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or key not in _FIELD_OF or key in ("sweep", "resume-from"):
+            raise ConfigError(
+                f"sweep: {part!r} is not `key=value1,value2` with a run-config key (not sweep or resume-from); "
+                "separate keys with ';', e.g. \"strategy.name=fedavg,fedprox; seed=42,1\""
+            )
+        if any(k == key for k, _ in axes):
+            raise ConfigError(f"sweep: key {key!r} appears twice: list all its values once")
+        field_name = _FIELD_OF[key]
+        kind = _TYPES[field_name]
+        parsed = []
+        for raw in (v.strip() for v in values.split(",")):
+            try:
+                value: Any = raw if kind in (str, bool) else float(raw)
+            except ValueError:
+                raise ConfigError(f"sweep: {key} = {raw!r} is not a number") from None
+            parsed.append(_coerce(KEYS[field_name], value, kind))
+        axes.append((key, parsed))
+    if not axes:
+        raise ConfigError('sweep: no variants: give `key=value1,value2`, e.g. "strategy.name=fedavg,fedprox"')
+    variants: list[dict[str, Any]] = [{}]
+    for key, values in axes:
+        variants = [{**v, key: value} for v in variants for value in values]
+    return variants

@@ -1,7 +1,8 @@
 """`fedcredit compare`: several strategies (and seeds, and DP noise levels) through the real Flower engine.
 
-Every variant runs as its own `flwr run` on one private local SuperLink, on
-the same partitions for the same seed, and the table compares what a
+Every variant runs inside one `flwr run` on a private local SuperLink (a
+`sweep`: the banks stay warm, statistics are gathered once per split), each
+exactly as a run of its own would, on the same partitions for the same seed, and the table compares what a
 consortium would look at: pooled validation AUC and KS, hold-out AUC,
 rounds, wall time, and epsilon when differential privacy is on. Writes
 comparison.md, comparison.csv and comparison.png (AUC per round). The
@@ -20,7 +21,7 @@ from fedcredit.core.config import ConfigError, parse_run_config
 from fedcredit.deploy.localrun import LocalFlower
 from fedcredit.federation.history import metric, read_history
 
-COMPLETED = "finished:completed"
+COMPLETED = "completed"
 
 
 def variants(
@@ -105,36 +106,62 @@ def run_dir_name(label: str, seed: int) -> str:
     return f"{label.replace(' ', '_').replace('=', '')}/seed{seed}"
 
 
+def sweep_text(todo: list[tuple[str, dict[str, Any]]], seeds: Sequence[int], extra: Mapping[str, Any]) -> str:
+    """The `sweep` run-config value that runs every variant x seed (variants are a product of their keys)."""
+    keys = [k for k in todo[0][1] if k not in extra]
+    values = {k: list(dict.fromkeys(config[k] for _, config in todo)) for k in keys}
+    parts = [f"{k}={','.join(_text(v) for v in vals)}" for k, vals in values.items()]
+    return "; ".join([*parts, f"seed={','.join(str(s) for s in seeds)}"])
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def run_all(
     todo: list[tuple[str, dict[str, Any]]],
     seeds: Sequence[int],
     federation_config: str,
     out: Path,
     say: Callable[[str], None] = print,
+    extra: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Every variant x seed as its own `flwr run` on one private local SuperLink; one row per run."""
-    rows = []
+    """Every variant x seed inside one `flwr run` (a sweep over the same warm banks); one row per variant run."""
+    extra = dict(extra or {})
+    runs = out / "runs"
+    config = {**extra, "output-dir": str(runs), "sweep": sweep_text(todo, seeds, extra)}
     with LocalFlower(out / "flwr") as flower:
-        for label, config in todo:
-            for seed in seeds:
-                run_out = out / "runs" / run_dir_name(label, seed)
-                result = flower.run({**config, "seed": seed, "output-dir": str(run_out)}, federation_config)
-                row: dict[str, Any] = {
-                    "variant": label,
-                    "seed": seed,
-                    "status": result.status,
-                    "flwr run s": round(result.seconds, 1),
-                }
-                if result.completed:
-                    row.update(summarise_run(max(run_out.iterdir(), key=lambda p: p.stat().st_mtime)))
-                else:
-                    row["error"] = result.details
-                rows.append(row)
-                say(
-                    f"{label} seed {seed}: {result.status} "
-                    f"hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}"
-                )
-    return pd.DataFrame(rows)
+        result = flower.run(config, federation_config, timeout=6 * 3600)
+    say(f"one flwr run with {len(todo) * len(seeds)} variants: {result.status} in {result.seconds:.0f} s")
+    rows = []
+    for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
+        history = read_history(run_dir / "history.json")
+        overrides = (history.extra.get("sweep") or {}).get("overrides", {})
+        label = next(
+            (lbl for lbl, cfg in todo if all(overrides.get(k) == v for k, v in cfg.items() if k not in extra)), None
+        )
+        if label is None:
+            continue
+        row: dict[str, Any] = {
+            "variant": label,
+            "seed": overrides.get("seed"),
+            "status": history.status,
+            "run": run_dir.name,
+        }
+        if history.status == "completed":
+            row.update(summarise_run(run_dir))
+        else:
+            row["error"] = history.reason
+        rows.append(row)
+        say(
+            f"{label} seed {row['seed']}: {row['status']} hold-out AUC {row.get('hold-out AUC')} pooled val AUC {row.get('pooled val AUC')}"
+        )
+    expected = len(todo) * len(seeds)
+    if len(rows) < expected:
+        say(f"only {len(rows)} of {expected} variants left a run directory: {result.status}: {result.details}")
+    table = pd.DataFrame(rows)
+    table.attrs["flwr run s"] = round(result.seconds, 1)
+    return table
 
 
 def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequence[int]) -> pd.DataFrame:
@@ -150,21 +177,18 @@ def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequenc
             "hold-out AUC",
             "rounds",
             "epsilon",
-            "flwr run s",
             "strategy s",
+            "run",
         )
         if c in table
     ]
     table[columns].to_csv(out / "comparison.csv", index=False)
-    numeric = [
-        c
-        for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "epsilon", "flwr run s", "strategy s")
-        if c in table
-    ]
+    numeric = [c for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "epsilon", "strategy s") if c in table]
     means = table.groupby("variant", sort=False)[numeric].mean().round(4).reset_index()
     (out / "comparison.md").write_text(
-        "# Strategy comparison\n\nEach run: its own `flwr run` of the app, "
-        f"federation `{federation_config}`, seeds {list(seeds)}.\n\n## Per run\n\n"
+        "# Strategy comparison\n\nEvery variant ran inside one `flwr run` of the app (a sweep over the same "
+        f"banks; {table.attrs.get('flwr run s', '?')} s in all), federation `{federation_config}`, "
+        f"seeds {list(seeds)}.\n\n## Per run\n\n"
         + table[columns].round(4).to_markdown(index=False)
         + "\n\n## Mean over seeds\n\n"
         + means.to_markdown(index=False)

@@ -87,6 +87,11 @@ USER_ERRORS = (DataValidationError, SchemaError, PartitionError, ConfigError)
 ERROR_CODE = protocol.ERROR_CODE
 
 
+def raw_config(msg: Message, context: Context) -> dict[str, Any]:
+    """The run config this message is answered with: the run's, with a sweep variant's overrides on top."""
+    return {**context.run_config, **protocol.variant_overrides(msg.content)}
+
+
 def run_config(raw: Mapping[str, Any], app_dir: str | Path, node_config: Mapping[str, Any] | None = None) -> RunConfig:
     """The run config as this bank applies it.
 
@@ -266,17 +271,21 @@ def privacy_mod(msg: Message, context: Context, call_next: Any) -> Message:
 
     Flower's clipping mods fail on messages without a clipping norm, so they
     are applied only in the client-side privacy modes. They also insist on
-    exactly one ConfigRecord, so the preprocessing record is set aside while
-    they look and handed back to the handler.
+    exactly one ConfigRecord, so the preprocessing and sweep records are set
+    aside while they look and handed back to the handler.
     """
-    mode = context.run_config.get("privacy.mode", "none")
+    mode = raw_config(msg, context).get("privacy.mode", "none")
     if mode not in ("client-fixed", "client-adaptive"):
         return call_next(msg, context)
-    preprocessing = msg.content.config_records.pop(protocol.PREPROCESSING, None)
+    aside = {
+        name: msg.content.config_records.pop(name)
+        for name in (protocol.PREPROCESSING, protocol.RUN_CONFIG)
+        if name in msg.content.config_records
+    }
 
     def handler(inner: Message, ctx: Context) -> Message:
-        if preprocessing is not None:
-            inner.content[protocol.PREPROCESSING] = preprocessing
+        for name, record in aside.items():
+            inner.content[name] = record
         return call_next(inner, ctx)
 
     mod = fixedclipping_mod if mode == "client-fixed" else adaptiveclipping_mod

@@ -59,6 +59,9 @@ BANK_ROWS = "bank"
 PREPROCESSING_SHA = "preprocessing-sha256"
 ROUND_OFFSET = "round-offset"  # rounds a resumed run already had: the bank's round is server-round + this
 SCHEMA_SHA = "schema-sha256"
+# In a sweep (several variants in one Flower run) every message carries its variant's run-config overrides:
+# the bank applies them over the run's config, so each variant trains exactly as a run of its own.
+RUN_CONFIG = "run-config"
 
 # Every bank reply carries this key = 1: the weight of equal-weight averaging,
 # which Flower's privacy accounting requires (banks of different sizes would
@@ -230,6 +233,12 @@ def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> Bank
 
 
 # --- train and evaluate ------------------------------------------------------------------
+
+
+def variant_overrides(content: RecordDict) -> dict[str, Any]:
+    """The sweep variant's run-config overrides a message carries ({} outside a sweep)."""
+    record = content.config_records.get(RUN_CONFIG)
+    return dict(record.items()) if record is not None else {}
 
 
 def preprocessing_record(prep_json: str) -> ConfigRecord:

@@ -26,7 +26,15 @@ from flwr.supercore import log
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
-from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides, ignored_keys, parse_run_config
+from fedcredit.core.config import (
+    KEYS,
+    RunConfig,
+    app_defaults,
+    check_overrides,
+    ignored_keys,
+    parse_run_config,
+    sweep_variants,
+)
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import Stats, merge_stats, preprocessing_from_stats
 from fedcredit.federation import protocol, resume
@@ -314,12 +322,90 @@ def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> 
         raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
 
 
-def run(
+# Keys that decide what a bank's statistics are: a sweep gathers them once per distinct combination.
+STATISTICS_KEYS = (
+    "data-path",
+    "schema-path",
+    "partitioning",
+    "dirichlet-alpha",
+    "seed",
+    "test-fraction",
+    "val-fraction",
+    "max-categories",
+    "max-category-length",
+    "privacy.secure-aggregation",
+    "privacy.secure-threshold",
+    "round-timeout",
+)
+
+
+class VariantGrid:
+    """The Grid as one sweep variant uses it: every message carries the variant's run-config overrides."""
+
+    def __init__(self, grid: Grid, overrides: Mapping[str, Any]) -> None:
+        self._grid = grid
+        self.record = ConfigRecord(dict(overrides))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        messages = list(messages)
+        for msg in messages:
+            msg.content[protocol.RUN_CONFIG] = self.record
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+def serve(
     grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """What the ServerApp does: one run, or every variant of `sweep` one after the other over the same banks.
+
+    A variant that fails is recorded (its history says why) and the sweep goes on with the next one.
+    """
+    text = str(run_config.get("sweep", "") or "")
+    if not text:
+        return [run(grid, run_config, run_id, app_dir)]
+    base = {k: v for k, v in run_config.items() if k != "sweep"}
+    variants = sweep_variants(text)
+    for overrides in variants:  # every variant's config is checked before the first one runs
+        parse_run_config({**base, **overrides})
+    statistics: dict[tuple, Any] = {}
+    histories = []
+    for index, overrides in enumerate(variants, start=1):
+        log(INFO, "fedcredit sweep: variant %d/%d: %s", index, len(variants), overrides)
+        try:
+            histories.append(
+                run(
+                    VariantGrid(grid, overrides),
+                    {**base, **overrides},
+                    f"{run_id}-{index:03d}",
+                    app_dir,
+                    statistics=statistics,
+                    variant={"index": index, "of": len(variants), "overrides": dict(overrides)},
+                )
+            )
+        except Exception as err:  # noqa: BLE001 - its history records why; the next variant still runs
+            log(WARNING, "fedcredit sweep: variant %d failed: %s", index, short_reason(str(err)))
+    if not histories:
+        raise FederationError(f"every one of the sweep's {len(variants)} variants failed (see their history.json)")
+    return histories
+
+
+def run(
+    grid: Grid,
+    run_config: Mapping[str, Any],
+    run_id: int | str,
+    app_dir: str | Path | None = None,
+    statistics: dict[tuple, Any] | None = None,
+    variant: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One federated training run; returns the history it also writes to disk.
 
     `app_dir`: the app's directory (a relative schema-path is a file of the app).
+    In a sweep, `statistics` caches the banks' statistics across variants and
+    `variant` is recorded in the history (a key this variant's strategy ignores
+    may be there for another variant, so it is not refused).
     """
     cfg = parse_run_config(run_config)
     cfg = dataclasses.replace(cfg, schema_path=resolve_schema_path(cfg.schema_path, app_dir))
@@ -335,10 +421,11 @@ def run(
         "schema-sha256": schema.sha256,
         "banks": {},
         "rounds": [],
+        **({"sweep": variant} if variant else {}),
     }
     started = time.monotonic()
     try:
-        if app_dir is not None:  # a key given with --run-config that this strategy ignores is a mistake
+        if app_dir is not None and variant is None:  # a key given with --run-config this strategy ignores
             check_overrides(run_config, app_defaults(Path(app_dir)), cfg)
         history["ignored-keys"] = ignored_keys(cfg)
         for key in history["ignored-keys"]:
@@ -359,13 +446,20 @@ def run(
             log(INFO, "fedcredit: resuming %s after its round %d", resumed.run_dir, resumed.last_round)
         nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
         limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
-        if cfg.privacy_secure_aggregation:
+        flat = cfg.to_flower()
+        key = tuple(str(flat[k]) for k in STATISTICS_KEYS) + (schema.sha256,)
+        if statistics is not None and key in statistics:
+            banks, failed, merged = statistics[key]
+            log(INFO, "fedcredit sweep: the banks' statistics of an earlier variant apply (same data and split)")
+        elif cfg.privacy_secure_aggregation:
             banks, failed, merged = collect_secure_statistics(
                 grid, nodes, cfg.round_timeout, schema, cfg.privacy_secure_threshold
             )
         else:
             banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
             merged = merge_stats([banks[n].stats for n in sorted(banks)]) if banks else None  # type: ignore[misc]
+        if statistics is not None and merged is not None:
+            statistics[key] = (banks, failed, merged)
         history["banks"] = {
             b.name: {"node-id": str(n), **({"training-rows": b.stats.rows} if b.stats else {})}
             for n, b in banks.items()
