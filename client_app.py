@@ -30,20 +30,30 @@ def query(msg: Message, context: Context) -> Message:
 # secure_mod outermost: in secure mode it masks what the handler (and DP clipping) produced.
 @app.train(mods=[secure_bank.secure_mod, client.privacy_mod])
 def train(msg: Message, context: Context) -> Message:
-    """Fit the global model on the bank's training rows (FedProx: with the proximal term)."""
+    """Fit the global model on the bank's training rows (FedProx: with the proximal term).
+
+    With folded evaluation, first score the incoming global model on the validation rows.
+    """
 
     def build():
         cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         config = msg.content[protocol.CONFIG]
+        incoming, prep_json = msg.content[protocol.ARRAYS].to_numpy_ndarrays(), protocol.read_preprocessing(msg.content)
+        # Folded evaluation: score the incoming global model first; the summary rides with the update.
+        summary = (
+            client.evaluate(cfg, context.node_config, incoming, prep_json)
+            if config.get(protocol.EVALUATE_FIRST)
+            else None
+        )
         weights, loss, rows = client.train(
             cfg,
             context.node_config,
-            msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
-            protocol.read_preprocessing(msg.content),
+            incoming,
+            prep_json,
             protocol.run_round(config),
             float(config.get("proximal-mu", 0.0)),
         )
-        return protocol.train_reply(weights, loss, rows)
+        return protocol.train_reply(weights, loss, rows, summary)
 
     return client.answer(msg, build)
 

@@ -5,7 +5,7 @@ SuperNode per bank on this machine, each message a fresh ClientApp process
 (Flower 1.42). Banks hold iid slices of the embedded data; default config
 otherwise. Also times the ClientApp's import, which every message pays.
 
-    python benchmarks/deployment.py [--banks 4] [--rounds 5] [--secure]
+    python benchmarks/deployment.py [--banks 4] [--rounds 5] [--secure] [--evaluation folded|separate]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--banks", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--secure", action="store_true", help="privacy.secure-aggregation = true")
+    parser.add_argument("--evaluation", default="auto", choices=["auto", "folded", "separate"])
     args = parser.parse_args()
     print(
         f"import client_app (every message's process): {import_seconds('import client_app'):.2f} s; "
@@ -42,7 +43,12 @@ def main() -> None:
         tmp_path = Path(tmp)
         csvs = split_builtin(tmp_path / "banks", args.banks, "iid")
         out = tmp_path / "out"
-        config = {"num-server-rounds": args.rounds, "output-dir": str(out), "personalize.epochs": 0}
+        config = {
+            "num-server-rounds": args.rounds,
+            "output-dir": str(out),
+            "personalize.epochs": 0,
+            "evaluation": args.evaluation,
+        }
         if args.secure:
             config["privacy.secure-aggregation"] = True
         with LocalDeployment(tmp_path / "dep", csvs) as dep:
@@ -54,7 +60,8 @@ def main() -> None:
         history = json.loads((run_dir / "history.json").read_text())
     rounds = [e["seconds"] for e in history["rounds"][1:]]
     print(
-        f"{args.banks} banks, {args.rounds} rounds{' (secure mode)' if args.secure else ''}: {result.status} in "
+        f"{args.banks} banks, {args.rounds} rounds, evaluation {history['evaluation']}"
+        f"{' (secure mode)' if args.secure else ''}: {result.status} in "
         f"{seconds:.0f} s; seconds per round {rounds}, mean {sum(rounds) / len(rounds):.1f}"
     )
 

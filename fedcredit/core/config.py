@@ -185,6 +185,14 @@ class RunConfig:
     fraction_evaluate: float = _key(
         "fraction-evaluate", 1.0, "share asked to evaluate (0 skips federated evaluation)", ge=0, le=1
     )
+    evaluation: str = _key(
+        "evaluation",
+        "auto",
+        "`folded`: each bank scores the incoming global model before training and sends the summary with its "
+        "update (one message per bank per round, one final evaluation); `separate`: an evaluate message per "
+        "round; `auto`: folded when banks read their own files (deployment), separate in simulation",
+        choices=("auto", "folded", "separate"),
+    )
     min_banks: int = _key(
         "min-banks",
         2,
@@ -495,6 +503,11 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         )
     if cfg.privacy_secure_aggregation:
         check_secure(cfg)
+    if cfg.evaluation == "folded" and cfg.privacy_mode == "client-adaptive":
+        raise ConfigError(
+            "evaluation = 'folded' cannot run with privacy.mode = 'client-adaptive': Flower's adaptive clipping mod "
+            "allows one metric record per train reply; use evaluation = 'separate' (or 'auto')"
+        )
     return cfg
 
 

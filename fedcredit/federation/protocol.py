@@ -67,6 +67,10 @@ RUN_CONFIG = "run-config"
 # which Flower's privacy accounting requires (banks of different sizes would
 # otherwise weigh differently and the sensitivity bound would not hold).
 UNIT_WEIGHT = "unit-weight"
+# Folded evaluation: a train message whose config has this key = 1 asks the bank to score the incoming
+# global model on its validation rows first; the reply carries that summary in its own record.
+EVALUATE_FIRST = "evaluate-first"
+EVALUATION = "evaluation"
 # Flower's client-side adaptive clipping mod adds this bit to train replies.
 NORM_BIT = "norm_bit"
 
@@ -90,6 +94,7 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
     "train": {
         ARRAYS: "the model weights after local training",
         METRICS: "training loss, the number of training rows, the unit weight",
+        EVALUATION: "with folded evaluation: the same score summary as evaluate, of the incoming global model",
     },
     "evaluate": {
         METRICS: "on its validation rows: score histograms per class, confusion counts at the threshold, "
@@ -263,9 +268,15 @@ def read_preprocessing(content: RecordDict) -> str:
     return prep_json
 
 
-def train_reply(weights: Sequence[np.ndarray], train_loss: float, rows: int) -> RecordDict:
+def train_reply(
+    weights: Sequence[np.ndarray], train_loss: float, rows: int, evaluation: Mapping[str, Any] | None = None
+) -> RecordDict:
+    """`evaluation`: with folded evaluation, the summary of the incoming global model."""
     train_metrics = {"train-loss": float(train_loss), "num-examples": int(rows), UNIT_WEIGHT: 1}
-    return RecordDict({ARRAYS: ArrayRecord(list(weights)), METRICS: MetricRecord(train_metrics)})
+    content = RecordDict({ARRAYS: ArrayRecord(list(weights)), METRICS: MetricRecord(train_metrics)})
+    if evaluation is not None:
+        content[EVALUATION] = MetricRecord({**evaluation, UNIT_WEIGHT: 1})
+    return content
 
 
 def evaluate_reply(summary: Mapping[str, Any]) -> RecordDict:

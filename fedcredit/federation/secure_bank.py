@@ -89,7 +89,11 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
         if distance > bound:
             raise Withheld(f"its update norm {distance:.3g} exceeds privacy.max-update-norm={bound:g}")
         weight = float(metrics[str(record["weight-key"])])
-        return protocol.train_vector(weights, float(metrics["train-loss"]), int(metrics["num-examples"]), weight)
+        vector = protocol.train_vector(weights, float(metrics["train-loss"]), int(metrics["num-examples"]), weight)
+        if protocol.EVALUATION in reply.metric_records:  # folded evaluation: the summary rides in the same sum
+            summary = reply[protocol.EVALUATION]
+            vector = np.concatenate([vector, protocol.summary_vector(summary, len(summary["hist-bad"]))])
+        return vector
     if kind == protocol.PERSONALISE:
         kept = str(reply[protocol.PERSONALISATION]["kept"])
         summaries = {name: reply[name] for name in protocol.CANDIDATES}

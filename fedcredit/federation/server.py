@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -189,13 +189,21 @@ class RoundReporter:
         privacy: Any = lambda: None,
         offset: int = 0,
         best_auc: float = -1.0,
+        folded: bool = False,
     ) -> None:
-        """`offset`: rounds a resumed run already has; Flower's round r is the run's round r + offset."""
+        """`offset`: rounds a resumed run already has; Flower's round r is the run's round r + offset.
+
+        `folded`: the banks score round r's model at the start of round r + 1
+        (or in the final evaluation), so round r's evaluation, log line, best
+        model and TensorBoard scalars are settled one round later.
+        """
         self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
         self.names = bank_names
         self.privacy = privacy
         self.offset = offset
         self.best_auc = best_auc
+        self.folded = folded
+        self.pending: tuple[int, dict[str, Any], list[np.ndarray]] | None = None
         self.last_arrays: ArrayRecord | None = None
         self.started = time.monotonic()
         self.holdout = None
@@ -238,35 +246,66 @@ class RoundReporter:
             if entry["aggregated"]:
                 self.tracker.aggregated.add(server_round)
             entry["train"] = self._phase_record("train", server_round)
-            entry["evaluate"] = self._phase_record("evaluate", server_round)
             entry["seconds"] = round(time.monotonic() - self.started, 2)
             if (privacy := self.privacy()) is not None:
                 entry["privacy"] = privacy
                 self.history["privacy"] = privacy
             self.out.save_checkpoint(run_round, weights)
-            self._log_round(run_round, entry)
-            write_scalars(
-                self.out.path("tensorboard"),
-                run_round,
-                {
-                    "pooled": entry["evaluate"]["pooled"],
-                    "holdout": holdout,
-                    "train": entry["train"]["pooled"],
-                    **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()},
-                },
-            )
-            pooled = entry["evaluate"]["pooled"] or {}
-            auc = pooled.get("auc")
-            if auc is not None and np.isfinite(auc) and auc > self.best_auc:
-                self.best_auc = auc
-                self.history["best-round"] = run_round
-                self.out.save_model("model-best.keras", self.model)
+            if not self.folded:
+                entry["evaluate"] = self._phase_record("evaluate", server_round)
+                self._evaluated(run_round, entry, weights)
+        if self.folded:
+            if server_round == 0 and self.offset and self.history["rounds"]:
+                entry = self.history["rounds"][-1]  # the resumed run's last round, scored at the start of round 1
+            self.finish()
+            self.pending = (server_round, entry, weights)
         self.last_arrays = arrays
         self.started = time.monotonic()
         if server_round > 0 or not self.offset:  # a resumed run's start is the old run's last round, recorded
             self.history["rounds"].append(entry)
         save_history(self.out, self.history)
         return logged_record(holdout) if holdout is not None else None
+
+    def finish(self) -> None:
+        """Folded evaluation: settle the round whose model the banks have just scored."""
+        if self.pending is None:
+            return
+        server_round, entry, weights = self.pending
+        self.pending = None
+        entry["evaluate"] = self._phase_record("evaluate", server_round)
+        run_round = server_round + self.offset
+        if "train" in entry:
+            self._evaluated(run_round, entry, weights)
+        else:
+            pooled = entry["evaluate"]["pooled"] or {}
+            log(
+                INFO,
+                "fedcredit round %d (the model the run starts from): pooled val AUC %.4f",
+                run_round,
+                pooled.get("auc", float("nan")),
+            )
+        save_history(self.out, self.history)
+
+    def _evaluated(self, run_round: int, entry: dict[str, Any], weights: list[np.ndarray]) -> None:
+        """Log line, TensorBoard scalars and best model of a round whose evaluation is in."""
+        self._log_round(run_round, entry)
+        write_scalars(
+            self.out.path("tensorboard"),
+            run_round,
+            {
+                "pooled": entry["evaluate"]["pooled"],
+                "holdout": entry.get("holdout"),
+                "train": entry["train"]["pooled"],
+                **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()},
+            },
+        )
+        pooled = entry["evaluate"]["pooled"] or {}
+        auc = pooled.get("auc")
+        if auc is not None and np.isfinite(auc) and auc > self.best_auc:
+            self.best_auc = auc
+            self.history["best-round"] = run_round
+            self.model.set_weights(weights)
+            self.out.save_model("model-best.keras", self.model)
 
     def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
         tr, ev = entry["train"], entry["evaluate"]
@@ -296,6 +335,40 @@ class RoundReporter:
         log(INFO, line)
 
 
+def folded_evaluation(cfg: RunConfig, banks: Mapping[int, protocol.BankStatistics]) -> bool:
+    """Whether evaluation rides on the train messages: `folded`, or `auto` when banks read their own files."""
+    if cfg.fraction_evaluate == 0 or cfg.privacy_mode == "client-adaptive":
+        return False
+    return cfg.evaluation == "folded" or (cfg.evaluation == "auto" and any(b.source == "file" for b in banks.values()))
+
+
+def final_evaluation(
+    grid: TrackingGrid,
+    banks: Mapping[int, protocol.BankStatistics],
+    arrays: ArrayRecord,
+    server_round: int,
+    config: ConfigRecord,
+    timeout: float,
+) -> None:
+    """Folded evaluation: the final model, scored by every connected bank of the run in one evaluate message."""
+    nodes = [n for n in grid.get_node_ids() if n in banks]
+    messages = [
+        Message(
+            content=RecordDict(
+                {
+                    protocol.ARRAYS: arrays,
+                    protocol.CONFIG: ConfigRecord({**dict(config.items()), "server-round": server_round}),
+                }
+            ),
+            message_type="evaluate",
+            dst_node_id=n,
+        )
+        for n in nodes
+    ]
+    if messages:
+        grid.send_and_receive(messages, timeout=timeout)
+
+
 def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
     if tracker.rounds_trained() == 0:
         reasons = {r for p in tracker.train.values() for r in (*p.failed.values(), *p.refused.values())}
@@ -309,7 +382,7 @@ def _final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> 
         for e in history["rounds"]
         if e["round"] > 0
         and (
-            (e["evaluate"]["pooled"] is not None and not finite_metrics(e["evaluate"]["pooled"]))
+            ((e.get("evaluate") or {}).get("pooled") is not None and not finite_metrics(e["evaluate"]["pooled"]))
             or ("holdout" in e and not finite_metrics(e["holdout"]))
         )
     ]
@@ -497,7 +570,12 @@ def run(
         )
         model = mdl.build_model(prep, mdl.ModelSpec.of(cfg, schema))
         tracker = Tracker()
-        strategy, accountant = make_strategy(cfg, len(banks))
+        folded = folded_evaluation(cfg, banks)
+        history["evaluation"] = "folded" if folded else ("separate" if cfg.fraction_evaluate > 0 else "off")
+        # Folded: the banks evaluate inside the train message; the strategy sends no evaluate message.
+        strategy, accountant = make_strategy(
+            dataclasses.replace(cfg, fraction_evaluate=0.0) if folded else cfg, len(banks)
+        )
         history["strategy"] = {
             "name": cfg.strategy_name,
             "flower-class": type(strategy).__name__,
@@ -513,6 +591,7 @@ def run(
             lambda: privacy_summary(cfg, accountant),
             offset=resumed.last_round if resumed else 0,
             best_auc=resumed.best_auc if resumed else -1.0,
+            folded=folded,
         )
         rules = ReplyRules(
             rows={n: b.stats.rows for n, b in banks.items() if b.stats is not None},
@@ -521,6 +600,7 @@ def run(
             threshold=cfg.threshold,
             update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
             extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else (),
+            folded=folded,
         )
         tracking = TrackingGrid(
             grid,
@@ -539,15 +619,19 @@ def run(
         # round-offset: a resumed run's banks seed each message by the run's round, not Flower's.
         offset = resumed.last_round if resumed else 0
         digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json), protocol.ROUND_OFFSET: offset})
+        train_config = ConfigRecord({**dict(digest.items()), **({protocol.EVALUATE_FIRST: 1} if folded else {})})
         result = strategy.start(
             tracking,
             ArrayRecord(resumed.weights if resumed else model.get_weights()),
             cfg.num_server_rounds - offset,
             timeout=cfg.round_timeout,
-            train_config=digest,
+            train_config=train_config,
             evaluate_config=digest,
             evaluate_fn=reporter,
         )
+        if folded:  # the last round's model has not been scored yet: one evaluate message per bank
+            final_evaluation(tracking, banks, result.arrays, cfg.num_server_rounds - offset, digest, cfg.round_timeout)
+            reporter.finish()
         _final_checks(cfg, tracker, history)
         final_weights = result.arrays.to_numpy_ndarrays()
         if not final_weights or not all(np.isfinite(w).all() for w in final_weights):

@@ -42,7 +42,8 @@ class ReplyRules:
 
     `rows`: the training rows each bank (node id) reported with its
     statistics: its train replies must claim exactly that many, its
-    evaluation the matching validation share. `update_clip`: an update
+    evaluation the matching validation share (`folded`: also the summary in
+    a train reply, which belongs to the previous round's model). `update_clip`: an update
     farther from the global model than this multiple of the median distance
     of the other banks' updates is scaled down to it (0: off).
     """
@@ -53,6 +54,7 @@ class ReplyRules:
     threshold: float | None = None
     update_clip: float = 0.0
     extra_train_keys: Sequence[str] = ()
+    folded: bool = False  # train replies carry the summary of the incoming model (the previous round's)
 
 
 @dataclass
@@ -213,6 +215,10 @@ class TrackingGrid:
         reference = messages[0].content[protocol.ARRAYS]
         kept: dict[int, Message] = {}
         updates: dict[int, list[np.ndarray]] = {}
+        # Folded evaluation: the summaries in train replies score the model the round started from.
+        scored = self.tracker.phase("evaluate", server_round - 1) if self._folded(kind) else None
+        if scored is not None:
+            scored.sampled = list(phase.sampled)
         for msg in self._grid.send_and_receive(messages, timeout=timeout):
             node = msg.metadata.src_node_id
             if node not in phase.sampled or node in kept or node in phase.failed or node in phase.refused:
@@ -220,14 +226,26 @@ class TrackingGrid:
                 continue
             if msg.has_error():
                 phase.failed[node] = msg.error.reason
+                if scored is not None:
+                    scored.failed[node] = msg.error.reason
                 log(WARNING, "%s: bank node %s failed: %s", kind, node, msg.error.reason)
                 continue
             try:
+                summary = self._folded_summary(node, msg) if scored is not None else None
                 record = self._check(kind, node, msg, reference, updates)
             except ProtocolError as err:
                 phase.refused[node] = f"reply refused: {err}"
+                if scored is not None:
+                    scored.refused[node] = f"reply refused: {err}"
                 log(WARNING, "%s: reply of bank node %s refused: %s", kind, node, err)
                 continue
+            if scored is not None and summary is not None:
+                scored.summaries.append(summary)
+                scored.replies[node] = {
+                    k: v
+                    for k, v in metrics.bank_figures(summary).items()
+                    if not isinstance(v, list) and k != UNIT_WEIGHT
+                }
             if kind == "evaluate":
                 phase.summaries.append(record)
                 record = metrics.bank_figures(record)
@@ -274,24 +292,35 @@ class TrackingGrid:
         for msg in messages:
             msg.content[protocol.PREPROCESSING] = protocol.preprocessing_record(self.preprocessing or "")
         reference = messages[0].content[protocol.ARRAYS]
+        bins = self.rules.bins or 0
+        scored = self.tracker.phase("evaluate", server_round - 1) if self._folded(kind) else None
         if kind == "train":
             length = sum(int(np.prod(a.shape)) for a in reference.values()) + 3
             collect = {"weight-key": self.secure.weight_key, "max-update-norm": self.secure.max_update_norm}
         else:
-            length, collect = protocol.summary_length(self.rules.bins or 0), {}
-        outcome = secure_sum(self._grid, messages, length, self.secure.fraction, timeout, collect)
-        phase.failed.update(outcome.failed)
-        phase.refused.update(outcome.refused)
-        phase.withheld.update(outcome.withheld)
-        phase.replies.update({n: {} for n in outcome.contributors})  # their figures stay at the bank
+            length, collect = protocol.summary_length(bins), {}
+        extra = protocol.summary_length(bins) if scored is not None else 0  # folded: the summary rides along
+        outcome = secure_sum(self._grid, messages, length + extra, self.secure.fraction, timeout, collect)
+        for record in (phase, scored) if scored is not None else (phase,):
+            record.sampled = list(phase.sampled)
+            record.failed.update(outcome.failed)
+            record.refused.update(outcome.refused)
+            record.withheld.update(outcome.withheld)
+            record.replies.update({n: {} for n in outcome.contributors})  # their figures stay at the bank
         banks = len(outcome.contributors)
         try:
             if outcome.total is None:
                 raise ProtocolError(outcome.reason or "no sum")
+            if scored is not None:
+                scored.summaries = [
+                    protocol.read_summary_sum(outcome.total[length:], bins, self.rules.threshold, banks)
+                ]
             if kind == "train":
-                weights, figures = protocol.read_train_sum(outcome.total, reference, self.secure.max_update_norm, banks)
+                weights, figures = protocol.read_train_sum(
+                    outcome.total[:length], reference, self.secure.max_update_norm, banks
+                )
             else:
-                summary = protocol.read_summary_sum(outcome.total, self.rules.bins or 0, self.rules.threshold, banks)
+                summary = protocol.read_summary_sum(outcome.total, bins, self.rules.threshold, banks)
         except ProtocolError as err:
             phase.skipped = str(err)
             log(WARNING, "%s round %s: no secure sum: %s", kind, server_round, err)
@@ -318,6 +347,22 @@ class TrackingGrid:
             )
             replies.append(reply)
         return replies
+
+    def _folded(self, kind: str) -> bool:
+        return kind == "train" and self.rules.folded
+
+    def _folded_summary(self, node: int, msg: Message) -> dict[str, Any]:
+        """The evaluation summary a folded train reply carries, checked, and taken off the reply."""
+        record = msg.content.metric_records.pop(protocol.EVALUATION, None)
+        if record is None:
+            raise ProtocolError("folded evaluation: the train reply has no evaluation record")
+        rows = self.rules.rows.get(node)
+        bounds = (
+            protocol.expected_validation_rows(rows, self.rules.val_fraction)
+            if rows is not None and self.rules.val_fraction is not None
+            else None
+        )
+        return protocol.read_summary(record, self.rules.bins or 0, bounds, self.rules.threshold, what="evaluation")
 
     def _check(
         self, kind: str, node: int, msg: Message, reference: ArrayRecord, updates: dict[int, list[np.ndarray]]

@@ -441,7 +441,15 @@ def rounds_section(run: Run, out_dir: Path, pngs: list[Path]) -> str:
     if rounds.empty:
         return section("rounds", "Training rounds", note("No round finished: nothing to plot."))
     pngs.append(plot_rounds(rounds, out_dir))
-    body = image(pngs[-1], "pooled AUC, KS and log loss per round")
+    body = ""
+    if run.history.extra.get("evaluation") == "folded":
+        body += note(
+            "Evaluation was folded into training: each round's validation figures are of that round's global "
+            "model, computed by the banks on their validation rows at the start of the next round (the last "
+            "round's in one final evaluation message). Same model, same rows: the same figures as a separate "
+            "evaluation."
+        )
+    body += image(pngs[-1], "pooled AUC, KS and log loss per round")
     banks = bank_auc_table(run.history)
     if not banks.empty:
         pngs.append(plot_bank_auc(banks, rounds.set_index("round")["val_auc"], out_dir))
