@@ -161,8 +161,11 @@ def main() -> int:
     ap.add_argument("--skip-default", action="store_true", help="skip the default (4 region banks) federation")
     ap.add_argument("--cpus", type=int, default=None, help="client-resources-num-cpus (default: Flower's)")
     ap.add_argument("--out", default="/tmp/fedcredit-speed")
+    ap.add_argument("--evaluation", default=None, choices=["folded", "separate"], help="the run config's evaluation")
     args = ap.parse_args()
-    extra = {"num-server-rounds": args.rounds} if args.rounds else {}
+    extra: dict = {"num-server-rounds": args.rounds} if args.rounds else {}
+    if args.evaluation:
+        extra["evaluation"] = args.evaluation
     cpus = f" client-resources-num-cpus={args.cpus}" if args.cpus else ""
     cases = [] if args.skip_default else [("default (4 region banks)", {**extra}, 4)]
     cases += [(f"{n} iid banks", {**extra, "partitioning": "iid"}, n) for n in args.banks]

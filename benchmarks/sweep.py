@@ -1,7 +1,7 @@
 """Strategy sweeps: every variant inside one `flwr run` against one `flwr run` per variant.
 
 Default config (4 region banks, 5 rounds) on a private local SuperLink
-(`fedcredit.deploy.localrun.LocalFlower`), `--federation-config num-supernodes=4`.
+(`fedcredit.deploy.localrun.LocalFlower`), `--federation-config "num-supernodes=4 client-resources-num-cpus=1"` (as `fedcredit compare`).
 Prints the wall time of the whole comparison, per variant, and the hold-out
 AUC of each variant (which must be the same both ways).
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
     parser.add_argument("--separate", action="store_true", help="one flwr run per variant (the old way)")
-    parser.add_argument("--federation-config", default="num-supernodes=4")
+    parser.add_argument("--federation-config", default="num-supernodes=4 client-resources-num-cpus=1")
     args = parser.parse_args()
     variants = len(args.strategies) * len(args.seeds)
     with tempfile.TemporaryDirectory() as tmp, LocalFlower(Path(tmp) / "flwr") as flower:

@@ -43,6 +43,8 @@ def test_variants_cross_strategies_and_noise_levels():
         "fedprox server-fixed z=1",
     ]
     assert todo[1][1] == {
+        "personalize.epochs": 0,  # compare's defaults: they change no compared figure
+        "evaluation": "folded",
         "num-server-rounds": 2,
         "strategy.name": "fedavg",
         "privacy.mode": "server-fixed",

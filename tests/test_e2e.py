@@ -187,3 +187,33 @@ def test_unservable_split_fails_the_run_with_one_line(flower, tmp_path):
     assert "0 bank(s) sent usable statistics" in history["reason"] and "\n" not in history["reason"]
     # The banks answer with their one-line reason: the only traceback is Flower's for the failed ServerApp.
     assert result.logs.count("Traceback") <= 1 and "ClientAppException" not in result.logs
+
+
+def test_compare_runs_every_variant_inside_one_flwr_run(tmp_path):
+    from fedcredit.cli import main
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--strategies", "fedavg", "fedprox", "--seeds", "42", "7", "--out", str(out)]
+    code = main(
+        [*argv, "--set", "num-server-rounds=1", "personalize.epochs=0", "--federation-config", "num-supernodes=3"]
+    )
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert sorted(zip(table["variant"], table["seed"])) == [
+        ("fedavg", 7),
+        ("fedavg", 42),
+        ("fedprox", 7),
+        ("fedprox", 42),
+    ]
+    assert (table["status"] == "completed").all() and table["hold-out AUC"].between(0.5, 1).all()
+    runs = sorted((out / "runs").iterdir(), key=lambda r: r.name.rsplit("-", 1)[1])
+    # One Flower run (one run id), four variants numbered 001 to 004.
+    assert len({r.name.split("-run")[1].rsplit("-", 1)[0] for r in runs}) == 1
+    assert [r.name.rsplit("-", 1)[1] for r in runs] == ["001", "002", "003", "004"]
+    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    assert [(c["strategy.name"], c["seed"], c["sweep"]) for c in configs] == [
+        ("fedavg", 42, ""),
+        ("fedavg", 7, ""),
+        ("fedprox", 42, ""),
+        ("fedprox", 7, ""),
+    ]

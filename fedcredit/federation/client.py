@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # TensorFlow only where a model is built: key-exchange stages
     from fedcredit.core import model as mdl
 
 _MODELS: dict[str, Any] = {}
+# Models kept per process: a sweep alternates between a few preprocessings (one per seed) and architectures.
+MODELS_KEPT = 4
 _INPUTS: dict[tuple[str, str, str], Any] = {}
 
 
@@ -57,8 +59,11 @@ def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[st
     if key not in _MODELS:
         if simulation:
             _single_threaded()
-        _MODELS.clear()
-        _INPUTS.clear()
+        while len(_MODELS) >= MODELS_KEPT:  # the oldest model and its cached inputs go
+            oldest = next(iter(_MODELS))
+            del _MODELS[oldest]
+            for cached in [k for k in _INPUTS if k[0] == oldest]:
+                del _INPUTS[cached]
         model = mdl.build_model(Preprocessing.from_json(prep_json), mdl.ModelSpec.of(cfg, schema_of(cfg)))
         _MODELS[key] = mdl.Trainer(model, cfg.learning_rate)
     trainer = _MODELS[key]
