@@ -39,8 +39,7 @@ class NormSpy(InProcessGrid):
             node = r.metadata.src_node_id
             if node in glob and not r.has_error():
                 mine, start = r.content[protocol.ARRAYS].to_numpy_ndarrays(), glob[node].to_numpy_ndarrays()
-                flat = np.concatenate([(w.astype(np.float64) - g).ravel() for w, g in zip(mine, start, strict=True)])
-                self.norms.append(float(np.linalg.norm(flat)))
+                self.norms.append(protocol.update_distance(mine, start))
         return replies
 
 

@@ -44,6 +44,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from fedcredit.core import metrics
 from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Stats
+from fedcredit.federation.secagg import ENTRY_BYTES
 
 # --- names -------------------------------------------------------------------------
 
@@ -214,9 +215,8 @@ def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int
     return out
 
 
-def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> BankStatistics:
-    """The statistics of one bank, checked against the schema and the limits."""
-    _records(content, set(), {NUMERIC_STATS, BANK_ROWS}, {BANK_INFO, CATEGORY_COUNTS})
+def read_bank_info(content: RecordDict) -> tuple[str, str, str]:
+    """(name, source, schema SHA-256) of a statistics reply."""
     info = content.config_records[BANK_INFO]
     _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO)
     name, source, sha = info["name"], info["source"], info[SCHEMA_SHA]
@@ -224,6 +224,22 @@ def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> Bank
         raise ProtocolError(f"the bank name must be printable text of 1 to {MAX_NAME_LENGTH} characters")
     if source not in SOURCES or not isinstance(sha, str):
         raise ProtocolError(f"bank-info: source must be one of {list(SOURCES)} and schema-sha256 text")
+    return name.strip(), source, sha
+
+
+def check_schema(sha256: str, schema: Schema) -> None:
+    """A bank's schema digest must be the coordinator's: one contract for the whole consortium."""
+    if sha256 != schema.sha256:
+        raise ProtocolError(
+            f"the bank's schema (SHA-256 {sha256[:12]}) differs from the coordinator's ({schema.sha256[:12]}): "
+            "every bank must run the same app version and schema file"
+        )
+
+
+def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> BankStatistics:
+    """The statistics of one bank, checked against the schema and the limits."""
+    _records(content, set(), {NUMERIC_STATS, BANK_ROWS}, {BANK_INFO, CATEGORY_COUNTS})
+    name, source, sha = read_bank_info(content)
     _keys(content.metric_records[BANK_ROWS], ("rows",), BANK_ROWS)
     rows = _count(content.metric_records[BANK_ROWS]["rows"], "rows")
     if rows == 0:
@@ -234,7 +250,7 @@ def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> Bank
     _keys(cats_rec, schema.categorical, CATEGORY_COUNTS)
     numeric = {col: _numeric(col, numeric_rec[col], rows) for col in schema.numeric}
     categorical = {col: _categories(col, cats_rec[col], rows, limits) for col in schema.categorical}
-    return BankStatistics(name.strip(), source, sha, Stats(numeric, categorical, rows))
+    return BankStatistics(name, source, sha, Stats(numeric, categorical, rows))
 
 
 # --- train and evaluate ------------------------------------------------------------------
@@ -266,6 +282,16 @@ def read_preprocessing(content: RecordDict) -> str:
     if digest(prep_json) != str(content[CONFIG][PREPROCESSING_SHA]):
         raise ProtocolError("the preprocessing record does not match the digest in the message's config")
     return prep_json
+
+
+def flatten(weights: Sequence[np.ndarray]) -> np.ndarray:
+    """All arrays of a model as one float64 vector."""
+    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
+
+
+def update_distance(weights: Sequence[np.ndarray], global_weights: Sequence[np.ndarray]) -> float:
+    """L2 norm of an update: how far a bank's weights moved from the global model's."""
+    return float(np.linalg.norm(flatten(weights) - flatten(global_weights)))
 
 
 def train_reply(
@@ -499,23 +525,9 @@ def read_masked_reply(content: RecordDict, length: int, with_bank_info: bool) ->
     if set(record) == {"withheld"} and isinstance(record["withheld"], str):
         return " ".join(record["withheld"].split())[:500] or "no reason given"
     _keys(record, ("masked",), "masked reply")
-    from fedcredit.federation.secagg import ENTRY_BYTES
-
     if not isinstance(record["masked"], bytes) or len(record["masked"]) != length * ENTRY_BYTES:
         raise ProtocolError(f"the masked vector must be {length} entries of {ENTRY_BYTES} bytes")
     return record["masked"]
-
-
-def read_bank_info(content: RecordDict) -> tuple[str, str, str]:
-    """(name, source, schema SHA-256) of a statistics reply."""
-    info = content.config_records[BANK_INFO]
-    _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO)
-    name, source, sha = info["name"], info["source"], info[SCHEMA_SHA]
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise ProtocolError(f"the bank name must be printable text of 1 to {MAX_NAME_LENGTH} characters")
-    if source not in SOURCES or not isinstance(sha, str):
-        raise ProtocolError(f"bank-info: source must be one of {list(SOURCES)} and schema-sha256 text")
-    return name.strip(), source, sha
 
 
 # What goes into a bank's vector, in order. Layouts are fixed by the run (schema, model, bins),
@@ -575,8 +587,7 @@ def read_statistics_sum(vector: np.ndarray, layout: Mapping[str, Any], banks: in
 
 def train_vector(weights: Sequence[np.ndarray], loss: float, rows: int, weight: float) -> np.ndarray:
     """weight x the bank's weights, then weight, weight x loss, rows: the sum gives the weighted mean."""
-    flat = np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
-    return np.concatenate([flat * weight, [weight, weight * loss, rows]])
+    return np.concatenate([flatten(weights) * weight, [weight, weight * loss, rows]])
 
 
 def read_train_sum(
@@ -596,8 +607,7 @@ def read_train_sum(
         raise ProtocolError("the summed update has no positive weight or a negative loss: a bank broke the protocol")
     rows = float(_whole(np.array([rows]), "rows", MAX_ROWS * banks)[0])
     mean = vector[:size] / weight
-    flat_global = np.concatenate([w.ravel().astype(np.float64) for w in global_weights])
-    distance = float(np.linalg.norm(mean - flat_global))
+    distance = float(np.linalg.norm(mean - flatten(global_weights)))
     if distance > max_update_norm * (1 + 1e-6):
         raise ProtocolError(
             f"the mean update is {distance:.3g} from the global model, beyond privacy.max-update-norm="

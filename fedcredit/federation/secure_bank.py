@@ -79,11 +79,7 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
         global_weights = request[protocol.ARRAYS].to_numpy_ndarrays()
         if not all(np.isfinite(w).all() for w in weights):
             raise Withheld("the bank's update has NaN or infinite weights")
-        distance = float(
-            np.linalg.norm(
-                np.concatenate([(w.astype(np.float64) - g).ravel() for w, g in zip(weights, global_weights)])
-            )
-        )
+        distance = protocol.update_distance(weights, global_weights)
         bound = float(record["max-update-norm"])
         log(INFO, "fedcredit bank (secure mode): update norm %.4g, train loss %.4f", distance, metrics["train-loss"])
         if distance > bound:

@@ -97,11 +97,7 @@ def collect_statistics(
             continue
         try:
             bank = protocol.read_statistics(reply.content, schema, limits)
-            if bank.schema_sha256 != schema.sha256:
-                raise protocol.ProtocolError(
-                    f"the bank's schema (SHA-256 {bank.schema_sha256[:12]}) differs from the coordinator's "
-                    f"({schema.sha256[:12]}): every bank must run the same app version and schema file"
-                )
+            protocol.check_schema(bank.schema_sha256, schema)
         except protocol.ProtocolError as err:
             failed[node] = f"statistics refused: {err}"
             log(WARNING, "Bank node %s: statistics refused: %s", node, err)
@@ -141,11 +137,7 @@ def collect_secure_statistics(
 
     def bank_info(content: Any) -> tuple[str, str]:
         name, source, sha = protocol.read_bank_info(content)
-        if sha != schema.sha256:
-            raise protocol.ProtocolError(
-                f"the bank's schema (SHA-256 {sha[:12]}) differs from the coordinator's ({schema.sha256[:12]}): "
-                "every bank must run the same app version and schema file"
-            )
+        protocol.check_schema(sha, schema)
         return name, source
 
     length = protocol.statistics_length(layout)

@@ -117,11 +117,7 @@ def bound_updates(
     A boosted update thus pulls the global model no harder than `clip`
     honest ones, while honest banks of different sizes and data keep theirs.
     """
-    flat_global = np.concatenate([g.ravel().astype(np.float64) for g in global_weights])
-    distance = {
-        n: float(np.linalg.norm(np.concatenate([w.ravel().astype(np.float64) for w in ws]) - flat_global))
-        for n, ws in updates.items()
-    }
+    distance = {n: protocol.update_distance(ws, global_weights) for n, ws in updates.items()}
     factors = {}
     for node, d in distance.items():
         others = [v for n, v in distance.items() if n != node]
