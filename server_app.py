@@ -5,7 +5,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedcredit.federation import server
+from fedcredit.federation import sweep
 
 APP_DIR = Path(__file__).resolve().parent
 app = ServerApp()
@@ -13,4 +13,4 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    server.serve(grid, context.run_config, context.run_id, APP_DIR)
+    sweep.serve(grid, context.run_config, context.run_id, APP_DIR)

@@ -12,8 +12,10 @@ from fedcredit.core.config import parse_run_config
 from fedcredit.core.loading import load_csv
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
+from fedcredit.federation.errors import FederationError
+from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.outputs import RunOutputs
-from fedcredit.federation.server import FederationError, RoundReporter, _final_checks, short_reason
+from fedcredit.federation.rounds import RoundReporter, final_checks
 from fedcredit.federation.tracking import Tracker
 
 
@@ -31,7 +33,7 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
     reporter(0, initial)
     reporter(1, initial)  # the strategy aggregated nothing: Flower hands the same record on
     with pytest.raises(FederationError, match="no round trained \\(the global model never changed\\)"):
-        _final_checks(cfg, tracker, history)
+        final_checks(cfg, tracker, history)
     reporter(2, ArrayRecord([w + 0.1 for w in model.get_weights()]))
     assert [r.get("aggregated") for r in history["rounds"]] == [None, False, True]
     assert tracker.rounds_trained() == 1

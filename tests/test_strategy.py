@@ -298,7 +298,7 @@ def test_with_privacy_a_round_with_a_failed_bank_is_not_aggregated():
 
 
 def test_too_few_banks_for_too_long_stops_instead_of_waiting_forever():
-    from fedcredit.federation.tracking import FederationStopped
+    from fedcredit.federation.errors import FederationStopped
 
     grid = TrackingGrid(FakeGrid(nodes=(11,)), Tracker(), banks={11, 12}, min_banks=2, wait_timeout=0.0)
     grid.get_node_ids()  # starts the clock

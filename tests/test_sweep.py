@@ -9,7 +9,7 @@ import pytest
 
 from fedcredit.core.config import ConfigError, sweep_variants
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
-from fedcredit.federation import server
+from fedcredit.federation import server, sweep
 from fedcredit.federation.outputs import load_checkpoint
 
 CONFIG = {
@@ -42,7 +42,7 @@ def test_every_variant_of_a_sweep_equals_a_run_of_its_own(tmp_path):
     config = {**CONFIG, "output-dir": str(tmp_path / "sweep"), "sweep": SWEEP}
     grid = CountingGrid(config, 3)
     with serverapp_identity():
-        swept = server.serve(grid, config, "sw", APP_DIR)
+        swept = sweep.serve(grid, config, "sw", APP_DIR)
         alone = []
         for overrides in sweep_variants(SWEEP):
             single = {**CONFIG, **overrides, "output-dir": str(tmp_path / "alone")}
@@ -70,5 +70,5 @@ def test_a_sweep_that_names_no_valid_variant_is_refused_before_anything_runs(tmp
     ):
         config = {**CONFIG, "output-dir": str(tmp_path), "sweep": text}
         with serverapp_identity(), pytest.raises(ConfigError, match=reason):
-            server.serve(InProcessGrid(config, 3), config, "bad", APP_DIR)
+            sweep.serve(InProcessGrid(config, 3), config, "bad", APP_DIR)
     assert not list(tmp_path.iterdir())

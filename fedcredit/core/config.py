@@ -70,6 +70,8 @@ class Key:
     strategies: tuple[str, ...] | None = None  # strategies that use the key; None: not strategy-specific
     modes: tuple[str, ...] | None = None  # privacy modes that use the key; None: not mode-specific
     flower: str | None = None  # keyword of the Flower strategy / DP wrapper constructor it is passed as
+    statistics: bool = False  # it decides what the banks' statistics are: a sweep gathers them once per combination
+    operational: bool = False  # it says how long, where or what else to report, not what to train: resume may change it
 
     def valid_text(self) -> str:
         """The valid values in words, as messages and the README state them."""
@@ -117,6 +119,8 @@ def _key(
     strategies: tuple[str, ...] | None = None,
     modes: tuple[str, ...] | None = None,
     flower: str | None = None,
+    statistics: bool = False,
+    operational: bool = False,
 ) -> Any:
     """A RunConfig field with its Key; ge/gt and le/lt say whether each bound is closed or open."""
     if (ge is not None and gt is not None) or (le is not None and lt is not None):
@@ -132,6 +136,8 @@ def _key(
         strategies=strategies,
         modes=modes,
         flower=flower,
+        statistics=statistics,
+        operational=operational,
     )
     return field(default=default, metadata={"key": spec})
 
@@ -139,21 +145,32 @@ def _key(
 @dataclass(frozen=True)
 class RunConfig:
     # rounds and reproducibility
-    num_server_rounds: int = _key("num-server-rounds", 5, "federated rounds", ge=1)
-    seed: int = _key("seed", 42, "seeds splits, initial weights, shuffling and dropout", ge=0, le=2**32 - 1)
+    num_server_rounds: int = _key("num-server-rounds", 5, "federated rounds", ge=1, operational=True)
+    seed: int = _key(
+        "seed", 42, "seeds splits, initial weights, shuffling and dropout", ge=0, le=2**32 - 1, statistics=True
+    )
     # data
-    data_path: str = _key("data-path", "", "empty: the embedded LendingClub set (simulation)")
-    schema_path: str = _key("schema-path", "", "empty: built-in LendingClub schema; else a TOML schema file (below)")
+    data_path: str = _key("data-path", "", "empty: the embedded LendingClub set (simulation)", statistics=True)
+    schema_path: str = _key(
+        "schema-path", "", "empty: built-in LendingClub schema; else a TOML schema file (below)", statistics=True
+    )
     partitioning: str = _key(
         "partitioning",
         "region",
         "simulation split: `region` (geographic: 4 banks are the census regions, 9 the divisions, any other "
         "count balanced groups of states), `iid`, `dirichlet` (label skew)",
         choices=SCHEMES,
+        statistics=True,
     )
-    dirichlet_alpha: float = _key("dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed", gt=0)
-    test_fraction: float = _key("test-fraction", 0.2, "hold-out share kept out of every bank (simulation)", gt=0, lt=1)
-    val_fraction: float = _key("val-fraction", 0.2, "share of each bank's rows used for validation", gt=0, lt=1)
+    dirichlet_alpha: float = _key(
+        "dirichlet-alpha", 0.5, "concentration for `dirichlet`; smaller is more skewed", gt=0, statistics=True
+    )
+    test_fraction: float = _key(
+        "test-fraction", 0.2, "hold-out share kept out of every bank (simulation)", gt=0, lt=1, statistics=True
+    )
+    val_fraction: float = _key(
+        "val-fraction", 0.2, "share of each bank's rows used for validation", gt=0, lt=1, statistics=True
+    )
     min_category_count: int = _key(
         "min-category-count", 10, "categories rarer than this (over all banks) score as unknown", ge=1
     )
@@ -176,7 +193,10 @@ class RunConfig:
     )
     histogram_bins: int = _key("histogram-bins", 2000, "score histogram bins for pooled AUC/KS", ge=10)
     holdout_eval: bool = _key(
-        "holdout-eval", True, "ServerApp scores the hold-out set each round (simulation only: set false in deployment)"
+        "holdout-eval",
+        True,
+        "ServerApp scores the hold-out set each round (simulation only: set false in deployment)",
+        operational=True,
     )
     # federation
     fraction_train: float = _key(
@@ -200,24 +220,29 @@ class RunConfig:
         "the run stops if fewer stay connected for `node-wait-timeout`",
         ge=1,
     )
-    round_timeout: float = _key("round-timeout", 600.0, "seconds to wait for replies in a round", gt=0)
+    round_timeout: float = _key(
+        "round-timeout", 600.0, "seconds to wait for replies in a round", gt=0, statistics=True, operational=True
+    )
     node_wait_timeout: float = _key(
         "node-wait-timeout",
         300.0,
         "seconds to wait for `min-banks` SuperNodes (before round 1, and whenever too few are connected)",
         gt=0,
+        operational=True,
     )
     output_dir: str = _key(
         "output-dir",
         "outputs",
         "where run directories go (relative to the directory the SuperLink was started from; "
         "the log prints the absolute path)",
+        operational=True,
     )
     resume_from: str = _key(
         "resume-from",
         "",
         "a run directory whose run the coordinator's crash cut short: continue it from its last checkpoint "
         "(new run directory, rounds numbered on)",
+        operational=True,
     )
     sweep: str = _key(
         "sweep",
@@ -227,9 +252,15 @@ class RunConfig:
     )
     # protection against a hostile or broken bank
     max_categories: int = _key(
-        "max-categories", 200, "distinct category values one bank may report per categorical column", ge=1
+        "max-categories",
+        200,
+        "distinct category values one bank may report per categorical column",
+        ge=1,
+        statistics=True,
     )
-    max_category_length: int = _key("max-category-length", 64, "characters of one category value", ge=1)
+    max_category_length: int = _key(
+        "max-category-length", 64, "characters of one category value", ge=1, statistics=True
+    )
     update_clip: float = _key(
         "update-clip",
         2.0,
@@ -379,6 +410,7 @@ class RunConfig:
         "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none` or `client-fixed`)",
         strategies=SECURE_STRATEGIES,
         modes=SECURE_PRIVACY_MODES,
+        statistics=True,
     )
     privacy_secure_threshold: float = _key(
         "privacy.secure-threshold",
@@ -389,6 +421,7 @@ class RunConfig:
         le=1,
         strategies=SECURE_STRATEGIES,
         modes=SECURE_PRIVACY_MODES,
+        statistics=True,
     )
     privacy_max_update_norm: float = _key(
         "privacy.max-update-norm",
@@ -406,15 +439,17 @@ class RunConfig:
         "epochs each bank fine-tunes the final global model on its own rows; it keeps the fine-tuned or a "
         "local-only model instead of the global one only if clearly better on its validation rows; 0: off",
         ge=0,
+        operational=True,
     )
     personalize_layers: str = _key(
         "personalize.layers",
         "head",
         "what fine-tuning trains: `head` (the output layer) or `all`",
         choices=("head", "all"),
+        operational=True,
     )
     personalize_learning_rate: float = _key(
-        "personalize.learning-rate", 1e-3, "Adam learning rate of the fine-tuning", gt=0
+        "personalize.learning-rate", 1e-3, "Adam learning rate of the fine-tuning", gt=0, operational=True
     )
 
     @property
@@ -427,6 +462,8 @@ class RunConfig:
 
 
 KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in fields(RunConfig)}  # field name -> Key
+STATISTICS_KEYS = tuple(k.name for k in KEYS.values() if k.statistics)
+OPERATIONAL_KEYS = tuple(k.name for k in KEYS.values() if k.operational)
 _TYPES: dict[str, type] = get_type_hints(RunConfig)
 _FIELD_OF: dict[str, str] = {spec.name: name for name, spec in KEYS.items()}  # run-config key -> field name
 

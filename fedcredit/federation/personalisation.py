@@ -23,6 +23,7 @@ from flwr.supercore import log
 from fedcredit.core import metrics
 from fedcredit.core.config import RunConfig
 from fedcredit.federation import protocol
+from fedcredit.federation.exchange import exchange
 from fedcredit.federation.outputs import KEPT_MODEL
 from fedcredit.federation.secure_sum import secure_sum
 
@@ -46,40 +47,21 @@ def personalise_banks(
     messages = _requests(nodes, banks, arrays, prep_json, run_dir)
     if cfg.privacy_secure_aggregation:
         return _secure(grid, messages, banks, cfg)
+
+    def read(reply: Message) -> tuple[str, dict[str, Any]]:
+        rows = protocol.expected_validation_rows(banks[reply.metadata.src_node_id].stats.rows, cfg.val_fraction)
+        return protocol.read_personalise_reply(reply.content, cfg.histogram_bins, rows, cfg.threshold)
+
+    outcome = exchange(grid, messages, read, cfg.round_timeout, "fedcredit personalisation")
     per_bank: dict[str, Any] = {}
-    failed: dict[str, str] = {}
     kept_summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in (*protocol.CANDIDATES, "kept")}
-    for reply in grid.send_and_receive(messages, timeout=cfg.round_timeout):
-        node = reply.metadata.src_node_id
-        if node not in nodes or banks[node].name in per_bank or banks[node].name in failed:
-            continue
+    for node, (kept, summaries) in outcome.ok.items():
         name = banks[node].name
-        if reply.has_error():
-            failed[name] = reply.error.reason
-            log(WARNING, "fedcredit personalisation: %s failed: %s", name, reply.error.reason)
-            continue
-        try:
-            rows = protocol.expected_validation_rows(banks[node].stats.rows, cfg.val_fraction)
-            kept, summaries = protocol.read_personalise_reply(reply.content, cfg.histogram_bins, rows, cfg.threshold)
-        except protocol.ProtocolError as err:
-            failed[name] = f"reply refused: {err}"
-            log(WARNING, "fedcredit personalisation: reply of %s refused: %s", name, err)
-            continue
-        record: dict[str, Any] = {
-            "kept": kept,
-            "validation": {c: metrics.bank_figures(summaries[c]) for c in protocol.CANDIDATES},
-        }
-        if all(protocol.HOLDOUT_PREFIX + c in summaries for c in protocol.CANDIDATES):
-            record["holdout"] = {
-                c: metrics.bank_figures(summaries[protocol.HOLDOUT_PREFIX + c]) for c in protocol.CANDIDATES
-            }
-        if banks[node].source == "simulation":
-            record["model"] = str(bank_dir(run_dir, name) / KEPT_MODEL)
-        per_bank[name] = record
+        per_bank[name] = _bank_record(node, banks[node], kept, summaries, run_dir)
         for c in protocol.CANDIDATES:
             kept_summaries[c].append(summaries[c])
         kept_summaries["kept"].append(summaries[kept])
-        val = record["validation"]
+        val = per_bank[name]["validation"]
         log(
             INFO,
             "fedcredit personalisation: %s keeps the %s model (validation AUC global %.4f, personalised %.4f, "
@@ -90,9 +72,7 @@ def personalise_banks(
             val["personalised"]["auc"],
             val["local-only"]["auc"],
         )
-    for node in nodes:
-        if banks[node].name not in per_bank and banks[node].name not in failed:
-            failed[banks[node].name] = f"no reply within {cfg.round_timeout:.0f} s"
+    failed = {banks[n].name: why for n, why in outcome.reasons().items()}
     pooled = {name: metrics.pooled(parts) for name, parts in kept_summaries.items() if parts}
     if "kept" in pooled:
         log(
@@ -107,6 +87,23 @@ def personalise_banks(
         "failed": failed,
         "pooled-validation": pooled,
     }
+
+
+def _bank_record(
+    node: int, bank: protocol.BankStatistics, kept: str, summaries: dict[str, Any], run_dir: Path
+) -> dict[str, Any]:
+    """What the history keeps of one bank's personalisation: its choice and each candidate's figures."""
+    record: dict[str, Any] = {
+        "kept": kept,
+        "validation": {c: metrics.bank_figures(summaries[c]) for c in protocol.CANDIDATES},
+    }
+    if all(protocol.HOLDOUT_PREFIX + c in summaries for c in protocol.CANDIDATES):
+        record["holdout"] = {
+            c: metrics.bank_figures(summaries[protocol.HOLDOUT_PREFIX + c]) for c in protocol.CANDIDATES
+        }
+    if bank.source == "simulation":
+        record["model"] = str(bank_dir(run_dir, bank.name) / KEPT_MODEL)
+    return record
 
 
 def _requests(
@@ -143,11 +140,7 @@ def _secure(
     """Secure mode: only the sums come back: how many banks kept each model, and pooled summaries."""
     length = protocol.personalise_length(cfg.histogram_bins)
     outcome = secure_sum(grid, messages, length, cfg.privacy_secure_threshold, cfg.round_timeout)
-    failed = {
-        banks[n].name: reason
-        for n, reason in {**outcome.failed, **outcome.refused, **outcome.withheld}.items()
-        if n in banks
-    }
+    failed = {banks[n].name: reason for n, reason in outcome.reasons().items() if n in banks}
     record: dict[str, Any] = {"settings": _settings(cfg), "banks": {}, "failed": failed, "secure": True}
     try:
         if outcome.total is None:

@@ -487,8 +487,21 @@ LEAVES_A_BANK_SECURE: dict[str, str] = {
 }
 
 
+# What a bank needs to build its vector, in the mask record beside its encrypted shares.
+LAYOUT = "layout"  # statistics: the vector's layout (JSON of `statistics_layout`)
+WEIGHT_KEY = "weight-key"  # train: the reply metric the strategy weighs updates by
+MAX_UPDATE_NORM = "max-update-norm"  # train: the bank withholds an update farther than this
+
+
 def stage_request(stage: str, session: str, values: Mapping[str, Any]) -> RecordDict:
     return RecordDict({SECAGG: ConfigRecord({"stage": stage, "session": session, **values})})
+
+
+def mask_record(session: str, inbox: Mapping[int, bytes], collect: Mapping[str, Any]) -> ConfigRecord:
+    """The record that turns a statistics/train/evaluate/personalise message into one bank's part of a secure sum."""
+    return ConfigRecord(
+        {"stage": MASK, "session": session, **collect, "sources": list(inbox), "ciphertexts": list(inbox.values())}
+    )
 
 
 def _typed_list(value: Any, kind: type, what: str, limit: int | None = None) -> list:

@@ -27,23 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from fedcredit.core.config import RunConfig
+from fedcredit.core.config import OPERATIONAL_KEYS, RunConfig
 from fedcredit.federation.history import HistoryError, read_history
 from fedcredit.federation.outputs import RunOutputs, load_checkpoint
 
-# Keys a resumed run may change: they say how long, where and what else to report, not what to train
-# (holdout-eval is switched off by the coordinator itself when banks read their own files).
-OPERATIONAL = (
-    "num-server-rounds",
-    "resume-from",
-    "output-dir",
-    "round-timeout",
-    "node-wait-timeout",
-    "holdout-eval",
-    "personalize.epochs",
-    "personalize.layers",
-    "personalize.learning-rate",
-)
+# Keys a resumed run may change (`Key.operational` in the config table): they say how long, where and what
+# else to report, not what to train (holdout-eval is switched off by the coordinator itself when banks read
+# their own files).
+OPERATIONAL = OPERATIONAL_KEYS
 # Strategies whose state (server optimiser moments, momentum) is not in the run directory.
 STATEFUL = ("fedadam", "fedyogi", "fedadagrad", "fedavgm")
 

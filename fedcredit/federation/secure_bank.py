@@ -72,7 +72,7 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
         numeric = {c: tuple(v) for c, v in reply[protocol.NUMERIC_STATS].items()}
         categorical = {c: json.loads(v) for c, v in reply[protocol.CATEGORY_COUNTS].items()}
         stats = Stats(numeric, categorical, int(reply[protocol.BANK_ROWS]["rows"]))
-        return protocol.statistics_vector(stats, json.loads(str(record["layout"])))
+        return protocol.statistics_vector(stats, json.loads(str(record[protocol.LAYOUT])))
     if kind == "train":
         weights = reply[protocol.ARRAYS].to_numpy_ndarrays()
         metrics = reply[protocol.METRICS]
@@ -80,11 +80,11 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
         if not all(np.isfinite(w).all() for w in weights):
             raise Withheld("the bank's update has NaN or infinite weights")
         distance = protocol.update_distance(weights, global_weights)
-        bound = float(record["max-update-norm"])
+        bound = float(record[protocol.MAX_UPDATE_NORM])
         log(INFO, "fedcredit bank (secure mode): update norm %.4g, train loss %.4f", distance, metrics["train-loss"])
         if distance > bound:
             raise Withheld(f"its update norm {distance:.3g} exceeds privacy.max-update-norm={bound:g}")
-        weight = float(metrics[str(record["weight-key"])])
+        weight = float(metrics[str(record[protocol.WEIGHT_KEY])])
         vector = protocol.train_vector(weights, float(metrics["train-loss"]), int(metrics["num-examples"]), weight)
         if protocol.EVALUATION in reply.metric_records:  # folded evaluation: the summary rides in the same sum
             summary = reply[protocol.EVALUATION]

@@ -20,12 +20,13 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fedcredit.federation import protocol, secagg
-from fedcredit.federation.protocol import SECAGG, ProtocolError
+from fedcredit.federation.exchange import exchange, no_reply
+from fedcredit.federation.protocol import SECAGG
 
 
 def threshold_for(banks: int, fraction: float) -> int:
@@ -46,32 +47,23 @@ class SecureOutcome:
     withheld: dict[int, str] = field(default_factory=dict)
     reason: str | None = None  # why there is no total
 
+    def reasons(self) -> dict[int, str]:
+        """Every bank whose vector is not in the sum, with why."""
+        return {**self.failed, **self.refused, **{n: f"withheld: {r}" for n, r in self.withheld.items()}}
 
-class _Exchange:
-    """Sends one stage to some banks and keeps the checked replies; everything else is recorded per bank."""
+
+class _Stages:
+    """Sends one stage to some banks through `exchange`; each bank's failure or refusal is kept, named by stage."""
 
     def __init__(self, grid: Grid, outcome: SecureOutcome, timeout: float | None) -> None:
         self.grid, self.outcome, self.timeout = grid, outcome, timeout
 
     def send(self, messages: Sequence[Message], read: Callable[[Message], Any], what: str) -> dict[int, Any]:
-        asked = {m.metadata.dst_node_id for m in messages}
-        got: dict[int, Any] = {}
-        for reply in self.grid.send_and_receive(list(messages), timeout=self.timeout):
-            node = reply.metadata.src_node_id
-            if node not in asked or node in got or node in self.outcome.failed or node in self.outcome.refused:
-                continue
-            if reply.has_error():
-                self.outcome.failed[node] = f"{what}: {reply.error.reason}"
-                log(WARNING, "secure %s: bank node %s failed: %s", what, node, reply.error.reason)
-                continue
-            try:
-                got[node] = read(reply)
-            except (ProtocolError, secagg.SecAggError) as err:
-                self.outcome.refused[node] = f"{what}: reply refused: {err}"
-                log(WARNING, "secure %s: reply of bank node %s refused: %s", what, node, err)
-        for node in asked - set(got) - set(self.outcome.failed) - set(self.outcome.refused):
-            self.outcome.failed[node] = f"{what}: no reply in time"
-        return got
+        result = exchange(self.grid, messages, read, self.timeout, f"secure {what}")
+        self.outcome.failed.update({n: f"{what}: {r}" for n, r in result.failed.items()})
+        self.outcome.failed.update({n: f"{what}: {no_reply(self.timeout)}" for n in result.missing})
+        self.outcome.refused.update({n: f"{what}: {r}" for n, r in result.refused.items()})
+        return result.ok
 
     def stage(self, nodes: Sequence[int], stage: str, session: str, values: dict[int, dict[str, Any]]) -> dict:
         messages = [
@@ -105,7 +97,7 @@ def secure_sum(
     nodes = sorted(m.metadata.dst_node_id for m in messages)
     threshold = threshold_for(len(nodes), fraction)
     session = secrets.token_hex(8)
-    exchange = _Exchange(grid, outcome, timeout)
+    stages = _Stages(grid, outcome, timeout)
 
     def short(stage: str, have: int) -> SecureOutcome:
         outcome.reason = (
@@ -116,7 +108,7 @@ def secure_sum(
 
     if len(nodes) < threshold:
         return short("sampling", len(nodes))
-    keys = exchange.stage(nodes, "advertise", session, {n: {"threshold": threshold} for n in nodes})
+    keys = stages.stage(nodes, "advertise", session, {n: {"threshold": threshold} for n in nodes})
     if len(keys) < threshold:
         return short("key advertisement", len(keys))
     owners = sorted(keys)
@@ -125,7 +117,7 @@ def secure_sum(
         "pk1s": [keys[n]["pk1"] for n in owners],
         "pk2s": [keys[n]["pk2"] for n in owners],
     }
-    shared = exchange.stage(owners, "share", session, {n: directory for n in owners})
+    shared = stages.stage(owners, "share", session, {n: directory for n in owners})
     sharers = sorted(n for n, r in shared.items() if set(r["destinations"]) == set(owners) - {n})
     for n in set(shared) - set(sharers):
         outcome.refused[n] = "share: its encrypted shares are not addressed to exactly the other banks"
@@ -140,10 +132,9 @@ def secure_sum(
     for msg in messages:
         node = msg.metadata.dst_node_id
         if node in inbox:
-            record = {"stage": protocol.MASK, "session": session, **(collect or {})}
-            record.update({"sources": list(inbox[node]), "ciphertexts": list(inbox[node].values())})
+            record = protocol.mask_record(session, inbox[node], collect or {})
             # Strategies may give every message the same RecordDict: each bank's record goes into its own copy.
-            msg.content = RecordDict({**dict(msg.content.items()), SECAGG: ConfigRecord(record)})
+            msg.content = RecordDict({**dict(msg.content.items()), SECAGG: record})
             wrapped.append(msg)
 
     def read_masked(reply: Message) -> tuple[bytes | str, Message]:
@@ -152,7 +143,7 @@ def secure_sum(
             outcome.info[reply.metadata.src_node_id] = check(reply.content)
         return vector, reply
 
-    answered = exchange.send(wrapped, read_masked, "masked vector")
+    answered = stages.send(wrapped, read_masked, "masked vector")
     masked = {n: secagg.from_bytes(v, length) for n, (v, _) in answered.items() if isinstance(v, bytes)}
     for n, (v, _) in answered.items():
         if isinstance(v, str):
@@ -164,7 +155,7 @@ def secure_sum(
     dropped = sorted(set(sharers) - set(masked))
     revealers = sorted(answered)
     values = {n: {"active": sorted(masked), "dropped": dropped} for n in revealers}
-    revealed = exchange.stage(revealers, "reveal", session, values)
+    revealed = stages.stage(revealers, "reveal", session, values)
     shares = {n: dict(zip(r["owners"], r["shares"], strict=True)) for n, r in revealed.items()}
     try:
         total = secagg.unmask(masked, shares, {n: (keys[n]["pk1"], keys[n]["pk2"]) for n in owners}, dropped, threshold)

@@ -23,6 +23,8 @@ from flwr.supercore import log
 
 from fedcredit.core import metrics
 from fedcredit.federation import protocol
+from fedcredit.federation.errors import FederationStopped
+from fedcredit.federation.exchange import exchange
 from fedcredit.federation.protocol import UNIT_WEIGHT, ProtocolError
 from fedcredit.federation.secure_sum import secure_sum
 
@@ -133,6 +135,11 @@ def bound_updates(
     return factors
 
 
+def _figures(record: dict[str, Any]) -> dict[str, Any]:
+    """A bank's figures as the round record keeps them: numbers only, no histograms, no unit weight."""
+    return {k: v for k, v in record.items() if not isinstance(v, list) and k != UNIT_WEIGHT}
+
+
 def _round_of(messages: list[Message]) -> int:
     for msg in messages:
         for rec in msg.content.config_records.values():
@@ -209,44 +216,31 @@ class TrackingGrid:
         if self.secure is not None:
             return self._secure_phase(kind, messages, phase, server_round, timeout)
         reference = messages[0].content[protocol.ARRAYS]
-        kept: dict[int, Message] = {}
         updates: dict[int, list[np.ndarray]] = {}
         # Folded evaluation: the summaries in train replies score the model the round started from.
         scored = self.tracker.phase("evaluate", server_round - 1) if self._folded(kind) else None
+
+        def read(reply: Message) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+            node = reply.metadata.src_node_id
+            summary = self._folded_summary(node, reply) if scored is not None else None
+            return summary, self._check(kind, node, reply, reference, updates)
+
+        outcome = exchange(self._grid, messages, read, timeout, kind)
+        phase.failed.update(outcome.failed)
+        phase.refused.update(outcome.refused)
         if scored is not None:
             scored.sampled = list(phase.sampled)
-        for msg in self._grid.send_and_receive(messages, timeout=timeout):
-            node = msg.metadata.src_node_id
-            if node not in phase.sampled or node in kept or node in phase.failed or node in phase.refused:
-                log(WARNING, "%s: ignored a reply from node %s, which was not asked or already answered", kind, node)
-                continue
-            if msg.has_error():
-                phase.failed[node] = msg.error.reason
-                if scored is not None:
-                    scored.failed[node] = msg.error.reason
-                log(WARNING, "%s: bank node %s failed: %s", kind, node, msg.error.reason)
-                continue
-            try:
-                summary = self._folded_summary(node, msg) if scored is not None else None
-                record = self._check(kind, node, msg, reference, updates)
-            except ProtocolError as err:
-                phase.refused[node] = f"reply refused: {err}"
-                if scored is not None:
-                    scored.refused[node] = f"reply refused: {err}"
-                log(WARNING, "%s: reply of bank node %s refused: %s", kind, node, err)
-                continue
+            scored.failed.update(outcome.failed)
+            scored.refused.update(outcome.refused)
+        for node, (summary, record) in outcome.ok.items():
             if scored is not None and summary is not None:
                 scored.summaries.append(summary)
-                scored.replies[node] = {
-                    k: v
-                    for k, v in metrics.bank_figures(summary).items()
-                    if not isinstance(v, list) and k != UNIT_WEIGHT
-                }
+                scored.replies[node] = _figures(metrics.bank_figures(summary))
             if kind == "evaluate":
                 phase.summaries.append(record)
                 record = metrics.bank_figures(record)
-            phase.replies[node] = {k: v for k, v in record.items() if not isinstance(v, list) and k != UNIT_WEIGHT}
-            kept[node] = msg
+            phase.replies[node] = _figures(record)
+        kept = outcome.replies
         if kind == "train" and self.rules.update_clip > 0 and len(updates) > 1:
             phase.clipped = bound_updates(updates, reference.to_numpy_ndarrays(), self.rules.update_clip)
             for node, factor in phase.clipped.items():
@@ -378,7 +372,3 @@ class TrackingGrid:
             else None
         )
         return protocol.read_evaluate_reply(msg.content, self._bins, bounds, self.rules.threshold)
-
-
-class FederationStopped(RuntimeError):
-    """The federation can no longer run rounds; the message says why."""

@@ -1,0 +1,257 @@
+"""After every round: the round's record, its log line, checkpoint, best model and TensorBoard scalars.
+
+`RoundReporter` is the strategy's `evaluate_fn`: Flower calls it at round 0
+and after each round with the global weights. It scores the hold-out set
+(simulation), turns the `Tracker`'s per-bank phases into the round's entry
+of the history, and settles what depends on the round's evaluation. With
+folded evaluation the banks score round r's model in round r + 1, so that
+part waits one round (`finish`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore import log
+
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import holdout_set, schema_of
+from fedcredit.core.config import RunConfig
+from fedcredit.federation import protocol
+from fedcredit.federation.errors import FederationError
+from fedcredit.federation.exchange import short_reason
+from fedcredit.federation.history import History, write_history
+from fedcredit.federation.outputs import RunOutputs, write_scalars
+from fedcredit.federation.strategies import finite_metrics, logged_record
+from fedcredit.federation.tracking import Tracker, TrackingGrid
+
+
+def save_history(out: RunOutputs, history: dict[str, Any]) -> None:
+    """Through the one writer of `fedcredit.federation.history`: what it cannot read back is never written."""
+    write_history(out.path("history.json"), History.from_json(history))
+
+
+class RoundReporter:
+    """`evaluate_fn` of the strategy: runs after every round to log, evaluate and save."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: Any,
+        tracker: Tracker,
+        out: RunOutputs,
+        history: dict[str, Any],
+        bank_names: dict[int, str],
+        privacy: Any = lambda: None,
+        offset: int = 0,
+        best_auc: float = -1.0,
+        folded: bool = False,
+    ) -> None:
+        """`offset`: rounds a resumed run already has; Flower's round r is the run's round r + offset.
+
+        `folded`: the banks score round r's model at the start of round r + 1
+        (or in the final evaluation), so round r's evaluation, log line, best
+        model and TensorBoard scalars are settled one round later.
+        """
+        self.cfg, self.model, self.tracker, self.out, self.history = cfg, model, tracker, out, history
+        self.names = bank_names
+        self.privacy = privacy
+        self.offset = offset
+        self.best_auc = best_auc
+        self.folded = folded
+        self.pending: tuple[int, dict[str, Any], list[np.ndarray]] | None = None
+        self.last_arrays: ArrayRecord | None = None
+        self.started = time.monotonic()
+        self.holdout = None
+        if cfg.holdout_eval:
+            test = holdout_set(cfg)
+            self.holdout = (mdl.to_inputs(test, model), test[schema_of(cfg).target].to_numpy())
+
+    def _bank(self, node: int) -> str:
+        return self.names.get(node, f"node-{node}")
+
+    def _phase_record(self, kind: str, server_round: int) -> dict[str, Any]:
+        phase = self.tracker.phase(kind, server_round)
+        return {
+            "ok": [self._bank(n) for n in phase.replies],
+            "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
+            "refused": {self._bank(n): reason for n, reason in phase.refused.items()},
+            "clipped": {self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
+            **({"withheld": {self._bank(n): why for n, why in phase.withheld.items()}} if phase.withheld else {}),
+            "missing": [self._bank(n) for n in phase.missing],
+            # Banks of the run that were not asked this round (disconnected, or not sampled by fraction-*).
+            "not-sampled": sorted(name for n, name in self.names.items() if n not in phase.sampled),
+            "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
+            "banks": {self._bank(n): m for n, m in phase.replies.items()},
+            **({"not-aggregated": phase.skipped} if phase.skipped else {}),
+        }
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        weights = arrays.to_numpy_ndarrays()
+        self.model.set_weights(weights)
+        run_round = server_round + self.offset
+        entry: dict[str, Any] = {"round": run_round}
+        holdout = None
+        if self.holdout is not None:
+            scores = mdl.predict(self.model, self.holdout[0])
+            holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
+            entry["holdout"] = holdout
+        if server_round > 0:
+            # Flower passes the previous round's ArrayRecord on when nothing was aggregated.
+            entry["aggregated"] = arrays is not self.last_arrays
+            if entry["aggregated"]:
+                self.tracker.aggregated.add(server_round)
+            entry["train"] = self._phase_record("train", server_round)
+            entry["seconds"] = round(time.monotonic() - self.started, 2)
+            if (privacy := self.privacy()) is not None:
+                entry["privacy"] = privacy
+                self.history["privacy"] = privacy
+            self.out.save_checkpoint(run_round, weights)
+            if not self.folded:
+                entry["evaluate"] = self._phase_record("evaluate", server_round)
+                self._evaluated(run_round, entry, weights)
+        if self.folded:
+            if server_round == 0 and self.offset and self.history["rounds"]:
+                entry = self.history["rounds"][-1]  # the resumed run's last round, scored at the start of round 1
+            self.finish()
+            self.pending = (server_round, entry, weights)
+        self.last_arrays = arrays
+        self.started = time.monotonic()
+        if server_round > 0 or not self.offset:  # a resumed run's start is the old run's last round, recorded
+            self.history["rounds"].append(entry)
+        save_history(self.out, self.history)
+        return logged_record(holdout) if holdout is not None else None
+
+    def finish(self) -> None:
+        """Folded evaluation: settle the round whose model the banks have just scored."""
+        if self.pending is None:
+            return
+        server_round, entry, weights = self.pending
+        self.pending = None
+        entry["evaluate"] = self._phase_record("evaluate", server_round)
+        run_round = server_round + self.offset
+        if "train" in entry:
+            self._evaluated(run_round, entry, weights)
+        else:
+            pooled = entry["evaluate"]["pooled"] or {}
+            log(
+                INFO,
+                "fedcredit round %d (the model the run starts from): pooled val AUC %.4f",
+                run_round,
+                pooled.get("auc", float("nan")),
+            )
+        save_history(self.out, self.history)
+
+    def _evaluated(self, run_round: int, entry: dict[str, Any], weights: list[np.ndarray]) -> None:
+        """Log line, TensorBoard scalars and best model of a round whose evaluation is in."""
+        self._log_round(run_round, entry)
+        write_scalars(
+            self.out.path("tensorboard"),
+            run_round,
+            {
+                "pooled": entry["evaluate"]["pooled"],
+                "holdout": entry.get("holdout"),
+                "train": entry["train"]["pooled"],
+                **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()},
+            },
+        )
+        pooled = entry["evaluate"]["pooled"] or {}
+        auc = pooled.get("auc")
+        if auc is not None and np.isfinite(auc) and auc > self.best_auc:
+            self.best_auc = auc
+            self.history["best-round"] = run_round
+            self.model.set_weights(weights)
+            self.out.save_model("model-best.keras", self.model)
+
+    def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
+        tr, ev = entry["train"], entry["evaluate"]
+        n_tr, n_ev = (
+            sum(len(p.get(k) or ()) for k in ("ok", "failed", "refused", "withheld", "missing")) for p in (tr, ev)
+        )
+        pooled = ev["pooled"] or {}
+        line = (
+            f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
+            f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
+            f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
+            f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}"
+        )
+        if "holdout" in entry:
+            line += f" | hold-out AUC {entry['holdout']['auc']:.4f}"
+        if entry.get("privacy", {}).get("epsilon") is not None:
+            line += f" | epsilon {entry['privacy']['epsilon']:.3g} (delta {entry['privacy']['delta']:g})"
+        line += f" | {entry['seconds']:.1f} s"
+        failed = {**tr["failed"], **ev["failed"], **tr["refused"], **ev["refused"]}
+        failed.update(
+            {b: f"withheld: {why}" for b, why in {**tr.get("withheld", {}), **ev.get("withheld", {})}.items()}
+        )
+        if failed:
+            line += " | failed: " + "; ".join(f"{b}: {short_reason(r, 120)}" for b, r in failed.items())
+        if tr["clipped"]:
+            line += " | update scaled down: " + ", ".join(f"{b} x{f:.2g}" for b, f in tr["clipped"].items())
+        log(INFO, line)
+
+
+def folded_evaluation(cfg: RunConfig, banks: Mapping[int, protocol.BankStatistics]) -> bool:
+    """Whether evaluation rides on the train messages: `folded`, or `auto` when banks read their own files."""
+    if cfg.fraction_evaluate == 0 or cfg.privacy_mode == "client-adaptive":
+        return False
+    return cfg.evaluation == "folded" or (cfg.evaluation == "auto" and any(b.source == "file" for b in banks.values()))
+
+
+def final_evaluation(
+    grid: TrackingGrid,
+    banks: Mapping[int, protocol.BankStatistics],
+    arrays: ArrayRecord,
+    server_round: int,
+    config: ConfigRecord,
+    timeout: float,
+) -> None:
+    """Folded evaluation: the final model, scored by every connected bank of the run in one evaluate message."""
+    nodes = [n for n in grid.get_node_ids() if n in banks]
+    messages = [
+        Message(
+            content=RecordDict(
+                {
+                    protocol.ARRAYS: arrays,
+                    protocol.CONFIG: ConfigRecord({**dict(config.items()), "server-round": server_round}),
+                }
+            ),
+            message_type="evaluate",
+            dst_node_id=n,
+        )
+        for n in nodes
+    ]
+    if messages:
+        grid.send_and_receive(messages, timeout=timeout)
+
+
+def final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
+    if tracker.rounds_trained() == 0:
+        reasons = {r for p in tracker.train.values() for r in (*p.failed.values(), *p.refused.values())}
+        reasons |= {f"round not aggregated: {p.skipped}" for p in tracker.train.values() if p.skipped}
+        raise FederationError(
+            f"no round trained (the global model never changed): every bank failed, none "
+            f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}"
+        )
+    bad_rounds = [
+        e["round"]
+        for e in history["rounds"]
+        if e["round"] > 0
+        and (
+            ((e.get("evaluate") or {}).get("pooled") is not None and not finite_metrics(e["evaluate"]["pooled"]))
+            or ("holdout" in e and not finite_metrics(e["holdout"]))
+        )
+    ]
+    if bad_rounds:
+        raise FederationError(
+            f"metrics are NaN or infinite in rounds {bad_rounds}: the model diverged or a "
+            "validation set lacks one class; see history.json"
+        )
+    if cfg.fraction_evaluate > 0 and not any(e.get("evaluate", {}).get("pooled") for e in history["rounds"]):
+        raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
