@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fedcredit.core.config import ConfigError
 from fedcredit.core.partition import SCHEMES, PartitionError
 from fedcredit.deploy.demo import run_demo
 from fedcredit.deploy.proxy import ProxyError
@@ -31,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         demo = run_demo(args.banks, args.scheme, args.rounds, args.workdir or None, progress=print)
     except (PartitionError, ProxyError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as err:  # --rounds is the run's num-server-rounds
+        print(f"error: --rounds {args.rounds}: {err}", file=sys.stderr)
         return 2
     for line in demo.run.logs.splitlines():
         if "fedcredit" in line:
