@@ -10,16 +10,18 @@ from fedcredit.core.partition import SCHEMES, PartitionError
 from fedcredit.deploy.demo import run_demo
 from fedcredit.deploy.proxy import ProxyError
 
+EXAMPLE = "fedcredit demo --banks 4 --rounds 3 --workdir demo"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--banks", type=int, default=3, help="number of banks (one SuperNode each)")
+    parser.add_argument("--banks", type=int, default=3, help="number of banks, one SuperNode each")
     parser.add_argument(
         "--scheme",
         choices=SCHEMES,
         default="region",
         help="how the demo banks are cut: region (contiguous US states), iid or dirichlet",
     )
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="federated rounds (the run's num-server-rounds)")
     parser.add_argument(
         "--workdir",
         default="",
