@@ -38,7 +38,10 @@ from fedcredit.deploy.proxy import (
     write_nginx_config,
 )
 
-needs_nginx = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx)")
+needs_nginx = pytest.mark.skipif(
+    find_nginx() is None,
+    reason="runs a real nginx in front of a stand-in SuperLink: nginx is not installed (apt-get install nginx)",
+)
 
 # --- nginx's configuration as a tree ------------------------------------------------------------------
 

@@ -1,14 +1,16 @@
 """`fedcredit` command line: one subcommand per job, each in its own module.
 
-Each module `fedcredit.cli.<command>` provides `add_arguments(parser)` and
-`run(args) -> int` (the exit code). Modules are imported only when their
-command runs, so `fedcredit validate` does not pay for TensorFlow.
+Each module `fedcredit.cli.<command>` provides `add_arguments(parser)`,
+`run(args) -> int` (the exit code) and `EXAMPLE`, one invocation shown at
+the end of its `--help`. Modules are imported only when their command runs
+(or shows its help), so `fedcredit validate` does not pay for TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 COMMANDS = {
@@ -30,6 +32,66 @@ COMMANDS = {
 }
 
 
+EXAMPLE = "fedcredit split --banks 4 --out banks"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default after its help text.
+
+    Not for required options, nor when the default means "not given" (None,
+    "", an empty list, False): such options say in their help text what
+    happens without them, as "(default: ...)" (then nothing is appended).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        positional = not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        if (
+            "(default" in text
+            or "%(default)" in text
+            or action.required
+            or positional
+            or default is argparse.SUPPRESS
+            or default is None
+            or default is False
+            or default in ("", [], ())
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def package_version() -> str:
+    """The installed distribution's version; the package's own when it is not installed (a bare checkout)."""
+    try:
+        return importlib.metadata.version("fedcredit")
+    except importlib.metadata.PackageNotFoundError:
+        import fedcredit
+
+        return getattr(fedcredit, "__version__", "unknown")
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The whole command line; only the command named by argv[0] is imported and given its arguments."""
+    parser = argparse.ArgumentParser(
+        prog="fedcredit",
+        description="Federated credit-risk modelling with Flower.",
+        epilog=f"example: {EXAMPLE}\n`fedcredit COMMAND --help` shows a command's options, defaults and an example.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        if argv and argv[0] == name:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.epilog = f"example: {module.EXAMPLE}"
+            p.set_defaults(_run=module.run)
+    return parser
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's retracing warnings (harmless here: one model per bank) off the user's terminal."""
     import logging
@@ -38,17 +100,8 @@ def quiet_tensorflow() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fedcredit", description="Federated credit-risk modelling with Flower.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
-    for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        # Only the chosen command's module is imported (and only it adds its arguments).
-        if argv and argv[0] == name:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
-            p.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args._run(args))
 
 

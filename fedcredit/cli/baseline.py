@@ -13,6 +13,8 @@ from fedcredit.cli import quiet_tensorflow
 from fedcredit.risk import baseline
 from fedcredit.risk.rundir import RunDirError, load_run
 
+EXAMPLE = "fedcredit baseline outputs/<run>"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a simulation run's output directory")

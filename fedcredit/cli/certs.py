@@ -19,6 +19,9 @@ from fedcredit.deploy.certs import CredentialsError, make_credentials
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 
+EXAMPLE = "fedcredit certs --out certs --host superlink.example.org --bank bank-a --bank bank-b"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="directory for the files; an existing CA and existing keys there are reused"
@@ -30,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a host name or IP the banks use to reach the SuperLink (repeat for each); 127.0.0.1 and localhost "
         "are always added (the ServerApp and the proxy dial the SuperLink there)",
     )
-    parser.add_argument("--bank", action="append", default=[], help="a bank name (repeat for each)")
+    parser.add_argument(
+        "--bank",
+        action="append",
+        default=[],
+        help="a bank name, repeat for each (default: none; rerun with --bank later to add a bank)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

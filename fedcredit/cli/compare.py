@@ -14,6 +14,8 @@ from typing import Any
 from fedcredit.core.config import STRATEGY_PARAMS, ConfigError
 from fedcredit.deploy import compare
 
+EXAMPLE = "fedcredit compare --strategies fedavg fedprox --seeds 42 1 --out comparison"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -22,22 +24,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["fedavg", "fedprox", "fedadam", "fedavgm"],
         help=f"strategy names: {' '.join(STRATEGY_PARAMS)}",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
-    parser.add_argument("--privacy", default="none", help="privacy.mode for every run (e.g. server-fixed)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42], help="one run per seed for each variant")
+    parser.add_argument("--privacy", default="none", help="privacy.mode for every run, e.g. server-fixed")
     parser.add_argument(
-        "--noise", nargs="+", type=float, default=[], help="privacy.noise-multiplier values to compare (with --privacy)"
+        "--noise",
+        nargs="+",
+        type=float,
+        default=[],
+        help="privacy.noise-multiplier values to compare, with --privacy (default: the run config's one value)",
     )
     parser.add_argument(
         "--set",
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="extra run-config values for every run, TOML syntax (e.g. num-server-rounds=10)",
+        help="extra run-config values for every run, TOML syntax, e.g. num-server-rounds=10",
     )
     parser.add_argument(
         "--federation-config",
         default="num-supernodes=4 client-resources-num-cpus=1",
-        help="Flower simulation size and resources (one CPU per simulated bank: two run at once on two cores)",
+        help="Flower simulation size and resources; one CPU per simulated bank runs two at once on two cores",
     )
     parser.add_argument("--out", required=True, help="directory for the runs and the comparison files")
 

@@ -35,6 +35,9 @@ def _threshold(text: str) -> float:
     return value
 
 
+EXAMPLE = "fedcredit predict outputs/<run>/model-final.keras banks/holdout.csv --output scores.csv"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model", metavar="MODEL", help="a saved fedcredit model (.keras), e.g. RUN_DIR/model-final.keras"
@@ -46,10 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         type=_threshold,
         default=0.1,
-        help="decline when the probability of default is at or above this (default 0.1)",
+        help="decline when the probability of default is at or above this",
     )
     parser.add_argument("--output", default="-", help="output file (default: stdout)")
-    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format (default csv)")
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="output format")
     parser.add_argument("--schema-path", default="", help="TOML schema of the columns (default: built-in LendingClub)")
 
 

@@ -25,6 +25,8 @@ from fedcredit.deploy.proxy import (
     write_nginx_config,
 )
 
+EXAMPLE = "fedcredit proxy --certs certs --out coordinator/nginx.conf"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certs", required=True, help="the `fedcredit certs --out` directory (ca.crt, superlink.*)")
@@ -32,18 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", default="", help="nginx's pid file, logs/ and tmp/ (default: the directory of --out)"
     )
-    parser.add_argument(
-        "--superlink", default=SUPERLINK, help=f"where flower-superlink listens, loopback only (default {SUPERLINK})"
-    )
+    parser.add_argument("--superlink", default=SUPERLINK, help="where flower-superlink listens, loopback only")
     parser.add_argument(
         "--bank-listen",
         default=BANK_LISTEN,
-        help=f"the banks' listener: Fleet API only; the port banks dial (default {BANK_LISTEN})",
+        help="the banks' listener: Fleet API only; the port banks dial",
     )
     parser.add_argument(
         "--admin-listen",
         default=ADMIN_LISTEN,
-        help=f"the admin listener: Control API only, for flwr run/stop/supernode (default {ADMIN_LISTEN})",
+        help="the admin listener: Control API only, for flwr run/stop/supernode",
     )
     parser.add_argument(
         "--admin-allow",
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bank-allow",
         action="append",
         default=[],
-        help="an address or network that may use the banks' listener (repeat; default: any, the firewall decides)",
+        help="an address or network that may use the banks' listener, repeat for each (default: any, the firewall decides)",
     )
 
 

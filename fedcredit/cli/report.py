@@ -14,6 +14,8 @@ from fedcredit.cli import quiet_tensorflow
 from fedcredit.risk import report
 from fedcredit.risk.rundir import RunDirError, load_run
 
+EXAMPLE = "fedcredit report outputs/<run>"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")

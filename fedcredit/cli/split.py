@@ -11,6 +11,8 @@ import pandas as pd
 from fedcredit.core.partition import SCHEMES, PartitionError
 from fedcredit.deploy.split import HOLDOUT_FILE, split_builtin
 
+EXAMPLE = "fedcredit split --banks 4 --out banks --holdout 0.2"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory for the bank CSVs")
@@ -21,13 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="region",
         help="region: contiguous US states (4: census regions, 9: divisions); iid; dirichlet",
     )
-    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (scheme dirichlet)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration, for --scheme dirichlet")
+    parser.add_argument("--seed", type=int, default=42, help="random seed of the cut and the hold-out")
     parser.add_argument(
         "--holdout",
         type=float,
         default=0.0,
-        help=f"fraction kept out of every bank and written to {HOLDOUT_FILE} (0: none)",
+        help=f"fraction kept out of every bank and written to {HOLDOUT_FILE}; 0 writes none",
     )
 
 

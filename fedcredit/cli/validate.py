@@ -17,9 +17,11 @@ import sys
 from fedcredit.core.loading import ValidationReport, check_csv, read_text_csv
 from fedcredit.core.schema import Schema, SchemaError, load_schema
 
+EXAMPLE = "fedcredit validate banks/bank-0-northeast.csv"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("csv", help="the bank's loan file")
+    parser.add_argument("csv", help="the bank's loan file (one row per loan, the schema's columns)")
     parser.add_argument("--schema-path", default="", help="TOML schema (default: the built-in LendingClub schema)")
 
 

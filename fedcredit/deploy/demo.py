@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedcredit.core.config import parse_run_config
 from fedcredit.deploy.consortium import LocalDeployment
 from fedcredit.deploy.localrun import RunResult
 from fedcredit.deploy.proxy import require_nginx
-from fedcredit.deploy.split import split_builtin
+from fedcredit.deploy.split import cut_builtin, write_split
 from fedcredit.federation.history import read_history
 
 
@@ -44,14 +45,18 @@ def run_demo(
 ) -> DemoResult:
     """Split, deploy with TLS + node authentication behind nginx, run `rounds` rounds and stop.
 
-    `progress` hears each step. Raises PartitionError before starting anything
-    when the banks cannot be cut, ProxyError when nginx is not installed.
+    `progress` hears each step. The arguments are checked first, then nginx,
+    and only then is anything written or started: PartitionError when the
+    banks cannot be cut, ConfigError when `rounds` is out of range, ProxyError
+    when nginx is not installed.
     """
+    started = time.monotonic()
+    cut = cut_builtin(banks, scheme)
+    parse_run_config({"num-server-rounds": rounds})
+    require_nginx()
     with tempfile.TemporaryDirectory(prefix="fedcredit-demo-") as tmp:
-        require_nginx()  # before anything is cut or started
         work = Path(workdir or tmp).resolve()
-        started = time.monotonic()
-        csvs = split_builtin(work / "banks", banks, scheme)
+        csvs = write_split(cut, work / "banks")
         progress(f"banks: {', '.join(f'{n} ({p})' for n, p in csvs.items())}")
         with LocalDeployment(work / "deployment", csvs) as deployment:
             progress(
