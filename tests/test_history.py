@@ -136,7 +136,8 @@ def test_round_trip_keeps_every_key_including_unknown_ones(tmp_path):
     assert json.loads((tmp_path / "again.json").read_text()) == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.json", "history.json"]  # no temporary file left
     # The typed view of the same file.
-    assert history.extra == {"ignored-keys": ["strategy.eta"], "coordinator": {"host": "bank-consortium"}}
+    assert history.ignored_keys == ["strategy.eta"]
+    assert history.extra == {"coordinator": {"host": "bank-consortium"}}
     assert history.schema_sha256 == "cd" * 32
     assert history.banks["acme"] == BankRecord("11", 900, {"region": "west"})
     assert (

@@ -323,6 +323,25 @@ class StrategyRecord:
 
 
 @dataclass
+class ResumedFrom:
+    """The crashed run a resumed run continues, and how many of its rounds it took over."""
+
+    run_dir: str
+    rounds: int
+
+    @classmethod
+    def _parse(cls, value: Any, where: str) -> ResumedFrom:
+        keys = _Keys(value, where)
+        return cls(
+            run_dir=keys.require("run-dir", _str, "the crashed run's directory"),
+            rounds=keys.require("rounds", _int, "the rounds taken over"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run-dir": self.run_dir, "rounds": self.rounds}
+
+
+@dataclass
 class History:
     """A run's history.json. Optional values are None when the run never got there (or the file predates them)."""
 
@@ -340,6 +359,11 @@ class History:
     model_final_sha256: str | None = None
     seconds: float | None = None
     rounds: list[RoundEntry] = field(default_factory=list)
+    evaluation: str | None = None  # folded | separate | off: which model each round's pooled figures score
+    ignored_keys: list[str] | None = None  # keys set in the config that this strategy/privacy mode does not use
+    resumed_from: ResumedFrom | None = None  # the crashed run this one continues
+    sweep: dict[str, Any] | None = None  # in a sweep: {index, of, overrides} of this variant
+    personalisation: dict[str, Any] | None = None  # what each bank kept after the last round, and pooled figures
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -389,6 +413,11 @@ class History:
                 model_final_sha256=keys.take("model-final-sha256", _or_null(_str), None),
                 seconds=keys.take("seconds", _or_null(_number), None),
                 rounds=keys.require("rounds", _rounds, "not a fedcredit history.json (it has a 'rounds' list)"),
+                evaluation=keys.take("evaluation", _or_null(_str), None),
+                ignored_keys=keys.take("ignored-keys", _or_null(_strings), None),
+                resumed_from=keys.take("resumed-from", _or_null(ResumedFrom._parse), None),
+                sweep=keys.take("sweep", _or_null(_object), None),
+                personalisation=keys.take("personalisation", _or_null(_object), None),
                 extra=keys.rest,
             )
         except _Wrong as wrong:
@@ -414,8 +443,17 @@ class History:
             "model-final-sha256": self.model_final_sha256,
             "reason": self.reason,
             "seconds": self.seconds,
+            "sweep": self.sweep,
+            "ignored-keys": self.ignored_keys,
+            "resumed-from": self.resumed_from.to_json() if self.resumed_from is not None else None,
+            "evaluation": self.evaluation,
+            "personalisation": self.personalisation,
         }
         return _with_extra({k: v for k, v in out.items() if v is not None}, self.extra)
+
+    def round(self, number: int) -> RoundEntry | None:
+        """The entry of round `number` (None when the run never got there)."""
+        return next((r for r in self.rounds if r.round == number), None)
 
 
 def _rounds(value: Any, where: str) -> list[RoundEntry]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedcredit.core.config import OPERATIONAL_KEYS, RunConfig
-from fedcredit.federation.history import HistoryError, read_history
+from fedcredit.federation.history import History, HistoryError, read_history
 from fedcredit.federation.outputs import RunOutputs, load_checkpoint
 
 # Keys a resumed run may change (`Key.operational` in the config table): they say how long, where and what
@@ -51,16 +51,13 @@ class Resume:
     last_round: int
     weights: list[np.ndarray]
     preprocessing: dict[str, Any]
-    history: dict[str, Any]
+    history: History  # the crashed run's, up to its last checkpointed round
 
     @property
     def best_auc(self) -> float:
-        aucs = [
-            ((entry.get("evaluate") or {}).get("pooled") or {}).get("auc")
-            for entry in self.history["rounds"]
-            if entry.get("round") == self.history.get("best-round")
-        ]
-        return float(aucs[0]) if aucs and aucs[0] is not None else -1.0
+        best = self.history.round(self.history.best_round) if self.history.best_round is not None else None
+        auc = (best.pooled or {}).get("auc") if best is not None else None
+        return float(auc) if auc is not None else -1.0
 
 
 def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
@@ -81,10 +78,9 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
         history = read_history(run_dir / "history.json")
     except HistoryError as err:
         raise ResumeError(f"resume-from = {run_dir}: {err}") from err
-    raw = json.loads((run_dir / "history.json").read_text(encoding="utf-8"))
     if history.status == "completed":
         raise ResumeError(f"resume-from = {run_dir}: that run completed; start a new run instead")
-    old = raw.get("config") or {}
+    old = history.config
     now = cfg.to_flower()
     changed = sorted(k for k in set(old) | set(now) if k not in OPERATIONAL and old.get(k) != now.get(k))
     if changed:
@@ -95,7 +91,7 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
         raise ResumeError(f"resume-from = {run_dir}: the schema differs from the one that run used")
     # A round counts once history.json records it: the checkpoint is written first, so a crash between the
     # two leaves a checkpoint the history does not know; that round is trained again.
-    recorded = {entry.get("round") for entry in raw.get("rounds") or []}
+    recorded = {entry.round for entry in history.rounds}
     checkpoints = {
         int(path.stem.split("-")[1]): path
         for path in run_dir.glob("checkpoints/round-*.npz")
@@ -108,9 +104,9 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
         raise ResumeError(
             f"resume-from = {run_dir}: it already has {last} rounds; raise num-server-rounds above {last}"
         )
-    raw["rounds"] = [entry for entry in raw["rounds"] if entry.get("round", 0) <= last]
+    history.rounds = [entry for entry in history.rounds if entry.round <= last]
     prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
-    return Resume(run_dir, last, load_checkpoint(checkpoints[last]), prep, raw)
+    return Resume(run_dir, last, load_checkpoint(checkpoints[last]), prep, history)
 
 
 def check_preprocessing(resume: Resume, preprocessing: dict[str, Any]) -> None:

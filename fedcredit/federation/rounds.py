@@ -26,15 +26,16 @@ from fedcredit.core.config import RunConfig
 from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
-from fedcredit.federation.history import History, write_history
+from fedcredit.federation.history import History, PhaseRecord, RoundEntry, write_history
 from fedcredit.federation.outputs import RunOutputs, write_scalars
 from fedcredit.federation.strategies import finite_metrics, logged_record
 from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 
-def save_history(out: RunOutputs, history: dict[str, Any]) -> None:
-    """Through the one writer of `fedcredit.federation.history`: what it cannot read back is never written."""
-    write_history(out.path("history.json"), History.from_json(history))
+def save_history(out: RunOutputs, history: History) -> None:
+    """Through the one writer of `fedcredit.federation.history`; what its reader would refuse is never written."""
+    History.from_json(history.to_json(), "the history about to be written")
+    write_history(out.path("history.json"), history)
 
 
 class RoundReporter:
@@ -46,7 +47,7 @@ class RoundReporter:
         model: Any,
         tracker: Tracker,
         out: RunOutputs,
-        history: dict[str, Any],
+        history: History,
         bank_names: dict[int, str],
         privacy: Any = lambda: None,
         offset: int = 0,
@@ -65,7 +66,7 @@ class RoundReporter:
         self.offset = offset
         self.best_auc = best_auc
         self.folded = folded
-        self.pending: tuple[int, dict[str, Any], list[np.ndarray]] | None = None
+        self.pending: tuple[int, RoundEntry, list[np.ndarray]] | None = None
         self.last_arrays: ArrayRecord | None = None
         self.started = time.monotonic()
         self.holdout = None
@@ -76,55 +77,54 @@ class RoundReporter:
     def _bank(self, node: int) -> str:
         return self.names.get(node, f"node-{node}")
 
-    def _phase_record(self, kind: str, server_round: int) -> dict[str, Any]:
+    def _phase_record(self, kind: str, server_round: int) -> PhaseRecord:
         phase = self.tracker.phase(kind, server_round)
-        return {
-            "ok": [self._bank(n) for n in phase.replies],
-            "failed": {self._bank(n): reason for n, reason in phase.failed.items()},
-            "refused": {self._bank(n): reason for n, reason in phase.refused.items()},
-            "clipped": {self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
-            **({"withheld": {self._bank(n): why for n, why in phase.withheld.items()}} if phase.withheld else {}),
-            "missing": [self._bank(n) for n in phase.missing],
+        return PhaseRecord(
+            ok=[self._bank(n) for n in phase.replies],
+            failed={self._bank(n): reason for n, reason in phase.failed.items()},
+            refused={self._bank(n): reason for n, reason in phase.refused.items()},
+            clipped={self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
+            withheld={self._bank(n): why for n, why in phase.withheld.items()},
+            missing=[self._bank(n) for n in phase.missing],
             # Banks of the run that were not asked this round (disconnected, or not sampled by fraction-*).
-            "not-sampled": sorted(name for n, name in self.names.items() if n not in phase.sampled),
-            "pooled": phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
-            "banks": {self._bank(n): m for n, m in phase.replies.items()},
-            **({"not-aggregated": phase.skipped} if phase.skipped else {}),
-        }
+            not_sampled=sorted(name for n, name in self.names.items() if n not in phase.sampled),
+            pooled=phase.pooled() if kind == "evaluate" else phase.mean_train_loss(),
+            banks={self._bank(n): m for n, m in phase.replies.items()},
+            not_aggregated=phase.skipped or None,
+        )
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         weights = arrays.to_numpy_ndarrays()
         self.model.set_weights(weights)
         run_round = server_round + self.offset
-        entry: dict[str, Any] = {"round": run_round}
-        holdout = None
+        entry = RoundEntry(run_round)
         if self.holdout is not None:
             scores = mdl.predict(self.model, self.holdout[0])
-            holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
-            entry["holdout"] = holdout
+            entry.holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
+        holdout = entry.holdout
         if server_round > 0:
             # Flower passes the previous round's ArrayRecord on when nothing was aggregated.
-            entry["aggregated"] = arrays is not self.last_arrays
-            if entry["aggregated"]:
+            entry.aggregated = arrays is not self.last_arrays
+            if entry.aggregated:
                 self.tracker.aggregated.add(server_round)
-            entry["train"] = self._phase_record("train", server_round)
-            entry["seconds"] = round(time.monotonic() - self.started, 2)
+            entry.train = self._phase_record("train", server_round)
+            entry.seconds = round(time.monotonic() - self.started, 2)
             if (privacy := self.privacy()) is not None:
-                entry["privacy"] = privacy
-                self.history["privacy"] = privacy
+                entry.privacy = privacy
+                self.history.privacy = privacy
             self.out.save_checkpoint(run_round, weights)
             if not self.folded:
-                entry["evaluate"] = self._phase_record("evaluate", server_round)
+                entry.evaluate = self._phase_record("evaluate", server_round)
                 self._evaluated(run_round, entry, weights)
         if self.folded:
-            if server_round == 0 and self.offset and self.history["rounds"]:
-                entry = self.history["rounds"][-1]  # the resumed run's last round, scored at the start of round 1
+            if server_round == 0 and self.offset and self.history.rounds:
+                entry = self.history.rounds[-1]  # the resumed run's last round, scored at the start of round 1
             self.finish()
             self.pending = (server_round, entry, weights)
         self.last_arrays = arrays
         self.started = time.monotonic()
         if server_round > 0 or not self.offset:  # a resumed run's start is the old run's last round, recorded
-            self.history["rounds"].append(entry)
+            self.history.rounds.append(entry)
         save_history(self.out, self.history)
         return logged_record(holdout) if holdout is not None else None
 
@@ -134,66 +134,61 @@ class RoundReporter:
             return
         server_round, entry, weights = self.pending
         self.pending = None
-        entry["evaluate"] = self._phase_record("evaluate", server_round)
+        entry.evaluate = self._phase_record("evaluate", server_round)
         run_round = server_round + self.offset
-        if "train" in entry:
+        if entry.train is not None:
             self._evaluated(run_round, entry, weights)
         else:
-            pooled = entry["evaluate"]["pooled"] or {}
             log(
                 INFO,
                 "fedcredit round %d (the model the run starts from): pooled val AUC %.4f",
                 run_round,
-                pooled.get("auc", float("nan")),
+                (entry.evaluate.pooled or {}).get("auc", float("nan")),
             )
         save_history(self.out, self.history)
 
-    def _evaluated(self, run_round: int, entry: dict[str, Any], weights: list[np.ndarray]) -> None:
+    def _evaluated(self, run_round: int, entry: RoundEntry, weights: list[np.ndarray]) -> None:
         """Log line, TensorBoard scalars and best model of a round whose evaluation is in."""
+        assert entry.train is not None and entry.evaluate is not None
         self._log_round(run_round, entry)
         write_scalars(
             self.out.path("tensorboard"),
             run_round,
             {
-                "pooled": entry["evaluate"]["pooled"],
-                "holdout": entry.get("holdout"),
-                "train": entry["train"]["pooled"],
-                **{f"bank/{name}": m for name, m in entry["evaluate"]["banks"].items()},
+                "pooled": entry.evaluate.pooled,
+                "holdout": entry.holdout,
+                "train": entry.train.pooled,
+                **{f"bank/{name}": m for name, m in entry.evaluate.banks.items()},
             },
         )
-        pooled = entry["evaluate"]["pooled"] or {}
-        auc = pooled.get("auc")
+        auc = (entry.evaluate.pooled or {}).get("auc")
         if auc is not None and np.isfinite(auc) and auc > self.best_auc:
             self.best_auc = auc
-            self.history["best-round"] = run_round
+            self.history.best_round = run_round
             self.model.set_weights(weights)
             self.out.save_model("model-best.keras", self.model)
 
-    def _log_round(self, server_round: int, entry: dict[str, Any]) -> None:
-        tr, ev = entry["train"], entry["evaluate"]
-        n_tr, n_ev = (
-            sum(len(p.get(k) or ()) for k in ("ok", "failed", "refused", "withheld", "missing")) for p in (tr, ev)
-        )
-        pooled = ev["pooled"] or {}
+    def _log_round(self, server_round: int, entry: RoundEntry) -> None:
+        tr, ev = entry.train, entry.evaluate
+        assert tr is not None and ev is not None
+        pooled = ev.pooled or {}
         line = (
-            f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr['ok'])}/{n_tr} ok"
-            f"{'' if entry['aggregated'] else ' (NOT aggregated: ' + (tr.get('not-aggregated') or 'strategy skipped it') + ')'}, "
-            f"evaluate {len(ev['ok'])}/{n_ev} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
+            f"fedcredit round {server_round}/{self.cfg.num_server_rounds}: banks train {len(tr.ok)}/{tr.sampled} ok"
+            f"{'' if entry.aggregated else ' (NOT aggregated: ' + (tr.not_aggregated or 'strategy skipped it') + ')'}, "
+            f"evaluate {len(ev.ok)}/{ev.sampled} ok | pooled val AUC {pooled.get('auc', float('nan')):.4f} "
             f"KS {pooled.get('ks', float('nan')):.4f} loss {pooled.get('logloss', float('nan')):.4f}"
         )
-        if "holdout" in entry:
-            line += f" | hold-out AUC {entry['holdout']['auc']:.4f}"
-        if entry.get("privacy", {}).get("epsilon") is not None:
-            line += f" | epsilon {entry['privacy']['epsilon']:.3g} (delta {entry['privacy']['delta']:g})"
-        line += f" | {entry['seconds']:.1f} s"
-        failed = {**tr["failed"], **ev["failed"], **tr["refused"], **ev["refused"]}
-        failed.update(
-            {b: f"withheld: {why}" for b, why in {**tr.get("withheld", {}), **ev.get("withheld", {})}.items()}
-        )
+        if entry.holdout is not None:
+            line += f" | hold-out AUC {entry.holdout['auc']:.4f}"
+        if (entry.privacy or {}).get("epsilon") is not None:
+            line += f" | epsilon {entry.privacy['epsilon']:.3g} (delta {entry.privacy['delta']:g})"
+        line += f" | {entry.seconds:.1f} s"
+        failed = {**tr.failed, **ev.failed, **tr.refused, **ev.refused}
+        failed.update({b: f"withheld: {why}" for b, why in {**tr.withheld, **ev.withheld}.items()})
         if failed:
             line += " | failed: " + "; ".join(f"{b}: {short_reason(r, 120)}" for b, r in failed.items())
-        if tr["clipped"]:
-            line += " | update scaled down: " + ", ".join(f"{b} x{f:.2g}" for b, f in tr["clipped"].items())
+        if tr.clipped:
+            line += " | update scaled down: " + ", ".join(f"{b} x{f:.2g}" for b, f in tr.clipped.items())
         log(INFO, line)
 
 
@@ -231,7 +226,8 @@ def final_evaluation(
         grid.send_and_receive(messages, timeout=timeout)
 
 
-def final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> None:
+def final_checks(cfg: RunConfig, tracker: Tracker, history: History) -> None:
+    """The run ends as failed, with the reason, when its model cannot be trusted."""
     if tracker.rounds_trained() == 0:
         reasons = {r for p in tracker.train.values() for r in (*p.failed.values(), *p.refused.values())}
         reasons |= {f"round not aggregated: {p.skipped}" for p in tracker.train.values() if p.skipped}
@@ -240,18 +236,15 @@ def final_checks(cfg: RunConfig, tracker: Tracker, history: dict[str, Any]) -> N
             f"replied, or the strategy aggregated nothing. Reasons: {sorted(reasons) or ['no replies']}"
         )
     bad_rounds = [
-        e["round"]
-        for e in history["rounds"]
-        if e["round"] > 0
-        and (
-            ((e.get("evaluate") or {}).get("pooled") is not None and not finite_metrics(e["evaluate"]["pooled"]))
-            or ("holdout" in e and not finite_metrics(e["holdout"]))
-        )
+        e.round
+        for e in history.trained_rounds
+        if (e.pooled is not None and not finite_metrics(e.pooled))
+        or (e.holdout is not None and not finite_metrics(e.holdout))
     ]
     if bad_rounds:
         raise FederationError(
             f"metrics are NaN or infinite in rounds {bad_rounds}: the model diverged or a "
             "validation set lacks one class; see history.json"
         )
-    if cfg.fraction_evaluate > 0 and not any(e.get("evaluate", {}).get("pooled") for e in history["rounds"]):
+    if cfg.fraction_evaluate > 0 and not any(e.pooled for e in history.rounds):
         raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")

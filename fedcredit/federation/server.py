@@ -34,6 +34,7 @@ from fedcredit.core.stats import Preprocessing, preprocessing_from_stats
 from fedcredit.federation import protocol, resume
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
+from fedcredit.federation.history import BankRecord, History, ResumedFrom, StrategyRecord
 from fedcredit.federation.outputs import FILES, RunOutputs
 from fedcredit.federation.personalisation import personalise_banks
 from fedcredit.federation.rounds import RoundReporter, final_checks, final_evaluation, folded_evaluation, save_history
@@ -55,7 +56,7 @@ class _Run:
     cfg: RunConfig
     schema: Schema
     out: RunOutputs
-    history: dict[str, Any]
+    history: History
     resumed: resume.Resume | None = None
 
     @property
@@ -93,19 +94,19 @@ def run(
         _release(state, model, arrays)
         if state.cfg.personalize_epochs > 0:  # the released global model is final: what banks do next stays theirs
             save_history(state.out, state.history)
-            state.history["personalisation"] = personalise_banks(
+            state.history.personalisation = personalise_banks(
                 grid, federation.banks, arrays, prep.to_json(), state.cfg, state.out.dir
             )
-        state.history["status"] = "completed"
+        state.history.status = "completed"
     except BaseException as err:  # also Flower's run-stopped exceptions: never leave "running" behind
-        state.history["status"] = "failed" if isinstance(err, Exception) else "stopped"
-        state.history["reason"] = f"{type(err).__name__}: {err}"
+        state.history.status = "failed" if isinstance(err, Exception) else "stopped"
+        state.history.reason = f"{type(err).__name__}: {err}"
         raise
     finally:
-        state.history["seconds"] = round(time.monotonic() - started, 2)
+        state.history.seconds = round(time.monotonic() - started, 2)
         save_history(state.out, state.history)
     _log_finished(state)
-    return state.history
+    return state.history.to_json()
 
 
 def _start(
@@ -118,23 +119,21 @@ def _start(
     out = RunOutputs(cfg.output_dir, run_id)
     log(INFO, "fedcredit: outputs of run %s go to %s", run_id, out.dir)
     out.save_json("config.json", cfg.to_flower())
-    history: dict[str, Any] = {
-        "run-id": str(run_id),
-        "status": "running",
-        "config": cfg.to_flower(),
-        "output-dir": str(out.dir),
-        "schema-sha256": schema.sha256,
-        "banks": {},
-        "rounds": [],
-        **({"sweep": variant} if variant else {}),
-    }
+    history = History(
+        run_id=str(run_id),
+        status="running",
+        config=cfg.to_flower(),
+        output_dir=str(out.dir),
+        schema_sha256=schema.sha256,
+        sweep=variant or None,
+    )
     return _Run(cfg, schema, out, history)
 
 
 def _record_ignored_keys(state: _Run) -> None:
     cfg = state.cfg
-    state.history["ignored-keys"] = ignored_keys(cfg)
-    for key in state.history["ignored-keys"]:
+    state.history.ignored_keys = ignored_keys(cfg)
+    for key in state.history.ignored_keys:
         log(
             WARNING,
             "fedcredit: run config '%s' is set but %s = %r does not use it: ignored",
@@ -150,9 +149,9 @@ def _pick_up(state: _Run) -> None:
         return
     resumed = resume.load(state.cfg.resume_from, state.cfg, state.schema.sha256)
     state.resumed = resumed
-    state.history["resumed-from"] = {"run-dir": str(resumed.run_dir), "rounds": resumed.last_round}
-    state.history["rounds"] = list(resumed.history["rounds"])
-    state.history["best-round"] = resumed.history.get("best-round")
+    state.history.resumed_from = ResumedFrom(str(resumed.run_dir), resumed.last_round)
+    state.history.rounds = list(resumed.history.rounds)
+    state.history.best_round = resumed.history.best_round
     resume.carry_over(resumed, state.out)
     log(INFO, "fedcredit: resuming %s after its round %d", resumed.run_dir, resumed.last_round)
 
@@ -163,10 +162,8 @@ def _federation(grid: Grid, state: _Run, statistics: dict[tuple, Federation] | N
     nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
     federation = gather(grid, cfg, state.schema, nodes, statistics)
     banks = federation.banks
-    history["banks"] = {
-        b.name: {"node-id": str(n), **({"training-rows": b.stats.rows} if b.stats else {})} for n, b in banks.items()
-    }
-    history["statistics-failed"] = {f"node-{n}": r for n, r in federation.failed.items()}
+    history.banks = {b.name: BankRecord(str(n), b.stats.rows if b.stats else None) for n, b in banks.items()}
+    history.statistics_failed = {f"node-{n}": r for n, r in federation.failed.items()}
     if len(banks) < cfg.min_banks or federation.merged is None:
         raise FederationError(too_few_banks(len(banks) if federation.merged else 0, federation.failed, cfg.min_banks))
     log(
@@ -185,8 +182,8 @@ def _federation(grid: Grid, state: _Run, statistics: dict[tuple, Federation] | N
             "embedded data set is switched off; evaluation is federated only",
         )
         state.cfg = dataclasses.replace(cfg, holdout_eval=False)
-        history["config"] = state.cfg.to_flower()
-        state.out.save_json("config.json", history["config"])
+        history.config = state.cfg.to_flower()
+        state.out.save_json("config.json", history.config)
     return federation
 
 
@@ -205,14 +202,10 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
     cfg, banks, offset = state.cfg, federation.banks, state.offset
     tracker = Tracker()
     folded = folded_evaluation(cfg, banks)
-    state.history["evaluation"] = "folded" if folded else ("separate" if cfg.fraction_evaluate > 0 else "off")
+    state.history.evaluation = "folded" if folded else ("separate" if cfg.fraction_evaluate > 0 else "off")
     # Folded: the banks evaluate inside the train message; the strategy sends no evaluate message.
     strategy, accountant = make_strategy(dataclasses.replace(cfg, fraction_evaluate=0.0) if folded else cfg, len(banks))
-    state.history["strategy"] = {
-        "name": cfg.strategy_name,
-        "flower-class": type(strategy).__name__,
-        "privacy": cfg.privacy_mode,
-    }
+    state.history.strategy = StrategyRecord(cfg.strategy_name, type(strategy).__name__, cfg.privacy_mode)
     reporter = RoundReporter(
         cfg,
         model,
@@ -286,18 +279,18 @@ def _release(state: _Run, model: Any, arrays: ArrayRecord) -> None:
         raise FederationError("the final global weights are missing or not finite: the model diverged")
     model.set_weights(final_weights)
     state.out.save_model("model-final.keras", model)
-    state.history["model-final-sha256"] = hashlib.sha256(state.out.path("model-final.keras").read_bytes()).hexdigest()
+    state.history.model_final_sha256 = hashlib.sha256(state.out.path("model-final.keras").read_bytes()).hexdigest()
 
 
 def _log_finished(state: _Run) -> None:
-    history, final = state.history, state.history["rounds"][-1]
+    final = state.history.rounds[-1]
     log(
         INFO,
         "fedcredit: finished %d round(s) in %.1f s; final pooled val AUC %s, hold-out AUC %s; outputs in %s",
         state.cfg.num_server_rounds,
-        history["seconds"],
-        _fmt((final.get("evaluate") or {}).get("pooled"), "auc"),
-        _fmt(final.get("holdout"), "auc"),
+        state.history.seconds,
+        _fmt(final.pooled, "auc"),
+        _fmt(final.holdout, "auc"),
         state.out.dir,
     )
     for name, what in FILES.items():
