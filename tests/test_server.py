@@ -14,6 +14,7 @@ from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
+from fedcredit.federation.history import History
 from fedcredit.federation.outputs import RunOutputs
 from fedcredit.federation.rounds import RoundReporter, final_checks
 from fedcredit.federation.tracking import Tracker
@@ -26,7 +27,7 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
         LENDING_CLUB.numeric, LENDING_CLUB.categorical, (4,), dropout=0.0, l2=0.0, learning_rate=1e-3, seed=0
     )
     model = mdl.build_model(prep, spec)
-    tracker, history = Tracker(), {"rounds": []}
+    tracker, history = Tracker(), History()
     out = RunOutputs(str(tmp_path), "t")
     reporter = RoundReporter(cfg, model, tracker, out, history, {})
     initial = ArrayRecord(model.get_weights())
@@ -35,7 +36,7 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
     with pytest.raises(FederationError, match="no round trained \\(the global model never changed\\)"):
         final_checks(cfg, tracker, history)
     reporter(2, ArrayRecord([w + 0.1 for w in model.get_weights()]))
-    assert [r.get("aggregated") for r in history["rounds"]] == [None, False, True]
+    assert [r.aggregated for r in history.rounds] == [None, False, True]
     assert tracker.rounds_trained() == 1
     saved = json.loads((out.dir / "history.json").read_text())
     assert saved["rounds"][1]["aggregated"] is False

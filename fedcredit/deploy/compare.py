@@ -136,7 +136,7 @@ def run_all(
     rows = []
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
         history = read_history(run_dir / "history.json")
-        overrides = (history.extra.get("sweep") or {}).get("overrides", {})
+        overrides = (history.sweep or {}).get("overrides", {})
         label = next(
             (lbl for lbl, cfg in todo if all(overrides.get(k) == v for k, v in cfg.items() if k not in extra)), None
         )

@@ -52,7 +52,7 @@ def summary_section(run: Run, model_sha256: str | None) -> str:
         ["schema SHA-256 (every bank's matched it)", h.schema_sha256 or "not recorded"],
         [
             "ignored config keys (not used by this strategy / privacy mode)",
-            ", ".join(h.extra.get("ignored-keys") or []) or "none",
+            ", ".join(h.ignored_keys or []) or "none",
         ],
         ["run directory", str(run.dir)],
         ["seconds", fmt(h.seconds, 2)],
@@ -109,7 +109,7 @@ def rounds_section(
 ) -> str:
     """`rounds`, `banks`: `report_tables.rounds_table` and `bank_auc_table`; `banks_png`: None without bank figures."""
     body = ""
-    if run.history.extra.get("evaluation") == "folded":
+    if run.history.evaluation == "folded":
         body += note(
             "Evaluation was folded into training: each round's validation figures are of that round's global "
             "model, computed by the banks on their validation rows at the start of the next round (the last "
@@ -297,7 +297,7 @@ def privacy_section(run: Run) -> str:
 
 def personalisation_section(run: Run) -> str:
     """Per bank: global, fine-tuned and local-only model on its own rows, and the one it kept."""
-    record = run.history.extra.get("personalisation")
+    record = run.history.personalisation
     title = "Personalisation"
     if not record:
         return section(
