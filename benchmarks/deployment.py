@@ -11,7 +11,6 @@ otherwise. Also times the ClientApp's import, which every message pays.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from fedcredit.deploy.consortium import LocalDeployment
 from fedcredit.deploy.localrun import APP_DIR
 from fedcredit.deploy.split import split_builtin
+from fedcredit.federation.history import read_history
 
 
 def import_seconds(statement: str) -> float:
@@ -91,10 +91,10 @@ def main() -> None:
             result = dep.run(config)
             seconds = time.monotonic() - started
         (run_dir,) = list(out.iterdir())
-        history = json.loads((run_dir / "history.json").read_text())
-    rounds = [e["seconds"] for e in history["rounds"][1:]]
+        history = read_history(run_dir / "history.json")
+    rounds = [e.seconds for e in history.trained_rounds]
     print(
-        f"{args.banks} banks, {args.rounds} rounds, evaluation {history['evaluation']}"
+        f"{args.banks} banks, {args.rounds} rounds, evaluation {history.evaluation}"
         f"{' (secure mode)' if args.secure else ''}: {result.status} in "
         f"{seconds:.0f} s; seconds per round {rounds}, mean {sum(rounds) / len(rounds):.1f}"
     )

@@ -38,7 +38,7 @@ SPLITS = {
 def federate(extra: dict, banks: int, seed: int, out: str) -> tuple[dict, list[np.ndarray], str]:
     config = {**extra, "seed": seed, "output-dir": out, "personalize.epochs": 0}
     history = server.run(InProcessGrid(config, banks), config, f"p{seed}", APP_DIR)
-    run_dir = Path(history["output-dir"])
+    run_dir = Path(history.output_dir)
     weights = load_checkpoint(max(run_dir.glob("checkpoints/round-*.npz")))
     prep = json.loads((run_dir / "preprocessing.json").read_text())
     return config, weights, json.dumps(prep, sort_keys=True)

@@ -9,7 +9,7 @@ compares AUC and KS with the last round of history.json.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -41,4 +41,8 @@ def main(run_dirs: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="a simulation run's directory (has history.json)"
+    )
+    raise SystemExit(main(parser.parse_args().run_dirs))

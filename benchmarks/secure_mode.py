@@ -20,6 +20,7 @@ import numpy as np
 
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import protocol, server
+from fedcredit.federation.history import History
 
 
 class NormSpy(InProcessGrid):
@@ -43,7 +44,14 @@ class NormSpy(InProcessGrid):
         return replies
 
 
-def run(config: dict, banks: int, grid_class=InProcessGrid) -> tuple[dict, float, InProcessGrid]:
+def holdout_auc(history: History) -> float:
+    """The final global model's hold-out AUC (NaN when undefined)."""
+    last = history.last_round()
+    auc = last.holdout_auc if last is not None else None
+    return float("nan") if auc is None else auc
+
+
+def run(config: dict, banks: int, grid_class=InProcessGrid) -> tuple[History, float, InProcessGrid]:
     with tempfile.TemporaryDirectory() as out:
         config = {**config, "output-dir": out, "personalize.epochs": 0}
         grid = grid_class(config, banks)
@@ -75,7 +83,7 @@ def main() -> None:
         norms = np.array(spy.norms)
         print(
             f"| {banks} | {norms.min():.2f} / {np.median(norms):.2f} / {norms.max():.2f} "
-            f"| {plain['rounds'][-1]['holdout']['auc']:.4f} | {secure['rounds'][-1]['holdout']['auc']:.4f} "
+            f"| {holdout_auc(plain):.4f} | {holdout_auc(secure):.4f} "
             f"| {t_plain:.1f} | {t_secure:.1f} |",
             flush=True,
         )

@@ -31,6 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedcredit.deploy.localrun import LocalFlower
+from fedcredit.federation.history import read_history
 
 
 def _children() -> dict[int, list[int]]:
@@ -140,17 +141,16 @@ def federated(flower: LocalFlower, run_config: dict, federation: str, out: Path)
     info = json.loads(flower.flwr("list", "--run-id", result.run_id, "--format", "json").stdout)["runs"][0]
     strategy = re.search(r"Strategy execution finished in ([\d.]+)s", result.logs)
     run_dir = max(out.iterdir(), key=lambda p: p.stat().st_mtime)
-    history = json.loads((run_dir / "history.json").read_text())
-    rounds = [r for r in history["rounds"] if r["round"] > 0]
+    rounds = read_history(run_dir / "history.json").trained_rounds
     return {
         "wall s": result.seconds,
         "pending->running s": _ts(info["running-at"]) - _ts(info["pending-at"]),
         "running->finished s": _ts(info["finished-at"]) - _ts(info["running-at"]),
         "strategy s": float(strategy.group(1)) if strategy else float("nan"),
-        "s/round": sum(r["seconds"] for r in rounds) / len(rounds),
+        "s/round": sum(r.seconds for r in rounds) / len(rounds),
         "peak RSS MiB": peak_kib / 1024,
-        "hold-out AUC": rounds[-1].get("holdout", {}).get("auc"),
-        "pooled val AUC": rounds[-1]["evaluate"]["pooled"]["auc"],
+        "hold-out AUC": rounds[-1].holdout_auc,
+        "pooled val AUC": rounds[-1].pooled_auc,
     }
 
 

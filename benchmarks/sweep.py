@@ -11,18 +11,18 @@ AUC of each variant (which must be the same both ways).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from fedcredit.core.config import STRATEGIES
 from fedcredit.deploy.localrun import LocalFlower
+from fedcredit.federation.history import History, read_history
 
 
-def holdout(run_dir: Path) -> float:
-    history = json.loads((run_dir / "history.json").read_text())
-    return history["rounds"][-1]["holdout"]["auc"]
+def holdout(history: History) -> float | None:
+    last = history.last_round()
+    return last.holdout_auc if last is not None else None
 
 
 def main() -> None:
@@ -52,9 +52,9 @@ def main() -> None:
         dirs = sorted(d for d in out.rglob("history.json"))
         aucs = {}
         for path in dirs:
-            history = json.loads(path.read_text())
-            label = f"{history['config']['strategy.name']} seed {history['config']['seed']}"
-            aucs[label] = holdout(path.parent) if history["status"] == "completed" else history.get("reason")
+            history = read_history(path)
+            label = f"{history.config['strategy.name']} seed {history.config['seed']}"
+            aucs[label] = holdout(history) if history.status == "completed" else history.reason
     mode = "one flwr run per variant" if args.separate else "one flwr run (sweep)"
     print(
         f"{mode}: {variants} variants in {seconds:.1f} s, {seconds / variants:.1f} s per variant; "

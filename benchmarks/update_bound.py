@@ -21,9 +21,17 @@ import time
 
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, boosted_update, serverapp_identity
 from fedcredit.federation import server
+from fedcredit.federation.history import History
 
 
-def run(banks: int, clip: float, tamper=None) -> tuple[dict, float]:
+def holdout_auc(history: History) -> float:
+    """The final global model's hold-out AUC (NaN when undefined)."""
+    last = history.last_round()
+    auc = last.holdout_auc if last is not None else None
+    return float("nan") if auc is None else auc
+
+
+def run(banks: int, clip: float, tamper=None) -> tuple[History, float]:
     with tempfile.TemporaryDirectory() as out:
         config = {"output-dir": out, "update-clip": clip}
         started = time.monotonic()
@@ -46,10 +54,10 @@ def main() -> None:
     with serverapp_identity():
         for n in args.banks:
             history, seconds = run(n, args.clip)
-            rounds = history["rounds"][1:]
-            updates = sum(len(r["train"]["ok"]) for r in rounds)
-            factors = [f for r in rounds for f in r["train"]["clipped"].values()]
-            honest_auc[n] = history["rounds"][-1]["holdout"]["auc"]
+            rounds = [r for r in history.trained_rounds if r.train is not None]
+            updates = sum(len(r.train.ok) for r in rounds)
+            factors = [f for r in rounds for f in r.train.clipped.values()]
+            honest_auc[n] = holdout_auc(history)
             print(
                 f"| {n} | {updates} | {len(factors)} | {min(factors) if factors else 1.0:.3f} | "
                 f"{honest_auc[n]:.4f} | {seconds:.0f} |",
@@ -59,12 +67,12 @@ def main() -> None:
         print("| ---: | ---: | ---: | ---: | ---: | ---: |")
         for n in args.boost_banks:
             if n not in honest_auc:
-                honest_auc[n] = run(n, args.clip)[0]["rounds"][-1]["holdout"]["auc"]
+                honest_auc[n] = holdout_auc(run(n, args.clip)[0])
             for factor in args.boosts:
                 history, _ = run(n, args.clip, boosted_update(factor))
-                auc = history["rounds"][-1]["holdout"]["auc"]
-                name = next(b for b, info in history["banks"].items() if info["node-id"] == "11")
-                applied = [r["train"]["clipped"].get(name, 1.0) for r in history["rounds"][1:]]
+                auc = holdout_auc(history)
+                name = next(b for b, info in history.banks.items() if info.node_id == "11")
+                applied = [r.train.clipped.get(name, 1.0) for r in history.trained_rounds if r.train is not None]
                 print(
                     f"| {n} | x{factor:g} | {auc:.4f} | {honest_auc[n]:.4f} | {auc - honest_auc[n]:+.4f} | "
                     f"{max(applied):.3g} |",

@@ -40,7 +40,7 @@ def _run(tmp_path: Path, mode: str, tamper=None, **extra) -> tuple[dict, Countin
     config = {**CONFIG, **extra, "evaluation": mode, "output-dir": str(tmp_path / mode)}
     grid = CountingGrid(config, 3, tamper)
     with serverapp_identity():
-        return server.run(grid, config, mode, APP_DIR), grid
+        return server.run(grid, config, mode, APP_DIR).to_json(), grid
 
 
 def _final(history: dict) -> list[np.ndarray]:

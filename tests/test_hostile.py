@@ -46,7 +46,7 @@ def task_identity():
 
 def run(tmp_path: Path, tamper: Tamper | None = None, **extra) -> tuple[dict, list[np.ndarray]]:
     config = run_config(tmp_path / "out", **extra)
-    history = server.run(InProcessGrid(config, 4, tamper, HOSTILE), config, "t", APP_DIR)
+    history = server.run(InProcessGrid(config, 4, tamper, HOSTILE), config, "t", APP_DIR).to_json()
     run_dir = Path(history["output-dir"])
     assert history["status"] == "completed"
     assert json.loads((run_dir / "history.json").read_text())["status"] == "completed"

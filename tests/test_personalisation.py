@@ -45,7 +45,7 @@ def personalised(tmp_path_factory):
     config = {**CONFIG, "output-dir": str(tmp_path_factory.mktemp("out"))}
     grid = Spy(config, 4)
     with serverapp_identity():
-        history = server.run(grid, config, "pers", APP_DIR)
+        history = server.run(grid, config, "pers", APP_DIR).to_json()
     return config, grid, history
 
 
@@ -95,7 +95,7 @@ def test_a_bank_claiming_an_unknown_model_is_refused_and_the_run_completes(tmp_p
 
     config = {**CONFIG, "partitioning": "iid", "output-dir": str(tmp_path)}
     with serverapp_identity():
-        history = server.run(InProcessGrid(config, 3, lie), config, "lie", APP_DIR)
+        history = server.run(InProcessGrid(config, 3, lie), config, "lie", APP_DIR).to_json()
     assert history["status"] == "completed"
     ((bank, reason),) = history["personalisation"]["failed"].items()
     assert "kept must be one of" in reason and len(history["personalisation"]["banks"]) == 2
@@ -106,7 +106,7 @@ def test_a_bank_claiming_an_unknown_model_is_refused_and_the_run_completes(tmp_p
 def test_zero_epochs_switch_personalisation_off(tmp_path):
     config = {**CONFIG, "partitioning": "iid", "personalize.epochs": 0, "output-dir": str(tmp_path)}
     with serverapp_identity():
-        history = server.run(InProcessGrid(config, 2), config, "off", APP_DIR)
+        history = server.run(InProcessGrid(config, 2), config, "off", APP_DIR).to_json()
     assert "personalisation" not in history and not (Path(history["output-dir"]) / "banks").exists()
 
 

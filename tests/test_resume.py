@@ -53,11 +53,13 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     config = {**CONFIG, "output-dir": str(out)}
     with serverapp_identity():
-        whole = server.run(InProcessGrid(config, 3), config, "whole", APP_DIR)
+        whole = server.run(InProcessGrid(config, 3), config, "whole", APP_DIR).to_json()
         with pytest.raises(Crash):
             server.run(CrashingGrid(config, 3, at=3), config, "crash", APP_DIR)
         (crashed,) = [d for d in out.iterdir() if d.name.endswith("runcrash")]
-        resumed = server.run(InProcessGrid(config, 3), {**config, "resume-from": str(crashed)}, "again", APP_DIR)
+        resumed = server.run(
+            InProcessGrid(config, 3), {**config, "resume-from": str(crashed)}, "again", APP_DIR
+        ).to_json()
     return whole, crashed, resumed
 
 
@@ -122,7 +124,7 @@ def test_a_checkpoint_the_history_never_recorded_is_trained_again(runs, tmp_path
     (cut / "history.json").write_text(json.dumps(raw))
     config = {**CONFIG, "output-dir": str(tmp_path / "out"), "resume-from": str(cut)}
     with serverapp_identity():
-        resumed = server.run(InProcessGrid(config, 3), config, "cut", APP_DIR)
+        resumed = server.run(InProcessGrid(config, 3), config, "cut", APP_DIR).to_json()
     assert resumed["resumed-from"] == {"run-dir": str(cut), "rounds": 1}
     assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2, 3, 4]
     assert all(np.array_equal(a, b) for a, b in zip(_final(whole), _final(resumed), strict=True))

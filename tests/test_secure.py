@@ -52,7 +52,7 @@ class SpyGrid:
 def _run(config: dict, out: Path, name: str, grid=None) -> dict:
     config = {**config, "output-dir": str(out)}
     with serverapp_identity():
-        return server.run(grid or InProcessGrid(config, BANKS), config, name, APP_DIR)
+        return server.run(grid or InProcessGrid(config, BANKS), config, name, APP_DIR).to_json()
 
 
 def _final(history: dict) -> list[np.ndarray]:

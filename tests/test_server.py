@@ -109,6 +109,6 @@ def test_edited_strategy_defaults_in_pyproject_never_fail_a_fedavg_run(tmp_path)
         "output-dir": str(tmp_path / "out"),
     }
     with serverapp_identity():
-        history = server.run(InProcessGrid(run_config, 2), run_config, "edited", app)
+        history = server.run(InProcessGrid(run_config, 2), run_config, "edited", app).to_json()
     assert history["status"] == "completed"
     assert history["ignored-keys"] == ["strategy.proximal-mu", "strategy.eta"]

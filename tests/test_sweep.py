@@ -42,11 +42,11 @@ def test_every_variant_of_a_sweep_equals_a_run_of_its_own(tmp_path):
     config = {**CONFIG, "output-dir": str(tmp_path / "sweep"), "sweep": SWEEP}
     grid = CountingGrid(config, 3)
     with serverapp_identity():
-        swept = sweep.serve(grid, config, "sw", APP_DIR)
+        swept = [h.to_json() for h in sweep.serve(grid, config, "sw", APP_DIR)]
         alone = []
         for overrides in sweep_variants(SWEEP):
             single = {**CONFIG, **overrides, "output-dir": str(tmp_path / "alone")}
-            alone.append(server.run(InProcessGrid(single, 3), single, f"alone-{len(alone)}", APP_DIR))
+            alone.append(server.run(InProcessGrid(single, 3), single, f"alone-{len(alone)}", APP_DIR).to_json())
     assert [h["sweep"]["overrides"] for h in swept] == sweep_variants(SWEEP)
     assert all(h["status"] == "completed" and h["config"]["sweep"] == "" for h in swept)
     for variant, single in zip(swept, alone, strict=True):

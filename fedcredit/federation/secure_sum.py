@@ -118,24 +118,10 @@ def secure_sum(
         "pk2s": [keys[n]["pk2"] for n in owners],
     }
     shared = stages.stage(owners, "share", session, {n: directory for n in owners})
-    sharers = sorted(n for n, r in shared.items() if set(r["destinations"]) == set(owners) - {n})
-    for n in set(shared) - set(sharers):
-        outcome.refused[n] = "share: its encrypted shares are not addressed to exactly the other banks"
-    if len(sharers) < threshold:
-        return short("the share exchange", len(sharers))
-    inbox: dict[int, dict[int, bytes]] = {n: {} for n in sharers}
-    for src in sharers:
-        for dst, token in zip(shared[src]["destinations"], shared[src]["ciphertexts"], strict=True):
-            if dst in inbox:
-                inbox[dst][src] = token
-    wrapped = []
-    for msg in messages:
-        node = msg.metadata.dst_node_id
-        if node in inbox:
-            record = protocol.mask_record(session, inbox[node], collect or {})
-            # Strategies may give every message the same RecordDict: each bank's record goes into its own copy.
-            msg.content = RecordDict({**dict(msg.content.items()), SECAGG: record})
-            wrapped.append(msg)
+    inbox = _inboxes(shared, owners, outcome)
+    if len(inbox) < threshold:
+        return short("the share exchange", len(inbox))
+    wrapped = _wrap(messages, inbox, session, collect or {})
 
     def read_masked(reply: Message) -> tuple[bytes | str, Message]:
         vector = protocol.read_masked_reply(reply.content, length, check is not None)
@@ -152,7 +138,7 @@ def secure_sum(
     outcome.replies = {n: r for n, (_, r) in answered.items()}
     if len(masked) < threshold:
         return short("masking", len(masked))
-    dropped = sorted(set(sharers) - set(masked))
+    dropped = sorted(set(inbox) - set(masked))
     revealers = sorted(answered)
     values = {n: {"active": sorted(masked), "dropped": dropped} for n in revealers}
     revealed = stages.stage(revealers, "reveal", session, values)
@@ -165,3 +151,31 @@ def secure_sum(
     outcome.total = secagg.decode(total)
     outcome.contributors = sorted(masked)
     return outcome
+
+
+def _inboxes(shared: dict[int, Any], owners: list[int], outcome: SecureOutcome) -> dict[int, dict[int, bytes]]:
+    """Each sharing bank's inbox {source bank: its encrypted share}; a bank whose shares skip a peer is refused."""
+    sharers = sorted(n for n, r in shared.items() if set(r["destinations"]) == set(owners) - {n})
+    for n in set(shared) - set(sharers):
+        outcome.refused[n] = "share: its encrypted shares are not addressed to exactly the other banks"
+    inbox: dict[int, dict[int, bytes]] = {n: {} for n in sharers}
+    for src in sharers:
+        for dst, token in zip(shared[src]["destinations"], shared[src]["ciphertexts"], strict=True):
+            if dst in inbox:
+                inbox[dst][src] = token
+    return inbox
+
+
+def _wrap(
+    messages: Sequence[Message], inbox: dict[int, dict[int, bytes]], session: str, collect: dict[str, Any]
+) -> list[Message]:
+    """The messages of the banks still in the sum, each with its mask record (shares and what to put in it)."""
+    wrapped = []
+    for msg in messages:
+        node = msg.metadata.dst_node_id
+        if node in inbox:
+            record = protocol.mask_record(session, inbox[node], collect)
+            # Strategies may give every message the same RecordDict: each bank's record goes into its own copy.
+            msg.content = RecordDict({**dict(msg.content.items()), SECAGG: record})
+            wrapped.append(msg)
+    return wrapped

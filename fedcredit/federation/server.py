@@ -72,7 +72,7 @@ def run(
     app_dir: str | Path | None = None,
     statistics: dict[tuple, Federation] | None = None,
     variant: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> History:
     """One federated training run; returns the history it also writes to disk.
 
     `app_dir`: the app's directory (a relative schema-path is a file of the app).
@@ -106,7 +106,7 @@ def run(
         state.history.seconds = round(time.monotonic() - started, 2)
         save_history(state.out, state.history)
     _log_finished(state)
-    return state.history.to_json()
+    return state.history
 
 
 def _start(

@@ -21,6 +21,7 @@ from fedcredit.core.config import parse_run_config, sweep_variants
 from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
+from fedcredit.federation.history import History
 from fedcredit.federation.server import run
 
 
@@ -43,7 +44,7 @@ class VariantGrid:
 
 def serve(
     grid: Grid, run_config: Mapping[str, Any], run_id: int | str, app_dir: str | Path | None = None
-) -> list[dict[str, Any]]:
+) -> list[History]:
     """What the ServerApp does: one run, or every variant of `sweep` one after the other over the same banks.
 
     A variant that fails is recorded (its history says why) and the sweep goes on with the next one.
