@@ -155,10 +155,10 @@ def test_update_clip_is_ignored_by_the_robust_strategies():
         check_overrides({"strategy.name": "krum", "update-clip": 0.0}, app_defaults(REPO), cfg)
 
 
-def test_readme_key_table_is_the_rendered_table():
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- config-keys:start -->\n(.*?)<!-- config-keys:end -->", readme, re.S)
-    assert block, "README.md lacks the <!-- config-keys:start --> ... <!-- config-keys:end --> block"
-    assert block.group(1) == config_table(), "README key table is stale: paste config_table() between the markers"
+def test_the_configuration_guide_key_table_is_the_rendered_table():
+    guide = (REPO / "docs" / "configuration.md").read_text()
+    block = re.search(r"<!-- config-keys:start -->\n(.*?)<!-- config-keys:end -->", guide, re.S)
+    assert block, "docs/configuration.md lacks the <!-- config-keys:start --> ... <!-- config-keys:end --> block"
+    assert block.group(1) == config_table(), "docs/configuration.md key table is stale: paste config_table() there"
     for spec in KEYS.values():
         assert f"| `{spec.name}` |" in block.group(1)

@@ -264,11 +264,11 @@ def test_every_privacy_mode_wraps_with_its_keys(mode):
         assert (strategy.clipping_norm, strategy.target_clipped_quantile, strategy.clip_norm_lr) == (0.4, 0.6, 0.1)
 
 
-def test_readme_strategy_table_is_the_rendered_table():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.search(r"<!-- strategy-table:start -->\n(.*?)<!-- strategy-table:end -->", readme, re.S)
-    assert block, "README.md lacks the <!-- strategy-table:start --> ... <!-- strategy-table:end --> block"
-    assert block.group(1) == strategy_table(), "README strategy table is stale: paste strategy_table() there"
+def test_the_configuration_guide_strategy_table_is_the_rendered_table():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    block = re.search(r"<!-- strategy-table:start -->\n(.*?)<!-- strategy-table:end -->", guide, re.S)
+    assert block, "docs/configuration.md lacks the <!-- strategy-table:start --> ... <!-- strategy-table:end --> block"
+    assert block.group(1) == strategy_table(), "docs/configuration.md strategy table is stale: paste strategy_table()"
 
 
 def test_only_the_banks_that_sent_statistics_are_sampled():
