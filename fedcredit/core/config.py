@@ -3,8 +3,8 @@
 Every `RunConfig` field carries a `Key` (its run-config name, bounds, choices,
 the strategies or privacy modes that use it, the Flower keyword it is passed
 as, and its meaning). That one table drives parsing and validation here, the
-strategy factory (`fedcredit.federation.strategies`) and the README's key
-table, so they cannot drift apart.
+strategy factory (`fedcredit.federation.strategies`) and the key
+table of docs/configuration.md, so they cannot drift apart.
 
 The run config is parsed once, in the ServerApp before round 1 and in each
 ClientApp, so a wrong value stops the run with a message naming the key and
@@ -61,7 +61,7 @@ class Key:
     """What one run-config key means and which values it takes (metadata of its RunConfig field)."""
 
     name: str  # run-config key, e.g. "strategy.eta"
-    meaning: str  # one line, rendered into the README
+    meaning: str  # one line, rendered into docs/configuration.md
     low: float | None = None
     low_closed: bool = True  # True: the value may equal `low` (>=); False: it must exceed it (>)
     high: float | None = None
@@ -74,7 +74,7 @@ class Key:
     operational: bool = False  # it says how long, where or what else to report, not what to train: resume may change it
 
     def valid_text(self) -> str:
-        """The valid values in words, as messages and the README state them."""
+        """The valid values in words, as messages and docs/configuration.md state them."""
         if self.choices:
             return "one of " + ", ".join(f"`{c}`" for c in self.choices)
         parts = []
@@ -656,7 +656,7 @@ def _toml(value: Any) -> str:
 
 
 def config_table() -> str:
-    """The README's Markdown table of every key: default, valid values, the strategies or modes using it, meaning."""
+    """The Markdown table of docs/configuration.md of every key: default, valid values, the strategies or modes using it, meaning."""
     rows = ["| key | default | valid values | strategy / privacy mode | meaning |", "| --- | --- | --- | --- | --- |"]
     default = RunConfig()
     for name, spec in KEYS.items():

@@ -155,7 +155,7 @@ def wrap_privacy(cfg: RunConfig, strategy: Any, num_banks: int, accounted: bool)
 
 
 def strategy_table() -> str:
-    """The README's Markdown table: each strategy name, its Flower class and its keys (defaults)."""
+    """The Markdown table of docs/configuration.md: each strategy name, its Flower class and its keys (defaults)."""
     default = RunConfig()
     rows = ["| `strategy.name` | Flower class | its keys (default) |", "| --- | --- | --- |"]
     for name, cls in STRATEGY_CLASSES.items():
