@@ -16,8 +16,18 @@ from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import History
 from fedcredit.federation.outputs import RunOutputs
-from fedcredit.federation.rounds import RoundReporter, final_checks
+from fedcredit.federation.rounds import RecordsAggregation, RoundReporter, final_checks
 from fedcredit.federation.tracking import Tracker
+
+
+class _Stub:
+    """Aggregates nothing in round 1 (as Bulyan below its quorum does), new weights in round 2."""
+
+    def __init__(self, arrays: ArrayRecord) -> None:
+        self.arrays = arrays
+
+    def aggregate_train(self, server_round, replies):
+        return (None, None) if server_round == 1 else (self.arrays, None)
 
 
 def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
@@ -31,11 +41,15 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
     out = RunOutputs(str(tmp_path), "t")
     reporter = RoundReporter(cfg, model, tracker, out, history, {})
     initial = ArrayRecord(model.get_weights())
+    changed = ArrayRecord([w + 0.1 for w in model.get_weights()])
+    strategy = RecordsAggregation(_Stub(changed), tracker)
     reporter(0, initial)
+    assert strategy.aggregate_train(1, []) == (None, None)
     reporter(1, initial)  # the strategy aggregated nothing: Flower hands the same record on
     with pytest.raises(FederationError, match="no round trained \\(the global model never changed\\)"):
         final_checks(cfg, tracker, history)
-    reporter(2, ArrayRecord([w + 0.1 for w in model.get_weights()]))
+    assert strategy.aggregate_train(2, [])[0] is changed
+    reporter(2, changed)
     assert [r.aggregated for r in history.rounds] == [None, False, True]
     assert tracker.rounds_trained() == 1
     saved = json.loads((out.dir / "history.json").read_text())

@@ -11,12 +11,14 @@ part waits one round (`finish`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from logging import INFO
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from fedcredit.core import metrics
@@ -36,6 +38,43 @@ def save_history(out: RunOutputs, history: History) -> None:
     """Through the one writer of `fedcredit.federation.history`; what its reader would refuse is never written."""
     History.from_json(history.to_json(), "the history about to be written")
     write_history(out.path("history.json"), history)
+
+
+class RecordsAggregation(Strategy):
+    """A strategy wrapper in the style of Flower's DP wrappers: it records the rounds the strategy aggregated.
+
+    A round counts as trained only when the wrapped strategy returned new
+    arrays (a Bulyan round below its quorum, or a round the tracking Grid
+    handed no replies, returns none), so the round record need not guess it.
+    """
+
+    def __init__(self, strategy: Strategy, tracker: Tracker) -> None:
+        super().__init__()
+        self.strategy, self.tracker = strategy, tracker
+
+    def summary(self) -> None:
+        self.strategy.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, train_metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is not None:
+            self.tracker.aggregated.add(server_round)
+        return arrays, train_metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
 
 
 class RoundReporter:
@@ -67,7 +106,6 @@ class RoundReporter:
         self.best_auc = best_auc
         self.folded = folded
         self.pending: tuple[int, RoundEntry, list[np.ndarray]] | None = None
-        self.last_arrays: ArrayRecord | None = None
         self.started = time.monotonic()
         self.holdout = None
         if cfg.holdout_eval:
@@ -103,10 +141,7 @@ class RoundReporter:
             entry.holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
         holdout = entry.holdout
         if server_round > 0:
-            # Flower passes the previous round's ArrayRecord on when nothing was aggregated.
-            entry.aggregated = arrays is not self.last_arrays
-            if entry.aggregated:
-                self.tracker.aggregated.add(server_round)
+            entry.aggregated = server_round in self.tracker.aggregated  # `RecordsAggregation` knows
             entry.train = self._phase_record("train", server_round)
             entry.seconds = round(time.monotonic() - self.started, 2)
             if (privacy := self.privacy()) is not None:
@@ -121,7 +156,6 @@ class RoundReporter:
                 entry = self.history.rounds[-1]  # the resumed run's last round, scored at the start of round 1
             self.finish()
             self.pending = (server_round, entry, weights)
-        self.last_arrays = arrays
         self.started = time.monotonic()
         if server_round > 0 or not self.offset:  # a resumed run's start is the old run's last round, recorded
             self.history.rounds.append(entry)

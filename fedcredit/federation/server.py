@@ -37,7 +37,14 @@ from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import BankRecord, History, ResumedFrom, StrategyRecord
 from fedcredit.federation.outputs import FILES, RunOutputs
 from fedcredit.federation.personalisation import personalise_banks
-from fedcredit.federation.rounds import RoundReporter, final_checks, final_evaluation, folded_evaluation, save_history
+from fedcredit.federation.rounds import (
+    RecordsAggregation,
+    RoundReporter,
+    final_checks,
+    final_evaluation,
+    folded_evaluation,
+    save_history,
+)
 from fedcredit.federation.statistics import Federation, gather, too_few_banks, wait_for_banks
 from fedcredit.federation.strategies import make_strategy, privacy_summary, weight_key
 from fedcredit.federation.tracking import ReplyRules, SecureSettings, Tracker, TrackingGrid
@@ -224,7 +231,7 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
     # round-offset: a resumed run's banks seed each message by the run's round, not Flower's.
     digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json), protocol.ROUND_OFFSET: offset})
     train_config = ConfigRecord({**dict(digest.items()), **({protocol.EVALUATE_FIRST: 1} if folded else {})})
-    result = strategy.start(
+    result = RecordsAggregation(strategy, tracker).start(
         tracking,
         ArrayRecord(state.resumed.weights if state.resumed else model.get_weights()),
         cfg.num_server_rounds - offset,
