@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,11 +192,53 @@ def _numeric(col: str, value: Any, rows: int) -> tuple[int, float, float]:
     return n, s, ss
 
 
-def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int]:
+# JSON a bank sends is decoded only within bounds checked first: its length, how deep it nests, and how
+# many digits a number has (Python refuses integers over 4,300 digits only after reading them).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+MAX_JSON_DIGITS = 20
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise ProtocolError(f"a number of more than {MAX_JSON_DIGITS} digits")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > 2 * MAX_JSON_DIGITS + 10:
+        raise ProtocolError(f"a number written with more than {2 * MAX_JSON_DIGITS + 10} characters")
+    return float(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise ProtocolError(f"{text} is not a JSON number")
+
+
+def bounded_json(text: Any, what: str, max_chars: int, max_depth: int = 1) -> Any:
+    """The JSON value of `text`, decoded only if it is at most `max_chars` long and nests at most `max_depth` deep."""
+    if not isinstance(text, str):
+        raise ProtocolError(f"{what} must be JSON text")
+    if len(text) > max_chars:
+        raise ProtocolError(f"{what} is {len(text)} characters of JSON, more than the {max_chars} it can need")
+    depth = deepest = 0
+    for char in _JSON_STRING.sub('""', text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > max_depth:
+                raise ProtocolError(f"{what} nests deeper than {max_depth} level(s)")
+        elif char in "]}":
+            depth -= 1
     try:
-        counts = json.loads(text) if isinstance(text, str) else None
-    except json.JSONDecodeError:
-        counts = None
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ProtocolError(f"{what} is not valid JSON: {err}") from None
+
+
+def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int]:
+    # Every value at most max-category-length characters (each up to 6 when escaped), plus its count.
+    max_chars = 2 + limits.max_categories * (6 * limits.max_category_length + 2 * MAX_JSON_DIGITS + 8)
+    counts = bounded_json(text, f"category counts of '{col}'", max_chars)
     if not isinstance(counts, dict):
         raise ProtocolError(f"category counts of '{col}' are not a JSON object of counts")
     if len(counts) > limits.max_categories:
