@@ -185,7 +185,20 @@ STATISTICS_CASES = {
     "NaN sums": (_numeric([10.0, float("nan"), 1.0]), "sum of 'int_rate' is not a finite number"),
     "a NaN count": (_numeric([float("nan"), 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
     "a count of 10^12": (_numeric([1e12, 1.0, 1.0]), "count of 'int_rate' must be a whole number"),
-    "20,000 bogus categories": (_categories({f"c{i}": 1 for i in range(20_000)}), "distinct categories"),
+    "20,000 bogus categories": (_categories({f"c{i}": 1 for i in range(20_000)}), "characters of JSON, more than"),
+    "201 categories": (_categories({f"c{i}": 1 for i in range(201)}), "201 distinct categories"),
+    "counts nested 100,000 deep": (
+        _stats(lambda c: c.config_records[protocol.CATEGORY_COUNTS].__setitem__("term", "[" * 100_000)),
+        "characters of JSON, more than",
+    ),
+    "counts nested 1,000 deep": (
+        _stats(lambda c: c.config_records[protocol.CATEGORY_COUNTS].__setitem__("term", "[" * 1000 + "]" * 1000)),
+        "nests deeper than 1",
+    ),
+    "a 5,000-digit count": (
+        _stats(lambda c: c.config_records[protocol.CATEGORY_COUNTS].__setitem__("term", '{"a": ' + "9" * 5000 + "}")),
+        "more than 20 digits",
+    ),
     "negative category counts": (_categories({"term_36": -3}), "a category count of 'term'"),
     "another schema": (
         _stats(lambda c: c.config_records[protocol.BANK_INFO].__setitem__(protocol.SCHEMA_SHA, "0" * 64)),

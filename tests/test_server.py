@@ -13,7 +13,6 @@ from fedcredit.core.loading import load_csv
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 from fedcredit.federation.errors import FederationError
-from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import History
 from fedcredit.federation.outputs import RunOutputs
 from fedcredit.federation.rounds import RecordsAggregation, RoundReporter, final_checks
@@ -54,13 +53,6 @@ def test_rounds_that_changed_nothing_are_not_counted_as_trained(tmp_path):
     assert tracker.rounds_trained() == 1
     saved = json.loads((out.dir / "history.json").read_text())
     assert saved["rounds"][1]["aggregated"] is False
-
-
-def test_short_reason_unwraps_flower_error_text():
-    reason = (
-        "<class 'fedcredit.core.loading.DataValidationError'>:<'/x/bank.csv: cannot be used:\n  - missing columns'>"
-    )
-    assert short_reason(reason) == "/x/bank.csv: cannot be used: - missing columns"
 
 
 def test_a_failed_write_ends_the_run_as_failed_with_the_reason(tmp_path, monkeypatch):

@@ -145,7 +145,7 @@ def _key(
 @dataclass(frozen=True)
 class RunConfig:
     # rounds and reproducibility
-    num_server_rounds: int = _key("num-server-rounds", 5, "federated rounds", ge=1, operational=True)
+    num_server_rounds: int = _key("num-server-rounds", 5, "federated rounds", ge=1, operational=True, le=10_000)
     seed: int = _key(
         "seed", 42, "seeds splits, initial weights, shuffling and dropout", ge=0, le=2**32 - 1, statistics=True
     )
@@ -179,8 +179,8 @@ class RunConfig:
     dropout: float = _key("dropout", 0.2, "dropout after each hidden layer", ge=0, lt=1)
     l2: float = _key("l2", 1e-4, "L2 penalty on hidden weights", ge=0)
     learning_rate: float = _key("learning-rate", 1e-3, "Adam learning rate", gt=0)
-    batch_size: int = _key("batch-size", 64, "local batch size", ge=1)
-    local_epochs: int = _key("local-epochs", 3, "epochs per bank per round", ge=1)
+    batch_size: int = _key("batch-size", 64, "local batch size", ge=1, le=1_000_000)
+    local_epochs: int = _key("local-epochs", 3, "epochs per bank per round", ge=1, le=1_000)
     positive_weight: float = _key(
         "positive-weight",
         1.0,
@@ -191,7 +191,7 @@ class RunConfig:
     threshold: float = _key(
         "threshold", 0.1, "PD at or above which a loan counts as flagged (accuracy, precision, recall, F1)", gt=0, le=1
     )
-    histogram_bins: int = _key("histogram-bins", 2000, "score histogram bins for pooled AUC/KS", ge=10)
+    histogram_bins: int = _key("histogram-bins", 2000, "score histogram bins for pooled AUC/KS", ge=10, le=100_000)
     holdout_eval: bool = _key(
         "holdout-eval",
         True,
@@ -440,6 +440,7 @@ class RunConfig:
         "local-only model instead of the global one only if clearly better on its validation rows; 0: off",
         ge=0,
         operational=True,
+        le=1_000,
     )
     personalize_layers: str = _key(
         "personalize.layers",
@@ -515,6 +516,11 @@ def _coerce(spec: Key, value: Any, kind: type) -> Any:
     return value
 
 
+# A typo must not make every bank build a model without limit (each bank also sets its own: `BankLimits`).
+MAX_LAYERS = 16
+MAX_LAYER_UNITS = 4096
+
+
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     """Check every key; unknown keys are rejected so typos do not go unnoticed.
 
@@ -538,6 +544,11 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(
             f"run config 'hidden-units' = {cfg.hidden_units!r}: give at least one positive layer size, e.g. \"32\""
         )
+    if len(layers) > MAX_LAYERS or max(layers) > MAX_LAYER_UNITS:
+        raise ConfigError(
+            f"run config 'hidden-units' = {cfg.hidden_units!r}: at most {MAX_LAYERS} layers of at most "
+            f"{MAX_LAYER_UNITS} units each"
+        )
     if cfg.privacy_secure_aggregation:
         check_secure(cfg)
     if cfg.evaluation == "folded" and cfg.privacy_mode == "client-adaptive":
@@ -546,6 +557,52 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
             "allows one metric record per train reply; use evaluation = 'separate' (or 'auto')"
         )
     return cfg
+
+
+@dataclass(frozen=True)
+class BankLimits:
+    """What one run may ask of a bank's machine, set by the bank (node config), whatever the coordinator sends.
+
+    A hostile or mistyped run config could otherwise make every bank train for
+    days or allocate without bound; beyond these a bank refuses the message with
+    the reason. The defaults leave room for any sensible run.
+    """
+
+    max_rounds: int = 1_000  # num-server-rounds
+    max_local_epochs: int = 100  # local-epochs
+    max_personalize_epochs: int = 100  # personalize.epochs
+    max_histogram_bins: int = 100_000  # histogram-bins
+    max_hidden_units: int = 4_096  # hidden-units, summed over the layers
+    max_batch_size: int = 100_000  # batch-size
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> BankLimits:
+        values = {}
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if key in node_config:
+                value = node_config[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(f"node config '{key}' = {value!r}: give a whole number of at least 1")
+                values[f.name] = value
+        return cls(**values)
+
+    def check(self, cfg: RunConfig) -> None:
+        """Raise ConfigError naming the key and the bank's limit if the run asks for more."""
+        asked = (
+            ("num-server-rounds", cfg.num_server_rounds, self.max_rounds, "max-rounds"),
+            ("local-epochs", cfg.local_epochs, self.max_local_epochs, "max-local-epochs"),
+            ("personalize.epochs", cfg.personalize_epochs, self.max_personalize_epochs, "max-personalize-epochs"),
+            ("histogram-bins", cfg.histogram_bins, self.max_histogram_bins, "max-histogram-bins"),
+            ("hidden-units", sum(cfg.hidden_layers), self.max_hidden_units, "max-hidden-units"),
+            ("batch-size", cfg.batch_size, self.max_batch_size, "max-batch-size"),
+        )
+        for key, value, limit, node_key in asked:
+            if value > limit:
+                raise ConfigError(
+                    f"the run asks for {key} = {value}, more than this bank allows ({limit}; node config "
+                    f"'{node_key}'): lower it in the run config, or raise the bank's limit"
+                )
 
 
 def check_secure(cfg: RunConfig) -> None:

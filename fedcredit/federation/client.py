@@ -21,7 +21,7 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
 from fedcredit.core import metrics
 from fedcredit.core.banks import BankData, holdout_set, load_bank, schema_of
-from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
+from fedcredit.core.config import BankLimits, ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
 from fedcredit.core.partition import PartitionError
 from fedcredit.core.schema import SchemaError, resolve_schema_path
@@ -102,9 +102,11 @@ def run_config(raw: Mapping[str, Any], app_dir: str | Path, node_config: Mapping
 
     A relative schema path is the app's own file (it travels in the FAB). A
     bank may set `schema-path` in its node config to a copy it keeps itself;
-    the coordinator refuses it unless its SHA-256 is the consortium's.
+    the coordinator refuses it unless its SHA-256 is the consortium's. The
+    bank's own limits (`BankLimits`, node config) bound what the run may ask.
     """
     cfg = parse_run_config(raw)
+    BankLimits.from_node_config(node_config or {}).check(cfg)
     path = str((node_config or {}).get("schema-path", cfg.schema_path))
     return dataclasses.replace(cfg, schema_path=resolve_schema_path(path, app_dir))
 
