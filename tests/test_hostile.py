@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
+from fedcredit.core import metrics
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, boosted_update, serverapp_identity
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
@@ -143,6 +144,7 @@ EVALUATE_CASES = {
         _hist("hist-bad", lambda h: [0] * (len(h) - 1) + [sum(h)]),
         "does not match the",
     ),
+    "an AUC of 1.0 stated over honest histograms": (_metric("evaluate", "auc", 1.0), "does not fit its own score"),
 }
 
 
@@ -161,6 +163,35 @@ def test_an_evaluation_that_breaks_the_protocol_is_refused(tmp_path, case, hones
         )
     # Evaluation never touches training: the model is the honest run's.
     assert all(np.array_equal(a, b) for a, b in zip(final, honest[1]))
+
+
+def _fake_perfect_evaluation(rounds: set[int]) -> Tamper:
+    """A lie that adds up: histograms, counts and sums of a model that ranks every default first (AUC 1.0)."""
+
+    def tamper(kind, content, msg):
+        if kind == "evaluate" and int(msg.content[protocol.CONFIG]["server-round"]) in rounds:
+            honest = content[protocol.METRICS]
+            n, bad, bins = int(honest["num-examples"]), int(honest["num-bad"]), len(honest["hist-bad"])
+            labels = np.arange(n) < bad
+            summary = metrics.summarise(labels.astype(float), labels, 0.1, bins)
+            summary.update(loss=summary["sum-logloss"] / n, auc=1.0)
+            content = protocol.evaluate_reply(summary)
+        return content
+
+    return tamper
+
+
+def test_a_fake_but_consistent_evaluation_cannot_choose_the_best_model(tmp_path, honest):
+    """One bank's lie may lift the pooled figure of a round, but never makes that round model-best.keras."""
+    history, _ = run(tmp_path, _fake_perfect_evaluation({1}), **{"num-server-rounds": 3})
+    name = _name(history)
+    first = history["rounds"][1]["evaluate"]
+    assert first["banks"][name]["auc"] == 1.0 and name in first["leave-one-out-auc"]  # what its histograms say
+    by_pooled = max(history["rounds"][1:], key=lambda e: e["evaluate"]["pooled"]["auc"])["round"]
+    assert by_pooled == 1 and history["best-round"] == 3  # the lie would pick round 1: the latest is kept
+    honest_again, _ = run(tmp_path / "honest3", **{"num-server-rounds": 3})
+    lifted = first["pooled"]["auc"] - honest_again["rounds"][1]["evaluate"]["pooled"]["auc"]
+    assert lifted > 0.02  # the lie does lift the pooled figure: the selection, not the figure, is protected
 
 
 def _stats(edit: Callable[[RecordDict], None]) -> Tamper:

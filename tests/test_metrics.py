@@ -170,3 +170,20 @@ def test_auc_standard_error_matches_the_spread_of_auc_over_resamples():
     assert se == pytest.approx(np.std(aucs), rel=0.2)
     assert metrics.auc_standard_error(float("nan"), 30, 500) != metrics.auc_standard_error(0.7, 30, 500)
     assert metrics.auc_standard_error(0.7, 300, 5000) < se  # more loans, less chance in the AUC
+
+
+@pytest.mark.parametrize("bins", [10, 50, 200, 2000])
+def test_the_exact_auc_lies_within_the_bounds_its_histograms_give(bins):
+    rng = np.random.default_rng(bins)
+    for _ in range(20):
+        y = rng.random(400) < 0.15
+        s = np.clip(rng.normal(0.2 + 0.15 * y, 0.1), 0, 1)
+        summary = metrics.summarise(s, y, 0.1, bins)
+        low, high = metrics.histogram_auc_bounds(summary["hist-bad"], summary["hist-good"])
+        assert low - 1e-12 <= metrics.exact_auc(s, y) <= high + 1e-12
+    assert high - low < {10: 0.3, 50: 0.1, 200: 0.03, 2000: 0.005}[bins]  # finer bins, tighter bounds
+
+
+def test_a_perfect_ranking_claimed_over_overlapping_histograms_is_outside_the_bounds():
+    low, high = metrics.histogram_auc_bounds([1, 2, 3], [3, 2, 1])
+    assert high < 1.0 and low > 0.0

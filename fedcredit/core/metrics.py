@@ -174,7 +174,21 @@ def exact(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str,
 
 
 def bank_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """One bank's figures from its summary, with the exact AUC it computed on its side (not the binned one)."""
-    figures = pooled([summary])
-    figures["auc"] = summary["auc"]
-    return figures
+    """One bank's figures, all from its histograms and counts: never the AUC it merely states."""
+    return pooled([summary])
+
+
+def histogram_auc_bounds(hist_bad: np.ndarray, hist_good: np.ndarray) -> tuple[float, float]:
+    """The interval in which the exact AUC of any scores with these histograms lies.
+
+    Pairs of a bad and a good loan in different bins are ordered as their bins
+    are; only pairs within one bin (counted half in the binned AUC) can go
+    either way, so the exact AUC is the binned one give or take half their share.
+    """
+    bad, good = np.asarray(hist_bad, dtype=float).ravel(), np.asarray(hist_good, dtype=float).ravel()
+    pairs = bad.sum() * good.sum()
+    if not pairs:
+        return math.nan, math.nan
+    auc = histogram_auc_ks(bad, good)[0]
+    ties = float((bad * good).sum() / pairs)
+    return auc - ties / 2, auc + ties / 2

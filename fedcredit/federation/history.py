@@ -163,6 +163,7 @@ class PhaseRecord:
     pooled: Metrics | None = None  # evaluate: pooled metrics; train: mean train loss; None: no bank replied
     banks: dict[str, Metrics] = field(default_factory=dict)
     not_aggregated: str | None = None  # why the strategy aggregated nothing this round
+    leave_one_out_auc: dict[str, float] = field(default_factory=dict)  # evaluate: pooled AUC without each bank
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,6 +185,7 @@ class PhaseRecord:
             pooled=keys.take("pooled", _or_null(_metrics), None),
             banks=keys.take("banks", _mapping(_or_null(_metrics)), {}),
             not_aggregated=keys.take("not-aggregated", _or_null(_str), None),
+            leave_one_out_auc=keys.take("leave-one-out-auc", _mapping(_number), {}),
             extra=keys.rest,
         )
 
@@ -203,6 +205,8 @@ class PhaseRecord:
             out["not-sampled"] = list(self.not_sampled)
         if self.not_aggregated is not None:
             out["not-aggregated"] = self.not_aggregated
+        if self.leave_one_out_auc:  # plain mode with two or more banks evaluated
+            out["leave-one-out-auc"] = dict(self.leave_one_out_auc)
         return _with_extra(out, self.extra)
 
 
@@ -355,7 +359,7 @@ class History:
     statistics_failed: dict[str, str] = field(default_factory=dict)  # node-N -> why it sent no statistics
     strategy: StrategyRecord | None = None
     privacy: dict[str, Any] | None = None  # mechanism and epsilon spent, with differential privacy
-    best_round: int | None = None  # round of the best pooled validation AUC (model-best.keras)
+    best_round: int | None = None  # the round of model-best.keras (`rounds.best_round` says how it is chosen)
     model_final_sha256: str | None = None
     seconds: float | None = None
     rounds: list[RoundEntry] = field(default_factory=list)

@@ -89,12 +89,16 @@ class RunOutputs:
         """A Keras model as `name` (e.g. model-final.keras), written atomically."""
         return write_atomically(self.path(name), model.save, suffix=".partial.keras")
 
+    def checkpoint(self, server_round: int) -> Path:
+        """Where the global weights after `server_round` are kept."""
+        return self.dir / "checkpoints" / f"round-{server_round:03d}.npz"
+
     def save_checkpoint(self, server_round: int, weights: Sequence[np.ndarray]) -> Path:
         def write(tmp: Path) -> None:
             with tmp.open("wb") as f:  # a file object: np.savez would add ".npz" to a name
                 np.savez(f, *weights)
 
-        return write_atomically(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", write)
+        return write_atomically(self.checkpoint(server_round), write)
 
 
 def load_checkpoint(path: str | Path) -> list[np.ndarray]:

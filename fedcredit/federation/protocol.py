@@ -470,6 +470,12 @@ def read_summary(
         raise ProtocolError("loss must be non-negative and unit-weight 1")
     if threshold is not None:
         _consistent(counts, hists, sums, bins, threshold)
+    if not math.isnan(auc):  # the exact AUC the bank states must be one its own histograms allow
+        low, high = metrics.histogram_auc_bounds(hists["hist-bad"], hists["hist-good"])
+        if not low - 1e-9 <= auc <= high + 1e-9:
+            raise ProtocolError(
+                f"auc={auc:.4f} does not fit its own score histograms (they allow {low:.4f} to {high:.4f})"
+            )
     return {**counts, **hists, **sums, "loss": loss, "auc": auc, UNIT_WEIGHT: 1}
 
 

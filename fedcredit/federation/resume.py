@@ -53,12 +53,6 @@ class Resume:
     preprocessing: dict[str, Any]
     history: History  # the crashed run's, up to its last checkpointed round
 
-    @property
-    def best_auc(self) -> float:
-        best = self.history.round(self.history.best_round) if self.history.best_round is not None else None
-        auc = (best.pooled or {}).get("auc") if best is not None else None
-        return float(auc) if auc is not None else -1.0
-
 
 def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
     """The state of the run in `path`, checked against this run's config and schema."""

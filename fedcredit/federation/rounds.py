@@ -10,8 +10,9 @@ part waits one round (`finish`).
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO
 from typing import Any
 
@@ -29,7 +30,7 @@ from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import History, PhaseRecord, RoundEntry, write_history
-from fedcredit.federation.outputs import RunOutputs, write_scalars
+from fedcredit.federation.outputs import RunOutputs, load_checkpoint, write_scalars
 from fedcredit.federation.strategies import finite_metrics, logged_record
 from fedcredit.federation.tracking import Tracker, TrackingGrid
 
@@ -90,7 +91,6 @@ class RoundReporter:
         bank_names: dict[int, str],
         privacy: Any = lambda: None,
         offset: int = 0,
-        best_auc: float = -1.0,
         folded: bool = False,
     ) -> None:
         """`offset`: rounds a resumed run already has; Flower's round r is the run's round r + offset.
@@ -103,7 +103,6 @@ class RoundReporter:
         self.names = bank_names
         self.privacy = privacy
         self.offset = offset
-        self.best_auc = best_auc
         self.folded = folded
         self.pending: tuple[int, RoundEntry, list[np.ndarray]] | None = None
         self.started = time.monotonic()
@@ -195,11 +194,16 @@ class RoundReporter:
                 **{f"bank/{name}": m for name, m in entry.evaluate.banks.items()},
             },
         )
-        auc = (entry.evaluate.pooled or {}).get("auc")
-        if auc is not None and np.isfinite(auc) and auc > self.best_auc:
-            self.best_auc = auc
-            self.history.best_round = run_round
-            self.model.set_weights(weights)
+        phase = self.tracker.phase("evaluate", run_round - self.offset)
+        entry.evaluate.leave_one_out_auc = leave_one_out_auc(
+            {self._bank(n): s for n, s in phase.bank_summaries.items()}
+        )
+        rounds = self.history.rounds if any(r is entry for r in self.history.rounds) else [*self.history.rounds, entry]
+        # Secure mode: no bank's figures, so no leave-one-out check: the best model is the latest one.
+        best = run_round if self.cfg.privacy_secure_aggregation else best_round(rounds)
+        if best is not None and best != self.history.best_round:
+            self.history.best_round = best
+            self.model.set_weights(weights if best == run_round else load_checkpoint(self.out.checkpoint(best)))
             self.out.save_model("model-best.keras", self.model)
 
     def _log_round(self, server_round: int, entry: RoundEntry) -> None:
@@ -282,3 +286,38 @@ def final_checks(cfg: RunConfig, tracker: Tracker, history: History) -> None:
         )
     if cfg.fraction_evaluate > 0 and not any(e.pooled for e in history.rounds):
         raise FederationError("no round was evaluated: every bank failed evaluation; see history.json")
+
+
+def leave_one_out_auc(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Pooled AUC of a round with each bank's summary left out ({} with fewer than two banks)."""
+    if len(summaries) < 2:
+        return {}
+    return {
+        bank: float(metrics.pooled([s for other, s in summaries.items() if other != bank])["auc"]) for bank in summaries
+    }
+
+
+def best_round(rounds: Sequence[RoundEntry]) -> int | None:
+    """The round of model-best.keras: one that no single bank's figures decide.
+
+    Candidates are the trained rounds with a pooled validation AUC. The round
+    with the highest pooled AUC is the best only if it is also the highest
+    with any one bank's rows left out (`leave-one-out-auc`); otherwise the
+    latest round is, since one bank's figures (true or not) would decide the
+    choice. A bank that lies can thus only make the latest model the best,
+    never promote another round. Ties go to the earlier round.
+    """
+    candidates = [r for r in rounds if r.train is not None and r.evaluate is not None and r.pooled_auc is not None]
+    if not candidates:
+        return None
+    banks = {b for r in candidates for b in r.evaluate.leave_one_out_auc}  # type: ignore[union-attr]
+
+    def top(bank: str | None) -> int:
+        def score(r: RoundEntry) -> float:
+            value = r.evaluate.leave_one_out_auc.get(bank, r.pooled_auc) if bank else r.pooled_auc  # type: ignore[union-attr]
+            return value if value is not None and math.isfinite(value) else -math.inf
+
+        return max(candidates, key=score).round  # the first of equal scores: the earlier round
+
+    choices = {top(None), *(top(b) for b in banks)}
+    return choices.pop() if len(choices) == 1 else candidates[-1].round

@@ -222,7 +222,6 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
         {n: b.name for n, b in banks.items()},
         lambda: privacy_summary(cfg, accountant),
         offset=offset,
-        best_auc=state.resumed.best_auc if state.resumed else -1.0,
         folded=folded,
     )
     prep_json = prep.to_json()

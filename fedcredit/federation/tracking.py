@@ -71,6 +71,7 @@ class Phase:
     withheld: dict[int, str] = field(default_factory=dict)  # secure mode: the bank's own check kept its vector
     secure_train: dict[str, float] | None = None  # secure mode: the mean train loss and rows from the sum
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    bank_summaries: dict[int, dict[str, Any]] = field(default_factory=dict)  # plain mode: each bank's own
     skipped: str | None = None  # why no reply of this phase reached the strategy
 
     @property
@@ -235,9 +236,11 @@ class TrackingGrid:
         for node, (summary, record) in outcome.ok.items():
             if scored is not None and summary is not None:
                 scored.summaries.append(summary)
+                scored.bank_summaries[node] = summary
                 scored.replies[node] = _figures(metrics.bank_figures(summary))
             if kind == "evaluate":
                 phase.summaries.append(record)
+                phase.bank_summaries[node] = record
                 record = metrics.bank_figures(record)
             phase.replies[node] = _figures(record)
         kept = outcome.replies

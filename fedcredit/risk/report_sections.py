@@ -47,7 +47,10 @@ def summary_section(run: Run, model_sha256: str | None) -> str:
         ["strategy", _strategy_text(run)],
         ["rounds", f"{len(h.trained_rounds)} of {run.cfg.num_server_rounds}"],
         ["banks", ", ".join(f"{b} ({fmt(m.training_rows)} training rows)" for b, m in h.banks.items()) or "none"],
-        ["best round (pooled validation AUC)", fmt(h.best_round)],
+        [
+            "best round (highest pooled validation AUC, with any one bank left out too; else the latest)",
+            fmt(h.best_round),
+        ],
         ["final model SHA-256", f"{recorded or 'not recorded'} ({check})"],
         ["schema SHA-256 (every bank's matched it)", h.schema_sha256 or "not recorded"],
         [
