@@ -128,3 +128,67 @@ def test_a_checkpoint_the_history_never_recorded_is_trained_again(runs, tmp_path
     assert resumed["resumed-from"] == {"run-dir": str(cut), "rounds": 1}
     assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2, 3, 4]
     assert all(np.array_equal(a, b) for a, b in zip(_final(whole), _final(resumed), strict=True))
+
+
+def _copy_of(crashed: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "crashed-copy"
+    shutil.copytree(crashed, copy)
+    return copy
+
+
+def _rewrite(path: Path, weights: list[np.ndarray]) -> None:
+    with path.open("wb") as f:
+        np.savez(f, *weights)
+
+
+def _record_digest(run_dir: Path, last: int) -> None:
+    """A tamperer who also rewrites the history: the digest then matches, the other checks must hold."""
+    from fedcredit.federation.outputs import sha256_of
+
+    history = json.loads((run_dir / "history.json").read_text())
+    entry = next(e for e in history["rounds"] if e["round"] == last)
+    entry["checkpoint-sha256"] = sha256_of(run_dir / "checkpoints" / f"round-{last:03d}.npz")
+    (run_dir / "history.json").write_text(json.dumps(history))
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        ("scaled x50", "is not the checkpoint the run wrote"),
+        ("truncated", "is not the checkpoint the run wrote"),
+        ("NaN weights, digest rewritten", "not finite"),
+        ("not a zip, digest rewritten", "cannot be read as a checkpoint"),
+        ("another model's shapes, digest rewritten", "does not fit the model"),
+        ("no preprocessing.json", "preprocessing.json is missing"),
+        ("no digest recorded", "records no SHA-256"),
+    ],
+)
+def test_resume_refuses_a_damaged_run_directory_naming_the_file(runs, tmp_path, damage, reason):
+    _, crashed, _ = runs
+    run_dir = _copy_of(crashed, tmp_path)
+    checkpoint = run_dir / "checkpoints" / "round-002.npz"
+    weights = load_checkpoint(checkpoint)
+    if damage == "scaled x50":
+        _rewrite(checkpoint, [w * 50 for w in weights])
+    elif damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    elif damage.startswith("NaN"):
+        _rewrite(checkpoint, [w * np.nan for w in weights])
+    elif damage.startswith("not a zip"):
+        checkpoint.write_bytes(b"not a checkpoint")
+    elif damage.startswith("another model"):
+        _rewrite(checkpoint, [w[..., :1] if w.ndim else w for w in weights])
+    elif damage == "no preprocessing.json":
+        (run_dir / "preprocessing.json").unlink()
+    elif damage == "no digest recorded":
+        history = json.loads((run_dir / "history.json").read_text())
+        for entry in history["rounds"]:
+            entry.pop("checkpoint-sha256", None)
+        (run_dir / "history.json").write_text(json.dumps(history))
+    if "digest rewritten" in damage:
+        _record_digest(run_dir, 2)
+    config = {**CONFIG, "output-dir": str(tmp_path / "out"), "resume-from": str(run_dir)}
+    with serverapp_identity(), pytest.raises(ResumeError, match=reason):
+        server.run(InProcessGrid(config, 3), config, "damaged", APP_DIR)

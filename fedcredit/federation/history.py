@@ -221,6 +221,7 @@ class RoundEntry:
     evaluate: PhaseRecord | None = None
     seconds: float | None = None
     privacy: dict[str, Any] | None = None  # the epsilon spent up to this round, with differential privacy
+    checkpoint_sha256: str | None = None  # of checkpoints/round-NNN.npz: resume refuses a file that differs
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -258,6 +259,7 @@ class RoundEntry:
             evaluate=keys.take("evaluate", _or_null(PhaseRecord._parse), None),
             seconds=keys.take("seconds", _or_null(_number), None),
             privacy=keys.take("privacy", _or_null(_object), None),
+            checkpoint_sha256=keys.take("checkpoint-sha256", _or_null(_str), None),
             extra=keys.rest,
         )
 
@@ -270,6 +272,7 @@ class RoundEntry:
             ("evaluate", self.evaluate),
             ("seconds", self.seconds),
             ("privacy", self.privacy),
+            ("checkpoint-sha256", self.checkpoint_sha256),
         ):
             if value is not None:
                 out[key] = value.to_json() if isinstance(value, PhaseRecord) else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -102,8 +103,17 @@ class RunOutputs:
 
 
 def load_checkpoint(path: str | Path) -> list[np.ndarray]:
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def sha256_of(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_scalars(log_dir: Path, server_round: int, groups: dict[str, dict[str, Any] | None]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from fedcredit.core.config import OPERATIONAL_KEYS, RunConfig
 from fedcredit.federation.history import History, HistoryError, read_history
-from fedcredit.federation.outputs import RunOutputs, load_checkpoint
+from fedcredit.federation.outputs import RunOutputs, load_checkpoint, sha256_of
 
 # Keys a resumed run may change (`Key.operational` in the config table): they say how long, where and what
 # else to report, not what to train (holdout-eval is switched off by the coordinator itself when banks read
@@ -99,8 +100,55 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
             f"resume-from = {run_dir}: it already has {last} rounds; raise num-server-rounds above {last}"
         )
     history.rounds = [entry for entry in history.rounds if entry.round <= last]
-    prep = json.loads((run_dir / "preprocessing.json").read_text(encoding="utf-8"))
-    return Resume(run_dir, last, load_checkpoint(checkpoints[last]), prep, history)
+    weights = _verified_checkpoint(checkpoints[last], history.round(last))
+    return Resume(run_dir, last, weights, _preprocessing(run_dir), history)
+
+
+def _verified_checkpoint(path: Path, entry: Any) -> list[np.ndarray]:
+    """The weights of a checkpoint whose bytes are those the history recorded, and finite."""
+    recorded = entry.checkpoint_sha256 if entry is not None else None
+    if recorded is None:
+        raise ResumeError(
+            f"resume-from: {path}: history.json records no SHA-256 for this checkpoint (the run predates "
+            "checkpoint digests), so it cannot be verified; start a new run"
+        )
+    if sha256_of(path) != recorded:
+        raise ResumeError(
+            f"resume-from: {path} is not the checkpoint the run wrote (its SHA-256 differs from the one in "
+            "history.json): it was changed or damaged; restore it from a backup or start a new run"
+        )
+    try:
+        weights = load_checkpoint(path)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+        raise ResumeError(f"resume-from: {path} cannot be read as a checkpoint: {err}") from None
+    if not weights or not all(np.issubdtype(w.dtype, np.floating) and np.isfinite(w).all() for w in weights):
+        raise ResumeError(f"resume-from: {path} holds weights that are missing, not numbers or not finite")
+    return weights
+
+
+def _preprocessing(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "preprocessing.json"
+    try:
+        prep = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResumeError(f"resume-from: {path} is missing: the run's preprocessing is needed to continue it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResumeError(f"resume-from: {path} cannot be read: {err}") from None
+    if not isinstance(prep, dict):
+        raise ResumeError(f"resume-from: {path} does not hold the run's preprocessing (a JSON object)")
+    return prep
+
+
+def check_weights(resume: Resume, model_weights: list[np.ndarray]) -> None:
+    """The checkpoint must fit the model the preprocessing builds: same arrays, shapes and dtypes."""
+    fits = len(resume.weights) == len(model_weights) and all(
+        w.shape == m.shape and w.dtype == m.dtype for w, m in zip(resume.weights, model_weights)
+    )
+    if not fits:
+        raise ResumeError(
+            f"resume-from = {resume.run_dir}: the checkpoint of round {resume.last_round} does not fit the model "
+            "(its arrays' shapes or types differ): it belongs to another run or model; start a new run"
+        )
 
 
 def check_preprocessing(resume: Resume, preprocessing: dict[str, Any]) -> None:

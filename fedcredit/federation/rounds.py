@@ -30,7 +30,7 @@ from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import History, PhaseRecord, RoundEntry, write_history
-from fedcredit.federation.outputs import RunOutputs, load_checkpoint, write_scalars
+from fedcredit.federation.outputs import RunOutputs, load_checkpoint, sha256_of, write_scalars
 from fedcredit.federation.strategies import finite_metrics, logged_record
 from fedcredit.federation.tracking import Tracker, TrackingGrid
 
@@ -146,7 +146,7 @@ class RoundReporter:
             if (privacy := self.privacy()) is not None:
                 entry.privacy = privacy
                 self.history.privacy = privacy
-            self.out.save_checkpoint(run_round, weights)
+            entry.checkpoint_sha256 = sha256_of(self.out.save_checkpoint(run_round, weights))
             if not self.folded:
                 entry.evaluate = self._phase_record("evaluate", server_round)
                 self._evaluated(run_round, entry, weights)

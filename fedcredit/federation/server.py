@@ -97,6 +97,8 @@ def run(
         federation = _federation(grid, state, statistics)
         prep = _preprocessing(state, federation)
         model = mdl.build_model(prep, mdl.ModelSpec.of(state.cfg, state.schema))
+        if state.resumed is not None:
+            resume.check_weights(state.resumed, model.get_weights())
         arrays = _train(grid, state, federation, prep, model)
         _release(state, model, arrays)
         if state.cfg.personalize_epochs > 0:  # the released global model is final: what banks do next stays theirs
