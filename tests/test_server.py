@@ -82,6 +82,65 @@ def test_a_failed_write_ends_the_run_as_failed_with_the_reason(tmp_path, monkeyp
     assert not list(run_dir.glob("model-*.keras*"))
 
 
+def test_when_history_json_cannot_be_written_either_the_runs_own_error_is_raised(tmp_path, monkeypatch):
+    """A full disk: the model save fails first, then so does every write of the history; the first error wins."""
+    import errno
+
+    from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+    from fedcredit.federation import rounds, server
+
+    def full_disk(self, name, model):
+        raise OSError(errno.ENOSPC, "No space left on device: model-final.keras")
+
+    writes = {"n": 0}
+    real = rounds.write_history
+
+    def history_fails_after_the_rounds(path, history):
+        writes["n"] += 1
+        if history.status != "running":
+            raise OSError(errno.ENOSPC, "No space left on device: history.json")
+        real(path, history)
+
+    monkeypatch.setattr(RunOutputs, "save_model", full_disk)
+    monkeypatch.setattr(rounds, "write_history", history_fails_after_the_rounds)
+    config = {
+        "partitioning": "iid",
+        "num-server-rounds": 1,
+        "local-epochs": 1,
+        "hidden-units": "4",
+        "holdout-eval": False,
+        "personalize.epochs": 0,
+        "output-dir": str(tmp_path),
+    }
+    with serverapp_identity(), pytest.raises(OSError, match="model-final.keras"):
+        server.run(InProcessGrid(config, 2), config, "disk", APP_DIR)
+    assert writes["n"] > 1
+
+
+def test_a_name_claimed_by_two_banks_is_kept_by_neither():
+    from fedcredit.federation.statistics import unique_names
+
+    assert unique_names({11: "midwest", 12: "midwest", 13: "south"}) == {
+        11: "midwest#11",
+        12: "midwest#12",
+        13: "south",
+    }
+
+
+def test_a_banks_crash_reaches_the_history_as_its_last_lines_without_colour_codes():
+    from fedcredit.federation.exchange import failure
+
+    ray = (
+        "\x1b[36mray::ClientAppActor.run()\x1b[39m (pid=123)\nTraceback (most recent call last):\n"
+        + '  File "x.py", line 1, in f\n    g()\n' * 40
+        + "fedcredit.core.loading.DataValidationError: /data/bank.csv: cannot be used\n"
+    )
+    text = failure(ray)
+    assert "\x1b" not in text and "Traceback" not in text and len(text) < 300
+    assert text.endswith("DataValidationError: /data/bank.csv: cannot be used")
+    assert failure("one line") == "one line"
+
+
 def test_edited_strategy_defaults_in_pyproject_never_fail_a_fedavg_run(tmp_path):
     """A data scientist edits strategy.eta in the app's pyproject.toml and leaves strategy.name = "fedavg"."""
     import tomllib

@@ -30,11 +30,26 @@ T = TypeVar("T")
 
 # A refusal's reason is one line of the history: a reply crafted to produce a huge error text is cut here.
 MAX_REASON = 500
+MAX_FAILURE = 2000  # a bank's own error may list several problems of its file
 
 
 def no_reply(timeout: float | None) -> str:
     """The reason recorded for a bank that was asked and never answered."""
     return "no reply" if timeout is None else f"no reply within {timeout:.0f} s"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def failure(reason: str) -> str:
+    """A bank's error reply as the history keeps it: no terminal colour codes, a traceback cut to its last
+    lines (the exception), at most MAX_FAILURE characters: Ray's wrapped tracebacks run to kilobytes."""
+    text = _ANSI.sub("", str(reason)).replace("\r", "")
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = " | ".join(lines[-2:])
+    text = text.strip()
+    return text if len(text) <= MAX_FAILURE else text[: MAX_FAILURE - 3] + "..."
 
 
 def refusal(err: BaseException) -> str:
@@ -89,7 +104,7 @@ def exchange(
             log(WARNING, "%s: ignored a reply from node %s, which was not asked or already answered", what, node)
             continue
         if reply.has_error():
-            outcome.failed[node] = reply.error.reason
+            outcome.failed[node] = failure(reply.error.reason)
             log(WARNING, "%s: bank node %s failed: %s", what, node, short_reason(reply.error.reason))
             continue
         try:

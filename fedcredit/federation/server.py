@@ -110,10 +110,14 @@ def run(
     except BaseException as err:  # also Flower's run-stopped exceptions: never leave "running" behind
         state.history.status = "failed" if isinstance(err, Exception) else "stopped"
         state.history.reason = f"{type(err).__name__}: {err}"
-        raise
-    finally:
         state.history.seconds = round(time.monotonic() - started, 2)
-        save_history(state.out, state.history)
+        try:
+            save_history(state.out, state.history)
+        except Exception as again:  # noqa: BLE001 - e.g. a full disk: the run's own error is the one to raise
+            log(WARNING, "fedcredit: history.json could not record why the run ended (%s): %s", again, err)
+        raise
+    state.history.seconds = round(time.monotonic() - started, 2)
+    save_history(state.out, state.history)
     _log_finished(state)
     return state.history
 

@@ -52,17 +52,26 @@ def wait_for_banks(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) 
         time.sleep(poll)
 
 
-def _unique(banks: dict[int, Any], node: int, name: str) -> str:
-    """A bank's name in this run: a second bank of the same name gets its node id appended."""
-    if any(b.name == name for b in banks.values()):
-        log(
-            WARNING,
-            "Two banks call themselves %r: the second is named %r (set bank-name in its node config)",
-            name,
-            f"{name}#{node}",
-        )
-        return f"{name}#{node}"
-    return name
+def unique_names(names: dict[int, str]) -> dict[int, str]:
+    """Each bank's name in this run: a name claimed by several banks is kept by none of them.
+
+    Every claimant gets its node id appended (`midwest#12`), so a bank cannot
+    take another's name by answering first.
+    """
+    claims: dict[str, int] = {}
+    for name in names.values():
+        claims[name] = claims.get(name, 0) + 1
+    out = {}
+    for node, name in names.items():
+        out[node] = f"{name}#{node}" if claims[name] > 1 else name
+        if claims[name] > 1:
+            log(
+                WARNING,
+                "Several banks call themselves %r: this one is %r (set bank-name in its node config)",
+                name,
+                out[node],
+            )
+    return out
 
 
 def _requests(node_ids: list[int]) -> list[Message]:
@@ -80,9 +89,8 @@ def collect_statistics(
         return bank
 
     outcome = exchange(grid, _requests(node_ids), read, timeout, "statistics")
-    banks: dict[int, protocol.BankStatistics] = {}
-    for node, bank in outcome.ok.items():
-        banks[node] = dataclasses.replace(bank, name=_unique(banks, node, bank.name))
+    names = unique_names({node: bank.name for node, bank in outcome.ok.items()})
+    banks = {node: dataclasses.replace(bank, name=names[node]) for node, bank in outcome.ok.items()}
     return banks, outcome.reasons()
 
 
@@ -112,10 +120,11 @@ def collect_secure_statistics(
     collect = {protocol.LAYOUT: json.dumps(layout)}
     outcome = secure_sum(grid, _requests(node_ids), length, fraction, timeout, collect, bank_info)
     failed = outcome.reasons()
-    banks: dict[int, protocol.BankStatistics] = {}
-    for node in outcome.contributors:
-        name, source = outcome.info[node]
-        banks[node] = protocol.BankStatistics(_unique(banks, node, name), source, schema.sha256, None)
+    names = unique_names({node: outcome.info[node][0] for node in outcome.contributors})
+    banks = {
+        node: protocol.BankStatistics(names[node], outcome.info[node][1], schema.sha256, None)
+        for node in outcome.contributors
+    }
     if outcome.total is None:
         log(WARNING, "fedcredit: %s", outcome.reason)
         return banks, {**failed, **{n: str(outcome.reason) for n in node_ids if n not in failed}}, None
