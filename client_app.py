@@ -75,7 +75,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
-@app.query("personalise", mods=[secure_bank.secure_mod])
+@app.query(protocol.PERSONALISE_ACTION, mods=[secure_bank.secure_mod])
 def personalise(msg: Message, context: Context) -> Message:
     """After the last round: fine-tune, compare with the global and a local-only model, keep the best here."""
 
@@ -94,7 +94,7 @@ def personalise(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
-@app.query("secagg")
+@app.query(protocol.SECAGG_ACTION)
 def secagg(msg: Message, context: Context) -> Message:
     """Secure mode's key stages (advertise, share, reveal): no model, no TensorFlow."""
     return secure_bank.answer_stage(msg, context)

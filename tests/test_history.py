@@ -263,3 +263,38 @@ def test_written_in_memory_then_read(tmp_path):
             },
         ],
     }
+
+
+@pytest.fixture(scope="module")
+def real_history_file(tmp_path_factory) -> Path:
+    """history.json as the real coordinator writes it: an in-process run of the real ServerApp and ClientApp."""
+    from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+    from fedcredit.federation import server
+
+    out = tmp_path_factory.mktemp("real")
+    config = {
+        "partitioning": "iid",
+        "num-server-rounds": 2,
+        "local-epochs": 1,
+        "hidden-units": "4",
+        "histogram-bins": 100,
+        "personalize.epochs": 1,
+        "output-dir": str(out),
+    }
+    with serverapp_identity():
+        history = server.run(InProcessGrid(config, 3), config, "real", APP_DIR)
+    return Path(history.output_dir) / "history.json"
+
+
+def test_a_real_runs_history_round_trips_and_every_key_it_writes_is_a_field(real_history_file, tmp_path):
+    written = json.loads(real_history_file.read_text())
+    history = read_history(real_history_file)
+    write_history(tmp_path / "again.json", history)
+    assert json.loads((tmp_path / "again.json").read_text()) == written
+    # No key of the coordinator's own writing is left to `extra`: each has its typed field.
+    assert history.extra == {}
+    assert all(r.extra == {} for r in history.rounds)
+    assert all(p.extra == {} for r in history.rounds for p in (r.train, r.evaluate) if p is not None)
+    assert history.evaluation == "separate" and history.ignored_keys == [] and history.personalisation is not None
+    assert [r.round for r in history.rounds] == [0, 1, 2] and all(r.checkpoint_sha256 for r in history.trained_rounds)
+    assert history.best_round in (1, 2) and all(len(r.evaluate.leave_one_out_auc) == 3 for r in history.trained_rounds)

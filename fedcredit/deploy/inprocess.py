@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcredit.deploy.localrun import APP_DIR
+from fedcredit.federation import protocol
 
 # (message type, the bank's reply content, the request) -> the content to send instead (None: an error reply)
 Tamper = Callable[[str, RecordDict, Message], RecordDict | None]
@@ -29,9 +30,9 @@ def boosted_update(factor: float) -> Tamper:
 
     def tamper(kind: str, content: RecordDict, msg: Message) -> RecordDict:
         if kind == "train":
-            glob = msg.content["arrays"].to_numpy_ndarrays()
-            mine = content["arrays"].to_numpy_ndarrays()
-            content["arrays"] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
+            glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
+            mine = content[protocol.ARRAYS].to_numpy_ndarrays()
+            content[protocol.ARRAYS] = ArrayRecord([(g + factor * (w - g)).astype(w.dtype) for w, g in zip(mine, glob)])
         return content
 
     return tamper

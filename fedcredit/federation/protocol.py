@@ -481,7 +481,8 @@ def read_summary(
 
 # --- personalisation after the last round --------------------------------------------------
 
-PERSONALISE = "query.personalise"  # message type: the ClientApp's @app.query("personalise")
+PERSONALISE_ACTION = "personalise"  # the ClientApp's @app.query(PERSONALISE_ACTION)
+PERSONALISE = f"query.{PERSONALISE_ACTION}"  # its message type
 CANDIDATES = ("global", "personalised", "local-only")
 PERSONALISATION = "personalisation"
 HOLDOUT_PREFIX = "holdout-"
@@ -521,7 +522,8 @@ def read_personalise_reply(
 # The bank's reply is then its masked vector (or the reason it withheld it), never its numbers.
 
 SECAGG = "secagg"
-SECAGG_QUERY = "query.secagg"  # message type: the ClientApp's @app.query("secagg")
+SECAGG_ACTION = "secagg"  # the ClientApp's @app.query(SECAGG_ACTION)
+SECAGG_QUERY = f"query.{SECAGG_ACTION}"  # its message type
 KEY_STAGES = ("advertise", "share", "reveal")
 MASK = "mask"
 MAX_KEY_BYTES = 512  # a serialised EC public key is ~180 bytes
