@@ -99,6 +99,21 @@ def test_deployment_run_is_refused(tiny_run, tmp_path, capsys):  # noqa: F811
     assert not (run_dir / "baseline.json").exists()
 
 
+def test_truncated_model_is_named_as_damaged_not_missing(tiny_run, tmp_path, capsys):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    model = run_dir / "model-final.keras"
+    model.write_bytes(model.read_bytes()[:-100])
+    assert main(["baseline", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"fedcredit baseline: error: {model} is not a valid Keras model file")
+    assert "may be truncated or corrupt" in err and "not found" not in err.lower()
+    assert not (run_dir / "baseline.json").exists()
+    model.unlink()
+    assert main(["baseline", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "model-final.keras does not exist" in err and "valid Keras" not in err
+
+
 def test_not_a_run_dir(tmp_path, capsys):
     assert main(["baseline", str(tmp_path)]) == 2
     assert f"{tmp_path / 'config.json'} does not exist" in capsys.readouterr().err

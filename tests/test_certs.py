@@ -185,3 +185,62 @@ def test_cli_reports_a_missing_ca_key_and_fails(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ca.key is missing" in err and "restore ca.key" in err
     assert not (out / "banks").exists()
+
+
+def _link_key_elsewhere(key: Path, target: Path) -> None:
+    """Move `key` to `target` (mode 0644, as a key kept elsewhere might be) and leave a symlink in its place."""
+    key.rename(target)
+    os.chmod(target, 0o644)
+    key.symlink_to(target)
+
+
+@pytest.mark.parametrize("key", ["ca.key", "superlink.key", "banks/acme/supernode.key"])
+def test_symlinked_private_key_is_refused_and_its_target_left_alone(tmp_path, capsys, key):
+    out = tmp_path / "certs"
+    assert main(["certs", "--out", str(out), "--host", "localhost", "--bank", "acme"]) == 0
+    capsys.readouterr()
+    target = tmp_path / "elsewhere.key"
+    _link_key_elsewhere(out / key, target)
+    content = target.read_bytes()
+    assert main(["certs", "--out", str(out), "--host", "localhost", "--bank", "acme"]) == 1
+    err = capsys.readouterr().err
+    assert _mode(target) == 0o644 and target.read_bytes() == content
+    assert (out / key).is_symlink()
+    assert f"{out / key} is a symbolic link (to {target})" in err
+    assert "does not follow links for private keys" in err and f"mv {target} {out / key}" in err
+
+
+def test_dangling_symlink_is_refused_not_written_through(tmp_path):
+    """A link to nowhere in place of ca.key: no new CA is written where it points, and the reason is given."""
+    target = tmp_path / "outside" / "ca.key"
+    target.parent.mkdir()
+    out = tmp_path / "certs"
+    out.mkdir()
+    (out / "ca.key").symlink_to(target)
+    with pytest.raises(CredentialsError, match=r"ca\.key is a symbolic link"):
+        make_credentials(out, HOSTS, ["acme"])
+    assert not target.exists() and not (out / "ca.crt").exists()
+
+
+def test_key_replaced_by_the_linked_file_is_reused(tmp_path):
+    """The fix the message gives (the file itself in place of the link) works and keeps the CA."""
+    make_credentials(tmp_path, HOSTS, [])
+    ca = (tmp_path / "ca.crt").read_bytes()
+    target = tmp_path / "elsewhere.key"
+    _link_key_elsewhere(tmp_path / "ca.key", target)
+    with pytest.raises(CredentialsError):
+        make_credentials(tmp_path, HOSTS, [])
+    (tmp_path / "ca.key").unlink()
+    target.rename(tmp_path / "ca.key")
+    creds = make_credentials(tmp_path, HOSTS, [])
+    assert any("reused the existing CA" in n for n in creds.notes)
+    assert (tmp_path / "ca.crt").read_bytes() == ca and _mode(tmp_path / "ca.key") == 0o600
+
+
+def test_a_private_key_that_is_a_directory_is_refused(tmp_path):
+    make_credentials(tmp_path, HOSTS, ["acme"])
+    key = tmp_path / "banks" / "acme" / "supernode.key"
+    key.unlink()
+    key.mkdir()
+    with pytest.raises(CredentialsError, match=r"supernode\.key is not a regular file"):
+        make_bank_keys(tmp_path / "banks", "acme")

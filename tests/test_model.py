@@ -130,6 +130,60 @@ def test_a_model_without_a_features_layer_is_refused():
         mdl.Trainer(other, 1e-3)
 
 
+@pytest.fixture(scope="module")
+def saved(prep, tmp_path_factory):
+    """A real saved model's bytes (the project's own model, as a run writes it)."""
+    path = tmp_path_factory.mktemp("saved") / "model-final.keras"
+    _build(prep).save(path)
+    return path.read_bytes()
+
+
+def _flip_middle(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF
+    return bytes(damaged)
+
+
+def _foreign_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("notes.txt", "not a model")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda b: b[: len(b) // 2], "not a complete zip archive"),  # an interrupted copy
+        (lambda b: b[:-1], "not a complete zip archive"),
+        (lambda b: b"", "not a complete zip archive"),
+        (_flip_middle, "fails its CRC check"),
+        (lambda b: _foreign_zip(), "Keras cannot load it"),
+    ],
+    ids=["half", "last-byte-cut", "empty", "flipped-byte", "foreign-zip"],
+)
+def test_a_damaged_model_file_is_named_as_not_a_valid_model_not_as_missing(saved, tmp_path, damage, why):
+    path = tmp_path / "model-final.keras"
+    path.write_bytes(damage(saved))
+    with pytest.raises(mdl.ModelFileError) as err:
+        mdl.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a valid Keras model file (") and why in message
+    assert "may be truncated or corrupt" in message and "copy it again from the run directory" in message
+    assert "not found" not in message.lower() and "does not exist" not in message
+
+
+def test_a_missing_model_file_is_named_as_missing(tmp_path):
+    with pytest.raises(mdl.ModelFileError, match=r"model file .*nope\.keras does not exist") as err:
+        mdl.load(tmp_path / "nope.keras")
+    assert "valid Keras" not in str(err.value)
+    with pytest.raises(mdl.ModelFileError, match="is not a file"):
+        mdl.load(tmp_path)
+    (tmp_path / "model.h5").write_bytes(b"x")
+    with pytest.raises(mdl.ModelFileError, match=r"model\.h5 is not a \.keras file"):
+        mdl.load(tmp_path / "model.h5")
+
+
 def test_saved_model_scores_raw_applicants_with_missing_and_unknown_values(split, prep, tmp_path):
     _, test = split
     m = _build(prep)

@@ -190,3 +190,20 @@ def test_lines_count_blank_lines_and_extra_columns_pass_through(model_path, appl
     assert out["applicant_id"].tolist() == a["applicant_id"].tolist() and (out["branch"] == "B7").all()
     assert out["status"].tolist() == ["scored"] * 4 + ["invalid", "scored"]
     assert "line 7: column 'int_rate': value 'high' is not a number" in capsys.readouterr().err
+
+
+def test_truncated_model_is_not_reported_as_missing(model_path, applicants, write_csv, tmp_path, capsys):
+    """An interrupted copy of model-final.keras: named as not a valid model file, distinct from a missing one."""
+    truncated = tmp_path / "model-final.keras"
+    data = model_path.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    csv = write_csv(applicants)
+    assert main(["predict", str(truncated), str(csv), "--output", str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"fedcredit predict: error: {truncated} is not a valid Keras model file")
+    assert "may be truncated or corrupt" in err and "copy it again from the run directory" in err
+    assert "not found" not in err.lower() and "does not exist" not in err
+    assert not (tmp_path / "out.csv").exists()
+    assert main(["predict", str(tmp_path / "gone.keras"), str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert "gone.keras does not exist" in err and "valid Keras" not in err

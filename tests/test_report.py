@@ -96,6 +96,17 @@ def test_failed_run_without_model(tiny_run, tmp_path):  # noqa: F811
     assert "model-final.keras does not exist" in s["holdout"] and "model-final.keras is missing" in s["summary"]
 
 
+def test_truncated_model_is_named_as_damaged_not_missing(tiny_run, tmp_path):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    model = run_dir / "model-final.keras"
+    model.write_bytes(model.read_bytes()[:1000])
+    assert main(["report", str(run_dir)]) == 0
+    s = _sections((run_dir / "report.html").read_text())
+    assert f"{model} is not a valid Keras model file" in s["holdout"] and "may be truncated or corrupt" in s["holdout"]
+    assert "not found" not in s["holdout"].lower() and "does not exist" not in s["holdout"]
+    assert "DOES NOT MATCH model-final.keras" in s["summary"]  # the recorded SHA-256 tells the copy is damaged
+
+
 def test_not_a_run_dir(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
@@ -297,6 +299,47 @@ def score(model: keras.Model, frame: pd.DataFrame) -> np.ndarray:
     return predict(model, to_inputs(frame, model))
 
 
-def load(path: str) -> keras.Model:
-    """Load a saved fedcredit model (importing this module registers its layers)."""
-    return keras.saving.load_model(path)
+class ModelFileError(ValueError):
+    """A model file that does not exist or cannot be loaded; the message names the file, why and how to fix it."""
+
+
+RECOPY = (
+    "copy it again from the run directory that wrote it (history.json there records model-final.keras's "
+    "SHA-256 as model-final-sha256, to check the copy)"
+)
+
+
+def _zip_problem(path: Path) -> str | None:
+    """Why a `.keras` file (a zip archive) is damaged, or None when every member reads back with its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        return f"it is not a complete zip archive ({' '.join(str(err).split())})"
+    return None if bad is None else f"its member {bad} fails its CRC check"
+
+
+def load(path: str | Path) -> keras.Model:
+    """Load a saved fedcredit model (importing this module registers its layers).
+
+    A missing file and a damaged one (truncated by an interrupted copy, say) raise
+    `ModelFileError`, each with its own message; Keras itself calls both "File not found".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist: check the path")
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} is not a file: give the .keras file, e.g. RUN_DIR/model-final.keras")
+    if path.suffix != ".keras":
+        raise ModelFileError(
+            f"{path} is not a .keras file: give a saved fedcredit model, e.g. RUN_DIR/model-final.keras"
+        )
+    problem = _zip_problem(path)
+    if problem is None:
+        try:
+            return keras.saving.load_model(str(path))
+        except Exception as err:  # Keras raises many types for a damaged or foreign file
+            problem = f"Keras cannot load it: {' '.join(str(err).split())[:300]}"
+    raise ModelFileError(
+        f"{path} is not a valid Keras model file ({problem}); it may be truncated or corrupt: {RECOPY}"
+    )

@@ -11,6 +11,10 @@ added to a running consortium), an existing private key is never overwritten
 a silent regeneration. Every private key file ends with mode 0600 and must
 never be committed or sent anywhere: a bank keeps its own private key, the
 coordinator gets only the `.pub` file.
+
+A private key path that is a symbolic link (or anything but a regular file) is
+refused, never followed: setting a key's mode or writing a new key must not
+reach a file elsewhere that the link happens to point to.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ipaddress
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALID_DAYS = 365
 PRIVATE_MODE = 0o600
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX; elsewhere the lstat check alone
 _BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -62,10 +68,28 @@ def _write_public(path: Path, data: bytes) -> Path:
     return path
 
 
+def _refuse_link(path: Path) -> None:
+    """A private key path must be the key file itself (or nothing yet): never a link, whose target would be used."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(path)
+        raise CredentialsError(
+            f"{path} is a symbolic link (to {target}): fedcredit does not follow links for private keys, so that "
+            "it never changes the mode of, or writes, a file elsewhere. Put the key file itself there instead "
+            f"of the link (e.g. `rm {path} && mv {target} {path}`) and rerun"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise CredentialsError(f"{path} is not a regular file: move it away and rerun")
+
+
 def _write_private(path: Path, data: bytes) -> Path:
-    """A new private key: O_EXCL so that an existing key is never overwritten, mode 0600 from the start."""
+    """A new private key: O_EXCL so that an existing key (or a link) is never overwritten, mode 0600 from the start."""
+    _refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, PRIVATE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), PRIVATE_MODE)  # whatever the umask
@@ -77,10 +101,24 @@ def _write_private(path: Path, data: bytes) -> Path:
 
 
 def _read_private(path: Path, load):
-    """Load an existing private key and make its file 0600 (files from older versions may be 0644)."""
-    os.chmod(path, PRIVATE_MODE)
+    """Load an existing private key and make its file 0600 (files from older versions may be 0644).
+
+    The file is opened without following a link and its mode set through that descriptor, so
+    what is changed is the file that is read, and never a link's target.
+    """
+    _refuse_link(path)
     try:
-        key = load(path.read_bytes(), password=None)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError as err:  # ELOOP: it became a link after the check
+        _refuse_link(path)
+        raise CredentialsError(f"{path} cannot be opened ({err.strerror})") from err
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CredentialsError(f"{path} is not a regular file: move it away and rerun")
+        os.fchmod(f.fileno(), PRIVATE_MODE)
+        data = f.read()
+    try:
+        key = load(data, password=None)
     except (ValueError, TypeError) as err:
         raise CredentialsError(
             f"{path} exists but is not an unencrypted private key ({err}); restore it from "
@@ -155,6 +193,7 @@ def load_or_make_ca(
     Returns the certificate, its key and a sentence for the operator.
     """
     crt_path, key_path = out / "ca.crt", out / "ca.key"
+    _refuse_link(key_path)
     if not crt_path.exists() and not key_path.exists():
         cert, key = _new_ca(out, name)
         return cert, key, f"created a new CA {crt_path} (give it to every bank) and {key_path}"
@@ -247,6 +286,7 @@ def make_server_cert(
     if not hosts:
         raise ValueError("give at least one host name or IP address the banks use to reach the SuperLink")
     crt_path, key_path = out / "superlink.crt", out / "superlink.key"
+    _refuse_link(key_path)
     if not key_path.exists():
         if crt_path.exists():
             raise CredentialsError(
@@ -299,6 +339,7 @@ def bank_keys(out: Path, bank: str) -> tuple[Path, Path, str]:
             "and start with a letter or digit"
         )
     key_path, pub_path = out / bank / "supernode.key", out / bank / "supernode.key.pub"
+    _refuse_link(key_path)
     if not key_path.exists():
         if pub_path.exists():
             raise CredentialsError(

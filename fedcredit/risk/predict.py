@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -64,12 +63,10 @@ OUTPUT_COLUMNS = ["line", "status", "pd", "decision", *reason_columns(), "proble
 def load_model(path: str, schema: Schema) -> Any:
     from fedcredit.core import model as mdl
 
-    if not Path(path).is_file():
-        raise PredictError(f"model file {path} does not exist")
     try:
         model = mdl.load(path)
-    except Exception as err:  # Keras raises many types for a wrong or damaged file
-        raise PredictError(f"{path}: cannot load the model: {' '.join(str(err).split())[:300]}") from err
+    except mdl.ModelFileError as err:  # missing, or not a valid Keras model file: each says so
+        raise PredictError(str(err)) from err
     inputs = {t.name for t in model.inputs}
     if inputs != set(schema.features):
         raise PredictError(

@@ -128,9 +128,9 @@ def load_final_model(run: Run) -> Any:
     if not run.model_path.is_file():
         raise RunDirError(f"{run.model_path} does not exist: the run did not finish (status {run.history.status!r})")
     try:
-        return mdl.load(str(run.model_path))
-    except Exception as err:  # Keras raises many types for a damaged file
-        raise RunDirError(f"{run.model_path} cannot be loaded: {one_line(err)[:300]}") from err
+        return mdl.load(run.model_path)
+    except mdl.ModelFileError as err:  # not a valid Keras model file (truncated, corrupt): the message says so
+        raise RunDirError(str(err)) from err
 
 
 def target_of(run: Run) -> str:
