@@ -83,3 +83,11 @@ def test_summary_and_plot_of_runs(tmp_path):
     table = pd.DataFrame([{"variant": v, **row} for v in ("fedavg", "fedprox")])
     plot(table, tmp_path / "comparison.png")
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
+
+
+def test_an_unquoted_text_in_set_is_refused_with_how_to_quote_it(tmp_path, capsys):
+    from fedcredit.cli import main
+
+    code = main(["compare", "--strategies", "fedavg", "--out", str(tmp_path), "--set", "strategy.name=fedprox"])
+    assert code == 2 and "text values need TOML quotes" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing ran

@@ -50,9 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """--set KEY=VALUE ... in the TOML syntax of `flwr run --run-config`, parsed by Flower itself."""
+    import click
     from flwr.common.config import parse_config_args
 
-    return parse_config_args([" ".join(items)]) if items else {}
+    try:
+        return parse_config_args([" ".join(items)]) if items else {}
+    except click.ClickException as err:
+        raise ConfigError(
+            f"--set {' '.join(items)}: {err.format_message()} (text values need TOML quotes: "
+            "--set 'strategy.name=\"fedprox\"')"
+        ) from None
 
 
 # Neither changes a compared figure, both save time (--set overrides them): personalisation runs after the
