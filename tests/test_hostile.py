@@ -17,7 +17,14 @@ import pytest
 from flwr.app import ArrayRecord, RecordDict
 
 from fedcredit.core import metrics
-from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, boosted_update, serverapp_identity
+from fedcredit.deploy.inprocess import (
+    APP_DIR,
+    InProcessGrid,
+    Tamper,
+    boosted_update,
+    flipped_update,
+    serverapp_identity,
+)
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
 
@@ -124,6 +131,19 @@ def test_a_boosted_update_is_bounded_and_the_model_stays_close(tmp_path, honest,
     name = _name(history)
     assert all(name in e["train"]["clipped"] for e in history["rounds"][1:])
     assert abs(history["rounds"][-1]["holdout"]["auc"] - honest[0]["rounds"][-1]["holdout"]["auc"]) < 0.02
+
+
+def test_an_update_pointing_away_from_the_others_is_recorded_and_with_exclude_left_out(tmp_path, honest):
+    recorded, _ = run(tmp_path / "record", flipped_update(10.0))
+    name = _name(recorded)
+    assert all(e["train"]["suspicious"][name] < 0 and name in e["train"]["ok"] for e in recorded["rounds"][1:])
+    assert all(len(e["train"].get("suspicious", {})) == 1 for e in recorded["rounds"][1:])  # no honest bank
+    excluded, _ = run(tmp_path / "exclude", flipped_update(10.0), **{"update-direction": "exclude"})
+    for entry in excluded["rounds"][1:]:
+        assert "points away from the other banks'" in entry["train"]["refused"][name]
+        assert len(entry["train"]["ok"]) == 3
+    assert abs(excluded["rounds"][-1]["holdout"]["auc"] - honest[0]["rounds"][-1]["holdout"]["auc"]) < 0.02
+    assert not any(e["train"].get("suspicious") for e in honest[0]["rounds"][1:])
 
 
 def _hist(key: str, edit: Callable[[list[int]], list[int]]) -> Tamper:

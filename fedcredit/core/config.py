@@ -269,6 +269,13 @@ class RunConfig:
         ge=0,
         strategies=_MEAN_FAMILY,
     )
+    update_direction: str = _key(
+        "update-direction",
+        "record",
+        "a bank's update that points away from the others' (cosine below 0 with the coordinate-wise median of "
+        "their updates) is recorded as `suspicious` (`record`) or also left out of the round (`exclude`)",
+        choices=("record", "exclude", "off"),
+    )
     # aggregation strategy (keys "strategy.*")
     strategy_name: str = _key(
         "strategy.name", "fedavg", "aggregation strategy (Flower class in the table below)", choices=STRATEGIES

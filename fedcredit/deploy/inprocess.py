@@ -38,6 +38,11 @@ def boosted_update(factor: float) -> Tamper:
     return tamper
 
 
+def flipped_update(factor: float) -> Tamper:
+    """Colluding banks' trick: the update pointing the other way, `factor` times as long."""
+    return boosted_update(-factor)
+
+
 def client_app() -> Any:
     """The app's `client_app` module (its directory first on the path, as Flower loads it)."""
     if str(APP_DIR) not in sys.path:

@@ -157,6 +157,7 @@ class PhaseRecord:
     failed: dict[str, str] = field(default_factory=dict)  # bank -> the ClientApp's error, whole
     refused: dict[str, str] = field(default_factory=dict)  # bank -> why its reply broke the protocol
     clipped: dict[str, float] = field(default_factory=dict)  # bank -> factor its update was scaled down by
+    suspicious: dict[str, float] = field(default_factory=dict)  # bank -> cosine of an update pointing away
     withheld: dict[str, str] = field(default_factory=dict)  # secure mode: bank -> why its own check kept its vector
     missing: list[str] = field(default_factory=list)
     not_sampled: list[str] = field(default_factory=list)  # banks of the run not asked (disconnected, fraction-*)
@@ -179,6 +180,7 @@ class PhaseRecord:
             failed=keys.take("failed", _reasons, {}),
             refused=keys.take("refused", _reasons, {}),
             clipped=keys.take("clipped", _mapping(_number), {}),
+            suspicious=keys.take("suspicious", _mapping(_number), {}),
             withheld=keys.take("withheld", _reasons, {}),
             missing=keys.take("missing", _strings, []),
             not_sampled=keys.take("not-sampled", _strings, []),
@@ -199,6 +201,8 @@ class PhaseRecord:
             "pooled": self.pooled,
             "banks": dict(self.banks),
         }
+        if self.suspicious:  # train: updates that pointed away from the other banks'
+            out["suspicious"] = dict(self.suspicious)
         if self.withheld:  # secure mode only
             out["withheld"] = dict(self.withheld)
         if self.not_sampled:  # absent means every bank of the run was asked

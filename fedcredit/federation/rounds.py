@@ -121,6 +121,7 @@ class RoundReporter:
             failed={self._bank(n): reason for n, reason in phase.failed.items()},
             refused={self._bank(n): reason for n, reason in phase.refused.items()},
             clipped={self._bank(n): round(factor, 6) for n, factor in phase.clipped.items()},
+            suspicious={self._bank(n): cosine for n, cosine in phase.suspicious.items()},
             withheld={self._bank(n): why for n, why in phase.withheld.items()},
             missing=[self._bank(n) for n in phase.missing],
             # Banks of the run that were not asked this round (disconnected, or not sampled by fraction-*).
@@ -227,6 +228,8 @@ class RoundReporter:
             line += " | failed: " + "; ".join(f"{b}: {short_reason(r, 120)}" for b, r in failed.items())
         if tr.clipped:
             line += " | update scaled down: " + ", ".join(f"{b} x{f:.2g}" for b, f in tr.clipped.items())
+        if tr.suspicious:
+            line += " | pointing away: " + ", ".join(f"{b} cos {c:.2f}" for b, c in tr.suspicious.items())
         log(INFO, line)
 
 

@@ -264,6 +264,8 @@ def _tracking_grid(
         threshold=cfg.threshold,
         update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
         extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else (),
+        update_direction=cfg.update_direction,
+        exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES,
         folded=folded,
     )
     secure = (
