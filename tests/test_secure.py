@@ -147,26 +147,51 @@ def test_a_bank_dropping_out_after_the_key_exchange_leaves_the_survivors_sum(tmp
     assert "fewer than the reconstruction threshold 3" in two["rounds"][2]["train"]["not-aggregated"]
 
 
-def test_a_bank_that_skips_its_own_check_cannot_move_the_model(tmp_path, monkeypatch):
+def _corrupting(what: str, monkeypatch) -> None:
+    """Bank node 11 corrupts its part of every secure sum of `what`: a boosted update past its own check
+    ("update"), or flipped bytes in its masked vector ("bytes", for statistics, train or evaluate)."""
     honest = secure_bank._masked
 
     def hostile(msg, reply, record, context):
-        if msg.metadata.dst_node_id == 11 and msg.metadata.message_type == "train":
+        kind = msg.metadata.message_type
+        if msg.metadata.dst_node_id == 11 and what == "update" and kind == "train":
             glob = msg.content[protocol.ARRAYS].to_numpy_ndarrays()
             mine = reply.content[protocol.ARRAYS].to_numpy_ndarrays()
             reply.content[protocol.ARRAYS] = ArrayRecord([g + 1000 * (w - g) for w, g in zip(mine, glob, strict=True)])
-            record = ConfigRecord({**dict(record.items()), "max-update-norm": 1e12})
-        return honest(msg, reply, record, context)
+            record = ConfigRecord({**dict(record.items()), protocol.MAX_UPDATE_NORM: 1e12})
+        content = honest(msg, reply, record, context)
+        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate") and kind == what:
+            masked = bytearray(content[protocol.SECAGG]["masked"])
+            masked[5] ^= 0xFF
+            masked[40] ^= 0x5A
+            content[protocol.SECAGG]["masked"] = bytes(masked)
+        return content
 
     monkeypatch.setattr(secure_bank, "_masked", hostile)
+
+
+@pytest.mark.parametrize("what", ["update", "query", "train", "evaluate"])
+def test_a_bank_that_corrupts_its_part_of_a_secure_sum_is_left_out_with_its_group_and_the_run_goes_on(
+    tmp_path, monkeypatch, what
+):
+    """Neither the run nor the model is the corrupting bank's to decide: its group's sum is left out, the rest used."""
+    _corrupting(what, monkeypatch)
     config = {**SECURE, "personalize.epochs": 0}
-    with pytest.raises(server.FederationError, match="no round trained"):
-        _run(config, tmp_path, "boosted")
+    history = _run(config, tmp_path, f"corrupt-{what}")
+    assert history["status"] == "completed"
     (run_dir,) = tmp_path.iterdir()
-    history = json.loads((run_dir / "history.json").read_text())
+    if what == "query":  # the preprocessing comes from the other group's statistics; that bank trains no round
+        assert "left out: the secure sum of its group" in history["statistics-failed"]["node-11"]
+        assert len(history["banks"]) == 2
     for entry in history["rounds"][1:]:
-        assert not entry["aggregated"] and "beyond privacy.max-update-norm" in entry["train"]["not-aggregated"]
-    assert not list(run_dir.glob("model-final.keras"))  # no corrupted model released
+        assert entry["aggregated"]
+        phase = entry["evaluate" if what == "evaluate" else "train"]
+        if what != "query":
+            assert "left out: the secure sum of its group of 2 banks" in phase["refused"]["bank-0"]
+            assert len(phase["refused"]) == 2 and len(phase["ok"]) == 2  # its group-mate goes with it
+        assert entry["evaluate"]["pooled"] is not None
+    assert list(run_dir.glob("model-final.keras"))
+    assert history["rounds"][-1]["holdout"]["auc"] > 0.6
 
 
 def test_an_update_beyond_the_bound_is_withheld_by_the_bank_with_its_reason(tmp_path):

@@ -25,7 +25,7 @@ from fedcredit.core.config import RunConfig
 from fedcredit.federation import protocol
 from fedcredit.federation.exchange import exchange
 from fedcredit.federation.outputs import KEPT_MODEL
-from fedcredit.federation.secure_sum import secure_sum
+from fedcredit.federation.secure_sum import checked_secure_sum
 
 
 def bank_dir(run_dir: Path, name: str) -> Path:
@@ -139,19 +139,20 @@ def _secure(
 ) -> dict[str, Any]:
     """Secure mode: only the sums come back: how many banks kept each model, and pooled summaries."""
     length = protocol.personalise_length(cfg.histogram_bins)
-    outcome = secure_sum(grid, messages, length, cfg.privacy_secure_threshold, cfg.round_timeout)
-    failed = {banks[n].name: reason for n, reason in outcome.reasons().items() if n in banks}
+
+    def read(total: Any, contributors: int) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+        return protocol.read_personalise_sum(total, cfg.histogram_bins, cfg.threshold, contributors)
+
+    checked = checked_secure_sum(grid, messages, length, cfg.privacy_secure_threshold, cfg.round_timeout, read)
+    reasons = {**checked.outcome.reasons(), **checked.left_out}
+    failed = {banks[n].name: reason for n, reason in reasons.items() if n in banks}
     record: dict[str, Any] = {"settings": _settings(cfg), "banks": {}, "failed": failed, "secure": True}
-    try:
-        if outcome.total is None:
-            raise protocol.ProtocolError(outcome.reason or "no sum")
-        counts, summaries = protocol.read_personalise_sum(
-            outcome.total, cfg.histogram_bins, cfg.threshold, len(outcome.contributors)
-        )
-    except protocol.ProtocolError as err:
-        log(WARNING, "fedcredit personalisation: no secure sum: %s", err)
-        record["not-summed"] = str(err)
+    if checked.value is None:
+        reason = checked.outcome.reason or "no sum"
+        log(WARNING, "fedcredit personalisation: no secure sum: %s", reason)
+        record["not-summed"] = reason
         return record
+    counts, summaries = checked.value
     record["kept-counts"] = counts
     record["pooled-validation"] = {name: metrics.pooled([s]) for name, s in summaries.items()}
     log(

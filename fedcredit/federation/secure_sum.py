@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from logging import WARNING
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -26,7 +26,9 @@ from flwr.supercore import log
 
 from fedcredit.federation import protocol, secagg
 from fedcredit.federation.exchange import exchange, no_reply
-from fedcredit.federation.protocol import SECAGG
+from fedcredit.federation.protocol import SECAGG, ProtocolError
+
+T = TypeVar("T")
 
 
 def threshold_for(banks: int, fraction: float) -> int:
@@ -179,3 +181,111 @@ def _wrap(
             msg.content = RecordDict({**dict(msg.content.items()), SECAGG: record})
             wrapped.append(msg)
     return wrapped
+
+
+# A group whose secure sum fails is split in two only while both halves keep at least this many banks:
+# every sum the coordinator ever unmasks covers two banks or more, so no bank's numbers are revealed alone.
+MIN_GROUP = 2
+
+
+@dataclass
+class CheckedSum(Generic[T]):
+    """A secure sum whose total passed its checks: what `read` made of it, over `outcome.contributors`."""
+
+    value: T | None
+    outcome: SecureOutcome
+    left_out: dict[int, str] = field(default_factory=dict)  # banks of a group whose sum kept failing its checks
+
+
+def checked_secure_sum(
+    grid: Grid,
+    messages: Sequence[Message],
+    length: int,
+    fraction: float,
+    timeout: float | None,
+    read: Callable[[np.ndarray, int], T],
+    collect: dict[str, Any] | None = None,
+    check: Callable[[RecordDict], Any] | None = None,
+) -> CheckedSum[T]:
+    """`secure_sum`, and a total that `read(total, banks)` refuses (ProtocolError) is neither used nor fatal.
+
+    A bank that corrupts its masked vector corrupts the whole sum, and the
+    coordinator cannot see whose vector it was. So the sum is taken again over
+    the two halves of its banks, each a fresh secure sum, and a half whose
+    total fails again is split again, down to groups of two or three banks:
+    the totals that pass are added and used, the banks of a group that still
+    fails are left out with the reason. Only sums over at least `MIN_GROUP`
+    banks are ever unmasked, and only of disjoint groups, so no bank's numbers
+    are revealed; the price is that the coordinator learns the sums of those
+    groups, and that a corrupting bank's group-mates are left out with it.
+    """
+    requests = {m.metadata.dst_node_id: (m.content, m.metadata.message_type) for m in messages}
+    outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check)
+    if outcome.total is None:
+        return CheckedSum(None, outcome)
+    try:
+        return CheckedSum(read(outcome.total, len(outcome.contributors)), outcome)
+    except ProtocolError as err:
+        log(WARNING, "secure sum: the total fails its checks (%s): summing again over halves of the banks", err)
+        parts, left_out = _split(grid, requests, sorted(outcome.contributors), str(err), length, fraction, timeout, read, collect, check)  # fmt: skip
+    merged = SecureOutcome(failed=dict(outcome.failed), refused=dict(outcome.refused), withheld=dict(outcome.withheld))
+    for part in parts:
+        merged.contributors.extend(part.contributors)
+        merged.replies.update(part.replies)
+        merged.info.update(part.info)
+        for mine, theirs in (
+            (merged.failed, part.failed),
+            (merged.refused, part.refused),
+            (merged.withheld, part.withheld),
+        ):
+            mine.update({n: r for n, r in theirs.items() if n not in left_out})
+    merged.contributors.sort()
+    if not parts:
+        merged.reason = "secure aggregation: every group's sum failed its checks: " + next(iter(left_out.values()), "")
+        return CheckedSum(None, merged, left_out)
+    merged.total = np.sum([p.total for p in parts], axis=0)
+    try:
+        return CheckedSum(read(merged.total, len(merged.contributors)), merged, left_out)
+    except ProtocolError as err:  # each part passed: their sum can only fail a bound of its own
+        merged.reason, merged.total = f"secure aggregation: the groups' summed total fails its checks: {err}", None
+        return CheckedSum(None, merged, left_out)
+
+
+def _split(
+    grid: Grid,
+    requests: dict[int, tuple[RecordDict, str]],
+    nodes: list[int],
+    reason: str,
+    length: int,
+    fraction: float,
+    timeout: float | None,
+    read: Callable[[np.ndarray, int], Any],
+    collect: dict[str, Any] | None,
+    check: Callable[[RecordDict], Any] | None,
+) -> tuple[list[SecureOutcome], dict[int, str]]:
+    """The passing sums of the groups under `nodes`, and the banks of the groups whose sums keep failing."""
+    if len(nodes) < 2 * MIN_GROUP:
+        why = (
+            f"left out: the secure sum of its group of {len(nodes)} banks {sorted(nodes)} failed its checks "
+            f"({reason}): one of them corrupts its masked vector"
+        )
+        log(WARNING, "secure sum: %s", why)
+        return [], {n: why for n in nodes}
+    parts: list[SecureOutcome] = []
+    left_out: dict[int, str] = {}
+    for half in (nodes[0::2], nodes[1::2]):
+        messages = [Message(content=RecordDict(dict(requests[n][0].items())), message_type=requests[n][1], dst_node_id=n) for n in half]  # fmt: skip
+        outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check)
+        if outcome.total is None:  # too few got through: like any failed sum, nothing from this half
+            reasons = outcome.reasons()
+            left_out.update({n: reasons.get(n, f"left out: {outcome.reason}") for n in half})
+            continue
+        try:
+            read(outcome.total, len(outcome.contributors))
+        except ProtocolError as err:
+            more, out = _split(grid, requests, sorted(outcome.contributors), str(err), length, fraction, timeout, read, collect, check)  # fmt: skip
+            parts.extend(more)
+            left_out.update(out)
+            continue
+        parts.append(outcome)
+    return parts, left_out

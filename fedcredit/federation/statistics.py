@@ -26,7 +26,7 @@ from fedcredit.core.stats import Stats, merge_stats
 from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import exchange, short_reason
-from fedcredit.federation.secure_sum import secure_sum
+from fedcredit.federation.secure_sum import checked_secure_sum
 
 
 @dataclass(frozen=True)
@@ -118,20 +118,22 @@ def collect_secure_statistics(
 
     length = protocol.statistics_length(layout)
     collect = {protocol.LAYOUT: json.dumps(layout)}
-    outcome = secure_sum(grid, _requests(node_ids), length, fraction, timeout, collect, bank_info)
-    failed = outcome.reasons()
+
+    def read(total: Any, banks: int) -> Stats:
+        return protocol.read_statistics_sum(total, layout, banks)
+
+    checked = checked_secure_sum(grid, _requests(node_ids), length, fraction, timeout, read, collect, bank_info)
+    outcome = checked.outcome
+    failed = {**outcome.reasons(), **checked.left_out}
     names = unique_names({node: outcome.info[node][0] for node in outcome.contributors})
     banks = {
         node: protocol.BankStatistics(names[node], outcome.info[node][1], schema.sha256, None)
         for node in outcome.contributors
     }
-    if outcome.total is None:
+    if checked.value is None:
         log(WARNING, "fedcredit: %s", outcome.reason)
         return banks, {**failed, **{n: str(outcome.reason) for n in node_ids if n not in failed}}, None
-    try:
-        return banks, failed, protocol.read_statistics_sum(outcome.total, layout, len(banks))
-    except protocol.ProtocolError as err:
-        raise FederationError(f"the banks' securely summed statistics fail the checks: {err}") from None
+    return banks, failed, checked.value
 
 
 def too_few_banks(banks: int, failed: dict[int, str], min_banks: int) -> str:

@@ -26,7 +26,7 @@ from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationStopped
 from fedcredit.federation.exchange import exchange
 from fedcredit.federation.protocol import UNIT_WEIGHT, ProtocolError
-from fedcredit.federation.secure_sum import secure_sum
+from fedcredit.federation.secure_sum import checked_secure_sum
 
 
 @dataclass(frozen=True)
@@ -328,35 +328,41 @@ class TrackingGrid:
         scored = self.tracker.phase("evaluate", server_round - 1) if self._folded(kind) else None
         if kind == "train":
             length = sum(int(np.prod(a.shape)) for a in reference.values()) + 3
-            collect = {"weight-key": self.secure.weight_key, "max-update-norm": self.secure.max_update_norm}
+            collect = {
+                protocol.WEIGHT_KEY: self.secure.weight_key,
+                protocol.MAX_UPDATE_NORM: self.secure.max_update_norm,
+            }
         else:
             length, collect = protocol.summary_length(bins), {}
         extra = protocol.summary_length(bins) if scored is not None else 0  # folded: the summary rides along
-        outcome = secure_sum(self._grid, messages, length + extra, self.secure.fraction, timeout, collect)
+
+        def read(total: np.ndarray, banks: int) -> tuple[Any, Any, Any]:
+            """(folded summary, train weights or the evaluation summary, train figures), checked."""
+            folded = protocol.read_summary_sum(total[length:], bins, self.rules.threshold, banks) if extra else None
+            if kind == "train":
+                weights, figures = protocol.read_train_sum(
+                    total[:length], reference, self.secure.max_update_norm, banks
+                )
+                return folded, weights, figures
+            return folded, protocol.read_summary_sum(total, bins, self.rules.threshold, banks), None
+
+        checked = checked_secure_sum(self._grid, messages, length + extra, self.secure.fraction, timeout, read, collect)
+        outcome = checked.outcome
         for record in (phase, scored) if scored is not None else (phase,):
             record.sampled = list(phase.sampled)
             record.failed.update(outcome.failed)
-            record.refused.update(outcome.refused)
+            record.refused.update({**outcome.refused, **checked.left_out})
             record.withheld.update(outcome.withheld)
             record.replies.update({n: {} for n in outcome.contributors})  # their figures stay at the bank
         banks = len(outcome.contributors)
-        try:
-            if outcome.total is None:
-                raise ProtocolError(outcome.reason or "no sum")
-            if scored is not None:
-                scored.summaries = [
-                    protocol.read_summary_sum(outcome.total[length:], bins, self.rules.threshold, banks)
-                ]
-            if kind == "train":
-                weights, figures = protocol.read_train_sum(
-                    outcome.total[:length], reference, self.secure.max_update_norm, banks
-                )
-            else:
-                summary = protocol.read_summary_sum(outcome.total, bins, self.rules.threshold, banks)
-        except ProtocolError as err:
-            phase.skipped = str(err)
-            log(WARNING, "%s round %s: no secure sum: %s", kind, server_round, err)
+        if checked.value is None:
+            phase.skipped = outcome.reason or "no sum"
+            log(WARNING, "%s round %s: no secure sum: %s", kind, server_round, phase.skipped)
             return []
+        folded, summary, figures = checked.value
+        if scored is not None:
+            scored.summaries = [folded]
+        weights = summary
         if kind == "evaluate":
             phase.summaries = [summary]
             reply = outcome.replies[outcome.contributors[0]]
