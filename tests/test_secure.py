@@ -170,9 +170,14 @@ def _corrupting(what: str, monkeypatch) -> None:
     monkeypatch.setattr(secure_bank, "_masked", hostile)
 
 
+@pytest.fixture(scope="module")
+def honest_secure(tmp_path_factory) -> dict:
+    return _run({**SECURE, "personalize.epochs": 0}, tmp_path_factory.mktemp("honest-secure"), "honest")
+
+
 @pytest.mark.parametrize("what", ["update", "query", "train", "evaluate"])
 def test_a_bank_that_corrupts_its_part_of_a_secure_sum_is_left_out_with_its_group_and_the_run_goes_on(
-    tmp_path, monkeypatch, what
+    tmp_path, monkeypatch, what, honest_secure
 ):
     """Neither the run nor the model is the corrupting bank's to decide: its group's sum is left out, the rest used."""
     _corrupting(what, monkeypatch)
@@ -191,7 +196,12 @@ def test_a_bank_that_corrupts_its_part_of_a_secure_sum_is_left_out_with_its_grou
             assert len(phase["refused"]) == 2 and len(phase["ok"]) == 2  # its group-mate goes with it
         assert entry["evaluate"]["pooled"] is not None
     assert list(run_dir.glob("model-final.keras"))
-    assert history["rounds"][-1]["holdout"]["auc"] > 0.6
+    honest_auc = honest_secure["rounds"][-1]["holdout"]["auc"]
+    # Statistics: the bank and its group-mate take no part in the run at all, so the model is two banks' of four
+    # (measured 0.022 below the honest run in this tiny config); otherwise within 0.02.
+    assert abs(history["rounds"][-1]["holdout"]["auc"] - honest_auc) < (0.04 if what == "query" else 0.02)
+    if what == "evaluate":  # evaluation never touches training: the honest run's model
+        assert history["rounds"][-1]["holdout"]["auc"] == honest_auc
 
 
 def test_an_update_beyond_the_bound_is_withheld_by_the_bank_with_its_reason(tmp_path):
