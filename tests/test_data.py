@@ -182,9 +182,16 @@ def _lines_of(frame: pd.DataFrame) -> list[str]:
     return frame.to_csv(index=False).splitlines()
 
 
+def _both_classes(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[-1, frame.columns.get_loc("Class")] = "bad"
+    return frame
+
+
 @pytest.mark.parametrize("extra", [",X", ",X,Y"])
 def test_extra_fields_in_the_first_row_name_the_line(raw_frame, write_csv, capsys, extra):
-    text = _lines_of(raw_frame.head(10))
+    # Both classes: a ragged row no longer hides the other problems, so only it must be wrong here.
+    text = _lines_of(_both_classes(raw_frame.head(10)))
     text[1] += extra  # the first data row: pandas would take the first column(s) as the index
     path = write_csv("\n".join(text) + "\n")
     with pytest.raises(DataValidationError) as err:
@@ -197,7 +204,7 @@ def test_extra_fields_in_the_first_row_name_the_line(raw_frame, write_csv, capsy
 
 
 def test_every_ragged_row_is_named_blank_lines_counted(raw_frame, write_csv):
-    text = _lines_of(raw_frame.head(10))
+    text = _lines_of(_both_classes(raw_frame.head(10)))
     text[3] += ",X"
     text.insert(5, "")
     text[8] += ",X,Y"
