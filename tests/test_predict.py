@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -150,21 +149,36 @@ def test_file_level_problems_stop_with_one_line(model_path, applicants, write_cs
     assert "none.csv: file does not exist" in capsys.readouterr().err
 
 
-def test_non_finite_pd_is_an_invalid_row_never_a_decision(model_path, loaded, applicants, write_csv, tmp_path, capsys):
+def test_non_finite_pd_is_an_invalid_row_never_a_decision(
+    model_path, loaded, applicants, write_csv, tmp_path, capsys, monkeypatch
+):
+    # 1e300 used to reach the model (and overflow float32 there); validation now refuses it as a bank's file
+    # would (beyond fedcredit.core.limits.MAX_ABS_VALUE), so a non-finite PD is forced here instead.
     a = applicants.head(5).copy()
-    a.loc[2, "funded_amnt"] = "1e300"  # a valid float64, but it overflows float32 inside the model
-    frame = predict.validate_rows(a, LENDING_CLUB, "x")[0]
-    assert not math.isfinite(mdl.score(loaded, frame)[2])  # the premise: the model really gives no PD
+    a.loc[2, "funded_amnt"] = "1e300"
     capsys.readouterr()
     code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")  # strict JSON: no NaN anywhere
+    assert code == 1 and out[2]["status"] == "invalid" and out[2]["pd"] is None
+    assert out[2]["problem"] == "column 'funded_amnt': value '1e300' is beyond +-1e+18"
+    real = predict.explain
+
+    def nan_for_the_second_row(model, frame, refs=None):
+        scores, reasons = real(model, frame, refs)
+        scores[1] = np.nan
+        return scores, reasons
+
+    monkeypatch.setattr(predict, "explain", nan_for_the_second_row)
+    a = applicants.head(5).copy()
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
     assert code == 1
-    assert [r["status"] for r in out] == ["scored", "scored", "invalid", "scored", "scored"]
-    assert out[2]["pd"] is None and out[2]["decision"] is None and out[2]["reasons"] == []
-    assert out[2]["problem"] == predict.NON_FINITE_PD and "magnitude" in out[2]["problem"]
+    assert [r["status"] for r in out] == ["scored", "invalid", "scored", "scored", "scored"]
+    assert out[1]["pd"] is None and out[1]["decision"] is None and out[1]["reasons"] == []
+    assert out[1]["problem"] == predict.NON_FINITE_PD and "magnitude" in out[1]["problem"]
     assert all(0 < r["pd"] < 1 for r in out if r["status"] == "scored")
-    assert "line 4: the model's probability of default is not finite" in capsys.readouterr().err
+    assert "line 3: the model's probability of default is not finite" in capsys.readouterr().err
     code, csv_out = _predict(model_path, write_csv(a), tmp_path)
-    assert code == 1 and csv_out.loc[2, "status"] == "invalid" and pd.isna(csv_out.loc[2, "decision"])
+    assert code == 1 and csv_out.loc[1, "status"] == "invalid" and pd.isna(csv_out.loc[1, "decision"])
 
 
 def test_jsonl_missing_values_are_null(model_path, applicants, write_csv, tmp_path):
