@@ -172,8 +172,10 @@ def _examples(values: pd.Series) -> tuple[str, ...]:
     return tuple(str(v) for v in values.unique()[:3])
 
 
-def _text(column: pd.Series) -> pd.Series:
-    """A column's cells stripped; empty ones (only spaces) missing."""
+def _text(column: pd.Series, stripped: bool) -> pd.Series:
+    """A column's cells stripped; empty ones (only spaces) missing (as `read_table` gives them: `stripped`)."""
+    if stripped:
+        return column
     text = column.str.strip()
     return text.mask(text == "")
 
@@ -285,13 +287,15 @@ def validate_frame(
     path: str = "<frame>",
     require_target: bool = True,
     limits: Limits | None = DEFAULT_LIMITS,
+    stripped: bool = False,
 ) -> ValidationReport:
     """Check a frame read with every column as text; convert it if it is usable.
 
     The frame's index labels are the rows' line numbers (`read_table`).
     `limits` are the coordinator's limits on category values (None: not
     checked, as when scoring applicants, where any value outside the model's
-    vocabulary simply scores as unknown).
+    vocabulary simply scores as unknown). `stripped`: the cells are stripped
+    and empty ones missing already, as `read_table` gives them.
     """
     problems: list[Problem] = []
     expected = list(schema.columns if require_target else schema.features)
@@ -326,15 +330,15 @@ def validate_frame(
     frame = pd.DataFrame(index=raw.index)
     # Columns that are present are still checked, so one pass shows every problem.
     for col in (c for c in schema.numeric if c in raw.columns):
-        frame[col], found = _numeric_problems(col, _text(raw[col]))
+        frame[col], found = _numeric_problems(col, _text(raw[col], stripped))
         problems.extend(found)
     for col in (c for c in schema.categorical if c in raw.columns):
-        text = _text(raw[col])
+        text = _text(raw[col], stripped)
         problems.extend(_category_problems(col, text, limits))
         frame[col] = text.fillna("").astype(str)
 
     if schema.target in raw.columns:
-        target = _text(raw[schema.target])
+        target = _text(raw[schema.target], stripped)
         labels = {schema.positive_label, schema.negative_label}
         allowed_labels = f"'{schema.positive_label}' (default) and '{schema.negative_label}' (repaid)"
         if require_target and target.isna().any():
@@ -368,7 +372,7 @@ def validate_frame(
             )
         frame[schema.target] = (target == schema.positive_label).astype("int8")
     if schema.partition and schema.partition in raw.columns:
-        frame[schema.partition] = _text(raw[schema.partition]).fillna("").astype(str)
+        frame[schema.partition] = _text(raw[schema.partition], stripped).fillna("").astype(str)
 
     blocking = any(p.blocking for p in problems)
     return ValidationReport(path, None if blocking else frame.reset_index(drop=True), problems)
@@ -508,24 +512,30 @@ def _unclosed_quote(line: int) -> Problem:
     )
 
 
-def _records(text: str, path: Path) -> tuple[list[tuple[int, list[str]]], list[Problem]]:
-    """(non-blank records with the line each starts on, problems that stopped reading)."""
+def _records(text: str, path: Path) -> tuple[list[tuple[int, list[str | None]]], list[Problem]]:
+    """(non-blank records, cells stripped and empty ones None, with the line each starts on; problems that stopped reading)."""
     reader = csv.reader(_physical_lines(text), skipinitialspace=True)
-    records: list[tuple[int, list[str]]] = []
+    records: list[tuple[int, list[str | None]]] = []
     start = last_start = 1
     try:
         for fields in reader:
             last_start = start
-            if any(f.strip() for f in fields):
-                records.append((start, fields))
+            cells = [f.strip() or None for f in fields]
+            if any(cells):
+                records.append((start, cells))
             start = reader.line_num + 1
     except csv.Error as err:
         opened = unclosed_quote_line(text, start)
         if opened is not None:
             problem = _unclosed_quote(opened)
         else:  # csv's messages name no cell value
+            why = (
+                f"a cell of more than {csv.field_size_limit():,} characters starts here"
+                if "field larger" in str(err)
+                else str(err)
+            )
             problem = Problem(
-                Kind.UNREADABLE, None, f"not readable as CSV from this line on ({err}): check its quotes", (start,)
+                Kind.UNREADABLE, None, f"not readable as CSV from this line on ({why}): check its quotes", (start,)
             )
         if not records:
             raise DataValidationError(path, [problem]) from None
@@ -576,23 +586,21 @@ def read_table(path: str | Path) -> Table:
     delimiter = _delimiter_problem(header)
     if delimiter:
         raise DataValidationError(path, [delimiter])
-    names = [h.strip() or f"Unnamed: {i}" for i, h in enumerate(header)]
+    names = [h or f"Unnamed: {i}" for i, h in enumerate(header)]
     positions: dict[str, list[int]] = {}
     for i, name in enumerate(names, start=1):
         positions.setdefault(name, []).append(i)
-    keep = [ps[0] - 1 for ps in positions.values()]
     width, ragged, lines, cells = len(names), [], [], []
-    for line, fields in rows:
-        if len(fields) > width and any(f.strip() for f in fields[width:]):
-            ragged.append(line)
-        fields = fields[:width] + [""] * (width - len(fields))
+    for line, row in rows:
+        if len(row) != width:
+            if any(row[width:]):
+                ragged.append(line)
+            row = row[:width] + [None] * (width - len(row))
         lines.append(line)
-        cells.append([fields[i] if fields[i].strip() else None for i in keep])
-    columns = list(zip(*cells, strict=True)) if cells else [() for _ in keep]
-    frame = pd.DataFrame(
-        {names[i]: pd.Series(col, index=lines, dtype="str") for i, col in zip(keep, columns, strict=True)},
-        index=pd.Index(lines, dtype="int64"),
-    )
+        cells.append(row)
+    keep = [ps[0] - 1 for ps in positions.values()]
+    everything = pd.DataFrame(cells, index=pd.Index(lines, dtype="int64"), columns=range(width), dtype=object)
+    frame = everything.iloc[:, keep].set_axis([names[i] for i in keep], axis=1).astype("str")
     if ragged:
         problems.insert(
             0,
@@ -623,7 +631,7 @@ def check_csv(
         return ValidationReport(shown, None, err.problems)
     reading = table.problems + duplicate_problems(table.duplicates, schema)
     rows = table.frame.drop(index=list(table.ragged))
-    report = validate_frame(rows, schema, shown, require_target, limits)
+    report = validate_frame(rows, schema, shown, require_target, limits, stripped=True)
     problems = reading + report.problems
     frame = None if any(p.blocking for p in problems) else report.frame
     return ValidationReport(shown, frame, problems, table.frame)
