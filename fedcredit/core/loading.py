@@ -554,10 +554,11 @@ def read_table(path: str | Path) -> Table:
     """Read every cell as text so that validation, not a CSV library, decides types.
 
     Rows are indexed by the physical line they start on (the header is line
-    1); blank rows are skipped, empty cells are missing (None). Raises
-    DataValidationError only when nothing can be read (no file, not UTF-8,
-    empty, another delimiter, a header that does not end); everything else is
-    in the table's problems. An empty path (or BUILTIN) reads the embedded data set.
+    1); cells are stripped, blank rows skipped, empty cells missing. Raises
+    DataValidationError only when nothing can be read (no file, empty, another
+    delimiter, a header that does not end); everything else (text that is not
+    UTF-8 included: the rest is read with replacement characters) is in the
+    table's problems. An empty path (or BUILTIN) reads the embedded data set.
     """
     builtin = str(path) in ("", BUILTIN)
     path = Path(BUILTIN if builtin else path)
@@ -572,20 +573,29 @@ def read_table(path: str | Path) -> Table:
                 )
             ],
         )
-    try:
-        text = builtin_csv_text() if builtin else path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataValidationError(path, [_encoding_problem(path)]) from err
+    encoding: list[Problem] = []
+    if builtin:
+        text = builtin_csv_text()
+    else:
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:  # named with its lines; the rest of the file is still checked
+            encoding, text = [_encoding_problem(path)], data.decode("utf-8-sig", errors="replace")
     empty = Problem(Kind.EMPTY, None, "the file is empty: it needs a header line and data rows")
     if not text.strip():
         raise DataValidationError(path, [empty])
-    records, problems = _records(text, path)
+    try:
+        records, problems = _records(text, path)
+    except DataValidationError as err:
+        raise DataValidationError(path, encoding + err.problems) from None
+    problems = encoding + problems
     if not records:
         raise DataValidationError(path, [empty])
     (_, header), rows = records[0], records[1:]
     delimiter = _delimiter_problem(header)
     if delimiter:
-        raise DataValidationError(path, [delimiter])
+        raise DataValidationError(path, [*encoding, delimiter])
     names = [h or f"Unnamed: {i}" for i, h in enumerate(header)]
     positions: dict[str, list[int]] = {}
     for i, name in enumerate(names, start=1):
