@@ -70,6 +70,21 @@ def test_the_coordinator_and_the_bank_use_the_same_limits():
     assert np.isfinite(core_limits.MAX_ROWS * core_limits.MAX_ABS_VALUE**2)
 
 
+def test_the_coordinator_refuses_sums_no_validated_file_can_give():
+    stats = load_csv("", LENDING_CLUB).head(50)
+    stats = compute_stats(stats, LENDING_CLUB)
+    for sums, accepted in (([1e18, 1e36], True), ([-1e18, 1e36], True), ([1e30, 1e60], False), ([1.0, 1e40], False)):
+        numeric = dict(stats.numeric, annual_inc=(1, *sums))
+        reply = protocol.statistics_reply(
+            "acme", "file", LENDING_CLUB.sha256, dataclasses.replace(stats, numeric=numeric)
+        )
+        if accepted:
+            protocol.read_statistics(reply, LENDING_CLUB, CFG.limits)
+        else:
+            with pytest.raises(protocol.ProtocolError, match="the sums of 'annual_inc' are larger than 1 value"):
+                protocol.read_statistics(reply, LENDING_CLUB, CFG.limits)
+
+
 # --- class 1: what the coordinator refuses is caught at the bank, with line and column ---------------
 
 

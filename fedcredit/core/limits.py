@@ -53,5 +53,5 @@ class Limits:
 def sums_fault(count: int, total: float, squares: float) -> str | None:
     """Why the (count, sum, sum of squares) of a numeric column cannot come from values within MAX_ABS_VALUE."""
     if abs(total) > count * MAX_ABS_VALUE * (1 + _ROUNDING) or squares > count * MAX_ABS_VALUE**2 * (1 + _ROUNDING):
-        return f"are larger than {count} values of magnitude at most {MAX_ABS_VALUE:g} can give"
+        return f"are larger than {count} value(s) of magnitude at most {MAX_ABS_VALUE:g} can give"
     return None
