@@ -421,7 +421,7 @@ def duplicate_problems(duplicates: dict[str, tuple[int, ...]], schema: Schema) -
             Problem(
                 Kind.DUPLICATE_COLUMN,
                 name if ours else None,
-                f"{'this column is' if ours else 'one header name is'} in the header {len(positions)} times, "
+                f"{'this column' if ours else 'a header name'} appears {len(positions)} times in the header, "
                 f"at columns {where}: keep one and remove or rename the others",
                 (1,),
                 examples=() if ours else (name,),
