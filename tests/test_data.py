@@ -182,9 +182,16 @@ def _lines_of(frame: pd.DataFrame) -> list[str]:
     return frame.to_csv(index=False).splitlines()
 
 
+def _both_classes(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[-1, frame.columns.get_loc("Class")] = "bad"
+    return frame
+
+
 @pytest.mark.parametrize("extra", [",X", ",X,Y"])
 def test_extra_fields_in_the_first_row_name_the_line(raw_frame, write_csv, capsys, extra):
-    text = _lines_of(raw_frame.head(10))
+    # Both classes: a ragged row no longer hides the other problems, so only it must be wrong here.
+    text = _lines_of(_both_classes(raw_frame.head(10)))
     text[1] += extra  # the first data row: pandas would take the first column(s) as the index
     path = write_csv("\n".join(text) + "\n")
     with pytest.raises(DataValidationError) as err:
@@ -197,7 +204,7 @@ def test_extra_fields_in_the_first_row_name_the_line(raw_frame, write_csv, capsy
 
 
 def test_every_ragged_row_is_named_blank_lines_counted(raw_frame, write_csv):
-    text = _lines_of(raw_frame.head(10))
+    text = _lines_of(_both_classes(raw_frame.head(10)))
     text[3] += ",X"
     text.insert(5, "")
     text[8] += ",X,Y"
@@ -231,7 +238,7 @@ def test_other_delimiter_gets_a_hint(raw_frame, write_csv, sep, name):
 
 
 def test_non_utf8_byte_names_its_line(raw_frame, write_csv):
-    path = write_csv(raw_frame.head(10))
+    path = write_csv(_both_classes(raw_frame.head(10)))  # the rest of the file is checked too: only the byte is wrong
     lines = path.read_bytes().splitlines()
     lines[6] = lines[6].replace(b"emp_", "\u00e9mp_".encode("latin-1"), 1)  # line 7: a Latin-1 byte
     assert b"\xe9" in lines[6]
@@ -241,3 +248,17 @@ def test_non_utf8_byte_names_its_line(raw_frame, write_csv):
     (problem,) = err.value.problems
     assert problem.kind == Kind.ENCODING and problem.lines == (7,)
     assert "UTF-8" in str(err.value) and "(lines 7)" in str(err.value)
+
+
+def test_a_non_utf8_byte_hides_no_other_problem(raw_frame, write_csv):
+    rows = _both_classes(raw_frame.head(10))
+    rows.loc[6, "int_rate"] = "7,5%"  # line 8
+    path = write_csv(rows)
+    lines = path.read_bytes().splitlines()
+    lines[3] = lines[3].replace(b"emp_", b"\xe9mp_", 1)  # line 4: a Latin-1 byte
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = check_csv(path, LENDING_CLUB)
+    assert [(p.kind, p.lines) for p in report.problems if p.blocking] == [
+        (Kind.ENCODING, (4,)),
+        (Kind.NOT_NUMERIC, (8,)),
+    ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -150,21 +150,36 @@ def test_file_level_problems_stop_with_one_line(model_path, applicants, write_cs
     assert "none.csv: file does not exist" in capsys.readouterr().err
 
 
-def test_non_finite_pd_is_an_invalid_row_never_a_decision(model_path, loaded, applicants, write_csv, tmp_path, capsys):
+def test_non_finite_pd_is_an_invalid_row_never_a_decision(
+    model_path, loaded, applicants, write_csv, tmp_path, capsys, monkeypatch
+):
+    # 1e300 used to reach the model (and overflow float32 there); validation now refuses it as a bank's file
+    # would (beyond fedcredit.core.limits.MAX_ABS_VALUE), so a non-finite PD is forced here instead.
     a = applicants.head(5).copy()
-    a.loc[2, "funded_amnt"] = "1e300"  # a valid float64, but it overflows float32 inside the model
-    frame = predict.validate_rows(a, LENDING_CLUB, "x")[0]
-    assert not math.isfinite(mdl.score(loaded, frame)[2])  # the premise: the model really gives no PD
+    a.loc[2, "funded_amnt"] = "1e300"
     capsys.readouterr()
     code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")  # strict JSON: no NaN anywhere
+    assert code == 1 and out[2]["status"] == "invalid" and out[2]["pd"] is None
+    assert out[2]["problem"] == "column 'funded_amnt': value '1e300' is beyond +-1e+18"
+    real = predict.explain
+
+    def nan_for_the_second_row(model, frame, refs=None):
+        scores, reasons = real(model, frame, refs)
+        scores[1] = np.nan
+        return scores, reasons
+
+    monkeypatch.setattr(predict, "explain", nan_for_the_second_row)
+    a = applicants.head(5).copy()
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
     assert code == 1
-    assert [r["status"] for r in out] == ["scored", "scored", "invalid", "scored", "scored"]
-    assert out[2]["pd"] is None and out[2]["decision"] is None and out[2]["reasons"] == []
-    assert out[2]["problem"] == predict.NON_FINITE_PD and "magnitude" in out[2]["problem"]
+    assert [r["status"] for r in out] == ["scored", "invalid", "scored", "scored", "scored"]
+    assert out[1]["pd"] is None and out[1]["decision"] is None and out[1]["reasons"] == []
+    assert out[1]["problem"] == predict.NON_FINITE_PD and "magnitude" in out[1]["problem"]
     assert all(0 < r["pd"] < 1 for r in out if r["status"] == "scored")
-    assert "line 4: the model's probability of default is not finite" in capsys.readouterr().err
+    assert "line 3: the model's probability of default is not finite" in capsys.readouterr().err
     code, csv_out = _predict(model_path, write_csv(a), tmp_path)
-    assert code == 1 and csv_out.loc[2, "status"] == "invalid" and pd.isna(csv_out.loc[2, "decision"])
+    assert code == 1 and csv_out.loc[1, "status"] == "invalid" and pd.isna(csv_out.loc[1, "decision"])
 
 
 def test_jsonl_missing_values_are_null(model_path, applicants, write_csv, tmp_path):
@@ -207,3 +222,120 @@ def test_truncated_model_is_not_reported_as_missing(model_path, applicants, writ
     assert main(["predict", str(tmp_path / "gone.keras"), str(csv)]) == 2
     err = capsys.readouterr().err
     assert "gone.keras does not exist" in err and "valid Keras" not in err
+
+
+# --- read as a bank's file is; out-of-range values; atomic output ------------------------------------------
+
+
+def test_values_far_outside_the_training_range_are_flagged_not_plainly_scored(
+    model_path,
+    tiny_run,  # noqa: F811
+    applicants,
+    write_csv,
+    tmp_path,
+    capsys,
+):
+    prep = json.loads((tiny_run / "preprocessing.json").read_text())
+    mean, sd = prep["mean"]["annual_inc"], prep["variance"]["annual_inc"] ** 0.5
+    a = applicants.head(7).copy()
+    a.loc[1, "annual_inc"] = "1e12"  # line 3: a trillion
+    a.loc[2, "annual_inc"] = "1e30"  # line 4: beyond what any bank's file may hold
+    a.loc[3, "funded_amnt"] = "-1e9"  # line 5
+    a.loc[4, ["annual_inc", "total_bal_il"]] = ["5e9", "1e10"]  # line 6: two columns
+    a.loc[5, "annual_inc"] = repr(mean + 99 * sd)  # line 7: inside the bound
+    a.loc[6, "annual_inc"] = repr(mean + 101 * sd)  # line 8: just outside
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
+    err = capsys.readouterr().err
+    assert code == 1
+    status = [r["status"] for r in out]
+    assert status == ["scored", "out-of-range", "invalid", "out-of-range", "out-of-range", "scored", "out-of-range"]
+    for r in (out[1], out[3], out[4], out[6]):
+        assert 0 <= r["pd"] <= 1 and r["decision"] in ("approve", "decline")  # scored, but flagged
+        assert "outside the training range" in r["problem"] and "standard deviations" in r["problem"]
+    assert "annual_inc" in out[1]["problem"] and "funded_amnt" in out[3]["problem"]
+    assert "annual_inc, total_bal_il" in out[4]["problem"]
+    assert out[2]["pd"] is None and out[2]["problem"] == "column 'annual_inc': value '1e30' is beyond +-1e+18"
+    assert "line 3: outside the training range: annual_inc" in err and "1 invalid row(s) flagged, 4 out of range" in err
+    _, csv_out = _predict(model_path, write_csv(a), tmp_path)
+    assert csv_out["status"].tolist() == status
+
+
+def test_out_of_range_uses_the_models_own_mean_and_spread(loaded, tiny_run, raw_frame):  # noqa: F811
+    prep = json.loads((tiny_run / "preprocessing.json").read_text())
+    refs = explain.references(loaded)
+    for col in LENDING_CLUB.numeric:
+        assert refs.spread[col] == pytest.approx(prep["variance"][col] ** 0.5, rel=1e-5)
+    frame = pd.DataFrame({c: [refs.numeric[c]] for c in LENDING_CLUB.numeric})
+    frame.loc[1] = {c: refs.numeric[c] - 101 * refs.spread[c] for c in LENDING_CLUB.numeric}
+    frame.loc[2] = {c: np.nan for c in LENDING_CLUB.numeric}  # missing: imputed, never out of range
+    assert predict.out_of_range(frame, refs) == [[], list(LENDING_CLUB.numeric), []]
+    # Heavy tails are real: no loan of the built-in data set is out of range for a model trained on it.
+    loans = predict.validate_rows(raw_frame, LENDING_CLUB, "x")[0]
+    assert not any(predict.out_of_range(loans, refs))
+
+
+def test_a_full_disk_leaves_the_previous_output_never_a_truncated_one(
+    model_path, applicants, write_csv, tmp_path, capsys, monkeypatch
+):
+    real = predict.write
+
+    def fills_the_disk(recs, passthrough, fmt, stream):
+        real(recs[:3], passthrough, fmt, stream)  # part of the output is written...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+
+    csv = write_csv(applicants.head(10))
+    out = tmp_path / "scores.csv"
+    monkeypatch.setattr(predict, "write", fills_the_disk)
+    assert main(["predict", str(model_path), str(csv), "--output", str(out)]) == 2
+    assert "could not write" in capsys.readouterr().err and not out.exists()
+    out.write_text("the previous scores\n")
+    assert main(["predict", str(model_path), str(csv), "--output", str(out)]) == 2
+    assert out.read_text() == "the previous scores\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.csv", "scores.csv"]  # no temporary file left
+    monkeypatch.setattr(predict, "write", real)
+    assert main(["predict", str(model_path), str(csv), "--output", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 10
+
+
+def test_applicants_are_read_as_a_banks_file_is(model_path, applicants, write_csv, tmp_path, capsys):
+    a = applicants.head(8).copy()
+    a.insert(1, "note", "")
+    a.loc[1, "note"] = "called twice\nthen paid"  # row of line 3 spans lines 3-4
+    a.loc[2, "emp_length"] = "NA"  # line 5: a category value (unknown to the model), not a missing one
+    a.loc[3, "revol_util"] = "NA"  # line 6: not a number
+    text = a.to_csv(index=False).splitlines()
+    text[7] += ",X"  # line 8 (the row of data line 7): more fields than the header
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv("\n".join(text) + "\n"), tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert out["line"].tolist() == [2, 3, 5, 6, 7, 8, 9, 10]
+    assert out["status"].tolist() == ["scored", "scored", "scored", "invalid", "scored", "invalid", "scored", "scored"]
+    assert out.loc[3, "problem"] == "column 'revol_util': value 'NA' is not a number"
+    assert "more fields than the header" in out.loc[5, "problem"] and "line 8: the row has more fields" in err
+    assert (
+        out["applicant_id"].tolist() == a["applicant_id"].tolist() and out.loc[1, "note"] == "called twice\nthen paid"
+    )
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda t: [t[0] + ",int_rate", *(line + ",7.5" for line in t[1:])], "at columns 4 (D) and 24 (X)"),
+        (lambda t: [t[0].replace("applicant_id", "Class", 1) + ",Class", *(x + ",good" for x in t[1:])], "at columns"),
+        (
+            lambda t: [*t[:4], t[4].replace("A0", '"A0', 1), *t[5:]],
+            'a quote (") opens here and never closes, so everything after it reads as one cell: close the quote or remove it (lines 5)',
+        ),
+    ],
+    ids=["feature twice", "label twice", "unclosed quote"],
+)
+def test_a_repeated_header_or_an_unclosed_quote_stops_predict_with_one_line(
+    model_path, applicants, write_csv, capsys, change, message
+):
+    text = change(applicants.head(6).to_csv(index=False).splitlines())
+    capsys.readouterr()
+    assert main(["predict", str(model_path), str(write_csv("\n".join(text) + "\n"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fedcredit predict: error:") and message in err[-1] and "Traceback" not in err[-1]

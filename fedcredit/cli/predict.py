@@ -3,10 +3,12 @@
 Arguments and printing only; validation, scoring and reason codes live in
 `fedcredit.risk.predict` and `fedcredit.risk.explain`. Invalid rows are kept
 in the output (status "invalid") and each is reported on stderr with its CSV
-line, column and value (this runs at the bank: nothing is sent). Exit code:
-0 every row scored, 1 the output is complete but some rows are invalid,
-2 nothing could be scored (unreadable file, missing columns, model or schema
-problem, output not writable).
+line, column and value (this runs at the bank: nothing is sent); so is a row
+scored with a value far outside the training range (status "out-of-range").
+The output file is written atomically (a full disk leaves no truncated file).
+Exit code: 0 every row scored, 1 the output is complete but some rows are
+invalid or out of range, 2 nothing could be scored (unreadable file, missing
+columns, model or schema problem, output not writable).
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import sys
 from typing import TextIO
 
 from fedcredit.core.schema import SchemaError, load_schema
-from fedcredit.risk.predict import STATUS_INVALID, PredictError, load_model, read_applicants, score_applicants, write
+from fedcredit.risk.predict import (
+    STATUS_INVALID,
+    STATUS_OUT_OF_RANGE,
+    PredictError,
+    load_model,
+    read_applicants,
+    score_applicants,
+    write,
+    write_file,
+)
 
 
 def _quiet_tensorflow() -> None:
@@ -62,9 +73,9 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
     except SchemaError as e:
         raise PredictError(str(e)) from e
     path = str(args.applicants)
-    raw, passthrough = read_applicants(path, schema)
+    applicants = read_applicants(path, schema)
     model = load_model(args.model, schema)
-    result = score_applicants(model, raw, passthrough, schema, path, args.threshold)
+    result = score_applicants(model, applicants, schema, path, args.threshold)
     for p in result.notes:
         print(f"fedcredit predict: {path}: note: {p}", file=err)
     for rec in result.invalid:
@@ -73,20 +84,24 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
             f"(status '{STATUS_INVALID}')",
             file=err,
         )
+    for rec in result.out_of_range:
+        print(
+            f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']} (status '{STATUS_OUT_OF_RANGE}')",
+            file=err,
+        )
     if args.output == "-":
-        write(result.records, passthrough, args.format, sys.stdout)
+        write(result.records, applicants.passthrough, args.format, sys.stdout)
     else:
-        with open(args.output, "w", encoding="utf-8", newline="") as stream:
-            write(result.records, passthrough, args.format, stream)
+        write_file(result.records, applicants.passthrough, args.format, args.output)
     n_scored = len(result.records) - len(result.invalid)
     declined = sum(1 for r in result.records if r["decision"] == "decline")
     print(
         f"fedcredit predict: scored {n_scored} of {len(result.records)} applicants at threshold {args.threshold:g} "
-        f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged"
-        + ("" if args.output == "-" else f"; wrote {args.output}"),
+        f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged, "
+        f"{len(result.out_of_range)} out of range" + ("" if args.output == "-" else f"; wrote {args.output}"),
         file=err,
     )
-    return 1 if result.invalid else 0
+    return 1 if result.invalid or result.out_of_range else 0
 
 
 def run(args: argparse.Namespace) -> int:

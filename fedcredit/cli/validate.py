@@ -5,6 +5,12 @@ values outside the schema, then every note (such as ignored columns) and
 every blocking problem with its lines and columns. Exit code 0 when the file
 can be used, 1 when it cannot, 2 when the schema itself is broken.
 
+It runs the very validation a bank's statistics and training load through
+(`fedcredit.core.loading.check_csv`), with the coordinator's limits on
+category values (`--max-categories`, `--max-category-length`: set them to the
+run config's values if the consortium changed them), so a file it passes is
+one the run accepts.
+
 Reads the file locally and sends nothing, so, unlike the errors a ClientApp
 reports to the coordinator, it may show example cell values.
 """
@@ -14,7 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedcredit.core.loading import ValidationReport, check_csv, read_text_csv
+from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, Limits
+from fedcredit.core.loading import ValidationReport, check_csv
 from fedcredit.core.schema import Schema, SchemaError, load_schema
 
 EXAMPLE = "fedcredit validate banks/bank-0-northeast.csv"
@@ -23,14 +30,35 @@ EXAMPLE = "fedcredit validate banks/bank-0-northeast.csv"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", help="the bank's loan file (one row per loan, the schema's columns)")
     parser.add_argument("--schema-path", default="", help="TOML schema (default: the built-in LendingClub schema)")
+    parser.add_argument(
+        "--max-categories",
+        type=_positive,
+        default=MAX_CATEGORIES,
+        help="the run config's max-categories: distinct values a categorical column may have",
+    )
+    parser.add_argument(
+        "--max-category-length",
+        type=_positive,
+        default=MAX_CATEGORY_LENGTH,
+        help="the run config's max-category-length: characters of one category value",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def summary_lines(report: ValidationReport, schema: Schema) -> list[str]:
     """Human-readable facts about a usable (or partly usable) file."""
     lines: list[str] = []
-    try:
-        raw = read_text_csv(report.path)
-    except Exception:  # the problems below already say why the file cannot be read
+    raw = report.raw
+    if raw is None:  # the problems below say why the file cannot be read
         return lines
     lines.append(f"rows: {len(raw)}, columns: {len(raw.columns)}")
     if schema.target in raw.columns:
@@ -57,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     except SchemaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = check_csv(args.csv, schema)
+    report = check_csv(args.csv, schema, limits=Limits(args.max_categories, args.max_category_length))
     print(f"{report.path}:")
     for line in summary_lines(report, schema):
         print(f"  {line}")

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from fedcredit.core.config import RunConfig
-from fedcredit.core.loading import load_csv
+from fedcredit.core.limits import Limits
+from fedcredit.core.loading import DEFAULT_LIMITS, load_csv
 from fedcredit.core.partition import partition, stratified_split
 from fedcredit.core.schema import Schema, load_schema
 
@@ -32,25 +33,38 @@ class BankData:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, schema_path: str, mtime: float = 0.0) -> tuple[Schema, pd.DataFrame]:
-    """Cached per process; `mtime` makes a bank's corrected file be read again."""
+def _load(
+    path: str, schema_path: str, mtime: float = 0.0, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Schema, pd.DataFrame]:
+    """Cached per process; `mtime` makes a bank's corrected file be read again.
+
+    The file is validated as `fedcredit validate` does, with the run's limits on
+    category values (those the coordinator applies to the statistics).
+    """
     schema = load_schema(schema_path)
-    return schema, load_csv(path, schema)
+    return schema, load_csv(path, schema, limits)
 
 
 @lru_cache(maxsize=4)
 def simulation_split(
-    data_path: str, schema_path: str, test_fraction: float, seed: int, scheme: str, num_banks: int, alpha: float
+    data_path: str,
+    schema_path: str,
+    test_fraction: float,
+    seed: int,
+    scheme: str,
+    num_banks: int,
+    alpha: float,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[pd.DataFrame, list[tuple[str, pd.DataFrame]]]:
     """(hold-out test set, [(bank name, bank rows)]) for a simulated federation."""
-    schema, frame = _load(data_path, schema_path)
+    schema, frame = _load(data_path, schema_path, limits=limits)
     pool, test = stratified_split(frame, schema.target, test_fraction, seed)
     banks = partition(pool, scheme, num_banks, seed, schema.target, schema.partition, alpha)
     return test, [(b.name, pool.iloc[b.rows].reset_index(drop=True)) for b in banks]
 
 
 def holdout_set(cfg: RunConfig) -> pd.DataFrame:
-    schema, frame = _load(cfg.data_path, cfg.schema_path)
+    schema, frame = _load(cfg.data_path, cfg.schema_path, limits=cfg.limits)
     return stratified_split(frame, schema.target, cfg.test_fraction, cfg.seed)[1]
 
 
@@ -64,12 +78,19 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
     if "data-path" in node_config:
         path = str(node_config["data-path"])
         mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-        _, frame = _load(path, cfg.schema_path, mtime)
+        _, frame = _load(path, cfg.schema_path, mtime, cfg.limits)
         name = str(node_config.get("bank-name", path))
     elif "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
         _, banks = simulation_split(
-            cfg.data_path, cfg.schema_path, cfg.test_fraction, cfg.seed, cfg.partitioning, n, cfg.dirichlet_alpha
+            cfg.data_path,
+            cfg.schema_path,
+            cfg.test_fraction,
+            cfg.seed,
+            cfg.partitioning,
+            n,
+            cfg.dirichlet_alpha,
+            cfg.limits,
         )
         name, frame = banks[pid]
     else:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, Limits
 from fedcredit.core.partition import SCHEMES
 
 STRATEGIES = (
@@ -253,13 +254,13 @@ class RunConfig:
     # protection against a hostile or broken bank
     max_categories: int = _key(
         "max-categories",
-        200,
+        MAX_CATEGORIES,
         "distinct category values one bank may report per categorical column",
         ge=1,
         statistics=True,
     )
     max_category_length: int = _key(
-        "max-category-length", 64, "characters of one category value", ge=1, statistics=True
+        "max-category-length", MAX_CATEGORY_LENGTH, "characters of one category value", ge=1, statistics=True
     )
     update_clip: float = _key(
         "update-clip",
@@ -459,6 +460,11 @@ class RunConfig:
     personalize_learning_rate: float = _key(
         "personalize.learning-rate", 1e-3, "Adam learning rate of the fine-tuning", gt=0, operational=True
     )
+
+    @property
+    def limits(self) -> Limits:
+        """What one bank may contribute to the preprocessing: its loading and the coordinator apply them."""
+        return Limits(self.max_categories, self.max_category_length)
 
     @property
     def hidden_layers(self) -> tuple[int, ...]:

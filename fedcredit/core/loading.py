@@ -1,21 +1,34 @@
-"""Load a bank's loan file with pandas and check it against the schema.
+"""Load a bank's loan file and check it against the schema: one validation for every use.
 
-Every problem is reported at once, naming the file, the column and example
-lines (line numbers as an editor shows them: the header is line 1), so that a
-bank engineer can fix the file in one pass instead of one error at a time.
+`fedcredit validate`, a bank's statistics, its training and evaluation all load
+through `check_csv` / `load_csv`, so a file is accepted or refused by all of
+them alike; `fedcredit predict` applies the same row checks (`validate_frame`).
+The rules include the limits the coordinator applies to a bank's statistics
+(`fedcredit.core.limits`): a file that passes is never refused there for them.
+
+Every problem is reported at once, naming the file, the column and the lines
+as a text editor counts them (physical lines: the header is line 1, blank
+lines and line breaks inside quoted cells count), so that a bank engineer can
+fix the file in one pass instead of one error at a time. A row with more
+fields than the header is reported and left out, and the other rows are still
+checked.
+
+A missing value is an empty cell (or one holding only spaces), and nothing
+else: "NA", "None", "null", "n/a" are text like any other, so a category value
+in a categorical column (then subject to the schema's agreed categories) and
+"not a number" in a numeric one. A missing numeric value is imputed with the
+federation's global mean (inside the model, so scoring does the same) and a
+missing category falls into the out-of-vocabulary bucket. A missing target
+label is a blocking problem: the row cannot be learned from.
 
 A problem's text never quotes a cell: `DataValidationError` travels from a
-bank's ClientApp to the coordinator's log, so only file, column, line numbers
-and the kind of problem may leave the bank. Example values stay on the
-`Problem` (`examples`), printed only by the local `fedcredit validate`.
+bank's ClientApp to the coordinator (as `public_text`: kinds, schema columns
+and lines only). Example values stay on the `Problem` (`examples`), printed
+only by the local `fedcredit validate`.
 
 Columns outside the schema (customer id, branch, dates) are ignored: they are
 never part of the returned frame, so never in statistics, training or
-evaluation, and never sent. Missing values are handled, not rejected: a
-missing numeric value is imputed with the federation's global mean (inside
-the model, so scoring does the same) and a missing category falls into the
-out-of-vocabulary bucket. A missing target label is a blocking problem: the
-row cannot be learned from.
+evaluation, and never sent.
 """
 
 from __future__ import annotations
@@ -23,8 +36,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
-import warnings
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -33,12 +46,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedcredit.core.limits import MAX_ABS_VALUE, Limits
 from fedcredit.core.schema import Schema
 
 MAX_EXAMPLES = 5
 BUILTIN = "<built-in lending_club>"
 # Delimiters a spreadsheet may have saved instead of commas, as named in the hint.
 OTHER_DELIMITERS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
+DEFAULT_LIMITS = Limits()
 
 
 def builtin_csv_text() -> str:
@@ -59,15 +74,26 @@ class Kind(StrEnum):
     ENCODING = "encoding"
     DELIMITER = "delimiter"
     RAGGED_ROW = "ragged-row"
+    UNCLOSED_QUOTE = "unclosed-quote"
     UNREADABLE = "unreadable"
+    DUPLICATE_COLUMN = "duplicate-column"
     MISSING_COLUMN = "missing-column"
     IGNORED_COLUMNS = "ignored-columns"
     NOT_NUMERIC = "not-numeric"
     INFINITE = "infinite"
+    TOO_LARGE = "too-large"
     MISSING_VALUE = "missing-value"
+    BAD_CATEGORY = "bad-category"
+    TOO_MANY_CATEGORIES = "too-many-categories"
     MISSING_LABEL = "missing-label"
     UNKNOWN_LABEL = "unknown-label"
     ONE_CLASS = "one-class"
+
+
+def _shown_lines(lines: tuple[int, ...]) -> str:
+    shown = ", ".join(str(n) for n in lines[:MAX_EXAMPLES])
+    more = f" and {len(lines) - MAX_EXAMPLES} more" if len(lines) > MAX_EXAMPLES else ""
+    return f" (lines {shown}{more})"
 
 
 @dataclass(frozen=True)
@@ -75,7 +101,8 @@ class Problem:
     """One thing wrong with a file; blocking problems stop it from being used.
 
     `message` (and so `str`) names no cell value; `examples` holds a few of the
-    offending values for the bank's own eyes (`with_examples`).
+    offending values for the bank's own eyes (`with_examples`). `column` and
+    `columns` are only ever the schema's column names.
     """
 
     kind: Kind
@@ -84,21 +111,23 @@ class Problem:
     lines: tuple[int, ...] = ()
     blocking: bool = True
     examples: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()  # schema columns a whole-file problem concerns (e.g. the missing ones)
 
     def __str__(self) -> str:
         where = f"column '{self.column}': " if self.column else ""
-        lines = ""
-        if self.lines:
-            shown = ", ".join(str(n) for n in self.lines[:MAX_EXAMPLES])
-            more = f" and {len(self.lines) - MAX_EXAMPLES} more" if len(self.lines) > MAX_EXAMPLES else ""
-            lines = f" (lines {shown}{more})"
-        return f"{where}{self.message}{lines}"
+        return f"{where}{self.message}{_shown_lines(self.lines) if self.lines else ''}"
 
     def with_examples(self) -> str:
         """The text plus example values: only for output that stays on the bank's machine."""
         if not self.examples:
             return str(self)
         return f"{self}; e.g. {', '.join(repr(v) for v in self.examples)}"
+
+    def public(self) -> str:
+        """Kind, schema column(s) and lines only: what may leave the bank."""
+        where = f" in column '{self.column}'" if self.column else ""
+        names = f" {list(self.columns)}" if self.columns else ""
+        return f"{self.kind}{where}{names}{_shown_lines(self.lines) if self.lines else ''}"
 
 
 class DataValidationError(ValueError):
@@ -110,14 +139,24 @@ class DataValidationError(ValueError):
         body = "\n".join(f"  - {p}" for p in problems if p.blocking)
         super().__init__(f"{self.path}: cannot be used for training:\n{body}")
 
+    def public_text(self) -> str:
+        """The one line a bank's error reply carries: per blocking problem its kind, columns and lines.
+
+        No cell value, no header name outside the schema, no path: the full
+        text stays in the bank's own log and `fedcredit validate` shows it.
+        """
+        parts = "; ".join(p.public() for p in self.problems if p.blocking)
+        return f"the bank's data file cannot be used: {parts} (run `fedcredit validate` on it at the bank)"
+
 
 @dataclass
 class ValidationReport:
-    """What validation found: the clean frame (if usable) and every finding."""
+    """What validation found: the clean frame (if usable), the file as text (if readable) and every finding."""
 
     path: str
     frame: pd.DataFrame | None
     problems: list[Problem] = field(default_factory=list)
+    raw: pd.DataFrame | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,22 +164,139 @@ class ValidationReport:
 
 
 def _lines(mask: pd.Series) -> tuple[int, ...]:
-    """CSV line numbers of the rows where mask is true (header is line 1).
-
-    The frame's index is the row's position in the file, blank lines included
-    (see `read_text_csv`), so the numbers match what an editor shows.
-    """
-    return tuple(int(i) + 2 for i in mask.index[mask.to_numpy(dtype=bool)])
+    """Line numbers of the rows where mask is true: the frame's index (see `read_table`)."""
+    return tuple(int(i) for i in mask.index[mask.to_numpy(dtype=bool)])
 
 
 def _examples(values: pd.Series) -> tuple[str, ...]:
     return tuple(str(v) for v in values.unique()[:3])
 
 
+def _text(column: pd.Series, stripped: bool) -> pd.Series:
+    """A column's cells stripped; empty ones (only spaces) missing (as `read_table` gives them: `stripped`)."""
+    if stripped:
+        return column
+    text = column.str.strip()
+    return text.mask(text == "")
+
+
+def _numeric_problems(col: str, text: pd.Series) -> tuple[pd.Series, list[Problem]]:
+    problems = []
+    values = pd.to_numeric(text, errors="coerce")
+    bad = text.notna() & values.isna()
+    if bad.any():
+        problems.append(
+            Problem(
+                Kind.NOT_NUMERIC,
+                col,
+                "values that are not numbers: write plain numbers such as 1234.5 (no thousands "
+                "separators, currency or % signs); leave the cell empty when the value is missing",
+                _lines(bad),
+                examples=_examples(text[bad]),
+            )
+        )
+    floats = values.to_numpy(dtype=float, na_value=np.nan)
+    inf = pd.Series(np.isinf(floats), index=values.index)
+    if inf.any():
+        problems.append(
+            Problem(
+                Kind.INFINITE,
+                col,
+                "infinite values (inf, or a number beyond the float range such as 1e400): "
+                "write a finite number or leave the cell empty",
+                _lines(inf),
+                examples=_examples(text[inf]),
+            )
+        )
+    with np.errstate(invalid="ignore"):
+        huge = pd.Series(np.isfinite(floats) & (np.abs(floats) > MAX_ABS_VALUE), index=values.index)
+    if huge.any():
+        problems.append(
+            Problem(
+                Kind.TOO_LARGE,
+                col,
+                f"values beyond +-{MAX_ABS_VALUE:g}, which the model cannot compute with and no credit "
+                "figure reaches: check the unit and the decimal point",
+                _lines(huge),
+                examples=_examples(text[huge]),
+            )
+        )
+    missing = text.isna()
+    if missing.any():
+        problems.append(
+            Problem(
+                Kind.MISSING_VALUE,
+                col,
+                f"{int(missing.sum())} missing values: imputed with the global mean",
+                _lines(missing),
+                blocking=False,
+            )
+        )
+    return values.astype("float64"), problems
+
+
+def _category_problems(col: str, text: pd.Series, limits: Limits | None) -> list[Problem]:
+    problems = []
+    missing = text.isna()
+    if missing.any():
+        problems.append(
+            Problem(
+                Kind.MISSING_VALUE,
+                col,
+                f"{int(missing.sum())} missing values: scored as an unknown category",
+                _lines(missing),
+                blocking=False,
+            )
+        )
+    if limits is None:
+        return problems
+    present = text.dropna()
+    distinct = present.drop_duplicates()  # in order of first appearance, labelled by their first line
+    faults = {value: limits.category_fault(value) for value in distinct}
+    found = text.map(faults)
+    for fault in dict.fromkeys(f for f in faults.values() if f):
+        bad = found == fault
+        fix = "shorten them" if "longer" in fault else "remove those characters"
+        problems.append(
+            Problem(
+                Kind.BAD_CATEGORY,
+                col,
+                f"category values the coordinator refuses (each {fault}): {fix}",
+                _lines(bad),
+                examples=_examples(text[bad]),
+            )
+        )
+    if limits.too_many_categories(len(distinct)):
+        first_beyond = int(distinct.index[limits.max_categories])
+        problems.append(
+            Problem(
+                Kind.TOO_MANY_CATEGORIES,
+                col,
+                f"{len(distinct)} distinct values, more than max-categories={limits.max_categories}, "
+                "which the coordinator refuses: merge rare values into broader groups (the line shown "
+                "is where the first value beyond the limit appears)",
+                (first_beyond,),
+            )
+        )
+    return problems
+
+
 def validate_frame(
-    raw: pd.DataFrame, schema: Schema, path: str = "<frame>", require_target: bool = True
+    raw: pd.DataFrame,
+    schema: Schema,
+    path: str = "<frame>",
+    require_target: bool = True,
+    limits: Limits | None = DEFAULT_LIMITS,
+    stripped: bool = False,
 ) -> ValidationReport:
-    """Check a frame read with every column as text; convert it if it is usable."""
+    """Check a frame read with every column as text; convert it if it is usable.
+
+    The frame's index labels are the rows' line numbers (`read_table`).
+    `limits` are the coordinator's limits on category values (None: not
+    checked, as when scoring applicants, where any value outside the model's
+    vocabulary simply scores as unknown). `stripped`: the cells are stripped
+    and empty ones missing already, as `read_table` gives them.
+    """
     problems: list[Problem] = []
     expected = list(schema.columns if require_target else schema.features)
     allowed = set(expected) | ({schema.partition} if schema.partition else set())
@@ -151,7 +307,12 @@ def validate_frame(
     if missing:
         header = "" if len(missing) < len(expected) else " (none of them is in the first line: it must be the header)"
         problems.append(
-            Problem(Kind.MISSING_COLUMN, None, f"missing columns {missing}: the schema needs {expected}{header}")
+            Problem(
+                Kind.MISSING_COLUMN,
+                None,
+                f"missing columns {missing}: the schema needs {expected}{header}",
+                columns=tuple(missing),
+            )
         )
     if extra:
         problems.append(
@@ -169,56 +330,15 @@ def validate_frame(
     frame = pd.DataFrame(index=raw.index)
     # Columns that are present are still checked, so one pass shows every problem.
     for col in (c for c in schema.numeric if c in raw.columns):
-        text = raw[col]
-        values = pd.to_numeric(text.str.strip(), errors="coerce")
-        bad = text.notna() & values.isna()
-        if bad.any():
-            problems.append(
-                Problem(
-                    Kind.NOT_NUMERIC,
-                    col,
-                    "values that are not numbers: write plain numbers such as "
-                    "1234.5 (no thousands separators, currency or % signs)",
-                    _lines(bad),
-                    examples=_examples(text[bad]),
-                )
-            )
-        inf = pd.Series(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)), index=values.index)
-        if inf.any():
-            problems.append(
-                Problem(
-                    Kind.INFINITE, col, "infinite values: write a finite number or leave the cell empty", _lines(inf)
-                )
-            )
-        n_missing = int(text.isna().sum())
-        if n_missing:
-            problems.append(
-                Problem(
-                    Kind.MISSING_VALUE,
-                    col,
-                    f"{n_missing} missing values: imputed with the global mean",
-                    _lines(text.isna()),
-                    blocking=False,
-                )
-            )
-        frame[col] = values.astype("float64")
+        frame[col], found = _numeric_problems(col, _text(raw[col], stripped))
+        problems.extend(found)
     for col in (c for c in schema.categorical if c in raw.columns):
-        text = raw[col].str.strip()
-        n_missing = int(text.isna().sum())
-        if n_missing:
-            problems.append(
-                Problem(
-                    Kind.MISSING_VALUE,
-                    col,
-                    f"{n_missing} missing values: scored as an unknown category",
-                    _lines(text.isna()),
-                    blocking=False,
-                )
-            )
+        text = _text(raw[col], stripped)
+        problems.extend(_category_problems(col, text, limits))
         frame[col] = text.fillna("").astype(str)
 
     if schema.target in raw.columns:
-        target = raw[schema.target].str.strip()
+        target = _text(raw[schema.target], stripped)
         labels = {schema.positive_label, schema.negative_label}
         allowed_labels = f"'{schema.positive_label}' (default) and '{schema.negative_label}' (repaid)"
         if require_target and target.isna().any():
@@ -252,13 +372,62 @@ def validate_frame(
             )
         frame[schema.target] = (target == schema.positive_label).astype("int8")
     if schema.partition and schema.partition in raw.columns:
-        frame[schema.partition] = raw[schema.partition].str.strip().fillna("").astype(str)
+        frame[schema.partition] = _text(raw[schema.partition], stripped).fillna("").astype(str)
 
     blocking = any(p.blocking for p in problems)
     return ValidationReport(path, None if blocking else frame.reset_index(drop=True), problems)
 
 
 # --- reading --------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A CSV file as text: one row per record, indexed by the line it starts on.
+
+    `frame` has one column per distinct header name (the first copy of a
+    repeated name) and every data row, ragged ones cut to the header's width;
+    `problems` are what reading found (ragged rows, an unclosed quote, a line
+    the CSV reader refused); `duplicates` the header names given more than
+    once, with their 1-based positions.
+    """
+
+    frame: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+    duplicates: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def ragged(self) -> tuple[int, ...]:
+        return tuple(n for p in self.problems if p.kind == Kind.RAGGED_ROW for n in p.lines)
+
+
+def spreadsheet_column(position: int) -> str:
+    """The letters a spreadsheet shows for a 1-based column position: 1 -> A, 27 -> AA."""
+    letters = ""
+    while position:
+        position, rest = divmod(position - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
+def duplicate_problems(duplicates: dict[str, tuple[int, ...]], schema: Schema) -> list[Problem]:
+    """A header name given more than once is refused: which copy holds the data is anybody's guess."""
+    problems = []
+    known = set(schema.columns) | ({schema.partition} if schema.partition else set())
+    for name, positions in duplicates.items():
+        where = " and ".join(f"{n} ({spreadsheet_column(n)})" for n in positions)
+        ours = name in known
+        problems.append(
+            Problem(
+                Kind.DUPLICATE_COLUMN,
+                name if ours else None,
+                f"{'this column' if ours else 'a header name'} appears {len(positions)} times in the header, "
+                f"at columns {where}: keep one and remove or rename the others",
+                (1,),
+                examples=() if ours else (name,),
+            )
+        )
+    return problems
 
 
 def _encoding_problem(path: Path) -> Problem:
@@ -291,44 +460,105 @@ def _delimiter_problem(header: list[str]) -> Problem | None:
     )
 
 
-def _ragged_lines(text: str) -> tuple[int, ...]:
-    """Editor line numbers of records with more fields than the header."""
-    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
-    width, ragged, first_line = None, [], 1
-    for fields in reader:
-        if width is None:
-            width = len(fields)
-        elif len(fields) > width:
-            ragged.append(first_line)
-        first_line = reader.line_num + 1
-    return tuple(ragged)
+def _physical_lines(text: str) -> io.StringIO:
+    """Lines as an editor counts them: split at \\n, \\r\\n and a lone \\r."""
+    return io.StringIO(text, newline="")
 
 
-def _unparsable(text: str, err: Exception) -> Problem:
-    """Why pandas could not split the file into the header's columns."""
-    header = next(csv.reader(io.StringIO(text), skipinitialspace=True), [])
-    delimiter = _delimiter_problem(header)
-    if delimiter:
-        return delimiter
-    ragged = _ragged_lines(text)
-    if ragged:
-        return Problem(
-            Kind.RAGGED_ROW,
-            None,
-            f"rows with more fields than the header's {len(header)}: remove the "
-            "extra fields or quote values that contain commas",
-            ragged,
-        )
-    # pandas' own messages (e.g. an unclosed quote) name lines, never cell values.
-    return Problem(Kind.UNREADABLE, None, f"not a readable CSV file: {' '.join(str(err).split())}")
+def _breaks(text: str, start: int, end: int) -> int:
+    return text.count("\n", start, end) + text.count("\r", start, end) - text.count("\r\n", start, end)
 
 
-def read_text_csv(path: str | Path) -> pd.DataFrame:
-    """Read every column as text so that validation, not pandas, decides types.
+def unclosed_quote_line(text: str, first_line: int) -> int | None:
+    """The line where a quote opens and never closes in the record starting on `first_line`, if one does.
 
-    The index is the row's position in the file (blank lines are read, then
-    dropped) and the first column is never taken as an index, so that line
-    numbers match an editor. An empty path (or BUILTIN) reads the embedded data set.
+    Follows the CSV reader: a quote opens a quoted cell only at the start of a
+    cell (after spaces), "" inside it is a quote, and the record ends at a
+    line break outside quotes.
+    """
+    i = sum(map(len, itertools.islice(_physical_lines(text), first_line - 1)))
+    line, at_start, n = first_line, True, len(text)
+    while i < n:
+        char = text[i]
+        if at_start and char == " ":
+            i += 1
+        elif at_start and char == '"':
+            opened, j = line, i + 1
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    return opened
+                if text.startswith('""', k):
+                    j = k + 2
+                    continue
+                line += _breaks(text, i, k)
+                i, at_start = k + 1, False
+                break
+        elif char in "\r\n":
+            return None
+        else:
+            at_start = char == ","
+            i += 1
+    return None
+
+
+def _unclosed_quote(line: int) -> Problem:
+    return Problem(
+        Kind.UNCLOSED_QUOTE,
+        None,
+        'a quote (") opens here and never closes, so everything after it reads as one cell: '
+        "close the quote or remove it",
+        (line,),
+    )
+
+
+def _records(text: str, path: Path) -> tuple[list[tuple[int, list[str | None]]], list[Problem]]:
+    """(non-blank records, cells stripped and empty ones None, with the line each starts on; problems that stopped reading)."""
+    reader = csv.reader(_physical_lines(text), skipinitialspace=True)
+    records: list[tuple[int, list[str | None]]] = []
+    start = last_start = 1
+    try:
+        for fields in reader:
+            last_start = start
+            cells = [f.strip() or None for f in fields]
+            if any(cells):
+                records.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        opened = unclosed_quote_line(text, start)
+        if opened is not None:
+            problem = _unclosed_quote(opened)
+        else:  # csv's messages name no cell value
+            why = (
+                f"a cell of more than {csv.field_size_limit():,} characters starts here"
+                if "field larger" in str(err)
+                else str(err)
+            )
+            problem = Problem(
+                Kind.UNREADABLE, None, f"not readable as CSV from this line on ({why}): check its quotes", (start,)
+            )
+        if not records:
+            raise DataValidationError(path, [problem]) from None
+        return records, [problem]
+    opened = unclosed_quote_line(text, last_start) if records else None
+    if opened is None:
+        return records, []
+    if records[-1][0] == last_start:
+        records.pop()
+    if not records:
+        raise DataValidationError(path, [_unclosed_quote(opened)])
+    return records, [_unclosed_quote(opened)]
+
+
+def read_table(path: str | Path) -> Table:
+    """Read every cell as text so that validation, not a CSV library, decides types.
+
+    Rows are indexed by the physical line they start on (the header is line
+    1); cells are stripped, blank rows skipped, empty cells missing. Raises
+    DataValidationError only when nothing can be read (no file, empty, another
+    delimiter, a header that does not end); everything else (text that is not
+    UTF-8 included: the rest is read with replacement characters) is in the
+    table's problems. An empty path (or BUILTIN) reads the embedded data set.
     """
     builtin = str(path) in ("", BUILTIN)
     path = Path(BUILTIN if builtin else path)
@@ -343,50 +573,83 @@ def read_text_csv(path: str | Path) -> pd.DataFrame:
                 )
             ],
         )
-    source = io.StringIO(builtin_csv_text()) if builtin else path
-    try:
-        with warnings.catch_warnings():
-            # pandas only warns when the first data row has more fields than the header (and drops them).
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            raw = pd.read_csv(
-                source,
-                dtype=str,
-                keep_default_na=True,
-                skipinitialspace=True,
-                skip_blank_lines=False,
-                index_col=False,
-                encoding="utf-8-sig",
-            )
-    except pd.errors.EmptyDataError as err:
-        raise DataValidationError(
-            path, [Problem(Kind.EMPTY, None, "the file is empty: it needs a header line and data rows")]
-        ) from err
-    except UnicodeDecodeError as err:
-        raise DataValidationError(path, [_encoding_problem(path)]) from err
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
+    encoding: list[Problem] = []
+    if builtin:
+        text = builtin_csv_text()
+    else:
+        data = path.read_bytes()
         try:
-            text = builtin_csv_text() if builtin else path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise DataValidationError(path, [_encoding_problem(path)]) from err
-        raise DataValidationError(path, [_unparsable(text, err)]) from err
-    delimiter = _delimiter_problem(list(raw.columns))
-    if delimiter:
-        raise DataValidationError(path, [delimiter])
-    return raw.dropna(how="all")
-
-
-def check_csv(path: str | Path, schema: Schema, require_target: bool = True) -> ValidationReport:
-    """Validate a file and return every finding (never raises for bad content)."""
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:  # named with its lines; the rest of the file is still checked
+            encoding, text = [_encoding_problem(path)], data.decode("utf-8-sig", errors="replace")
+    empty = Problem(Kind.EMPTY, None, "the file is empty: it needs a header line and data rows")
+    if not text.strip():
+        raise DataValidationError(path, [empty])
     try:
-        raw = read_text_csv(path)
+        records, problems = _records(text, path)
     except DataValidationError as err:
-        return ValidationReport(str(path), None, err.problems)
-    return validate_frame(raw, schema, str(path) or BUILTIN, require_target)
+        raise DataValidationError(path, encoding + err.problems) from None
+    problems = encoding + problems
+    if not records:
+        raise DataValidationError(path, [empty])
+    (_, header), rows = records[0], records[1:]
+    delimiter = _delimiter_problem(header)
+    if delimiter:
+        raise DataValidationError(path, [*encoding, delimiter])
+    names = [h or f"Unnamed: {i}" for i, h in enumerate(header)]
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        positions.setdefault(name, []).append(i)
+    width, ragged, lines, cells = len(names), [], [], []
+    for line, row in rows:
+        if len(row) != width:
+            if any(row[width:]):
+                ragged.append(line)
+            row = row[:width] + [None] * (width - len(row))
+        lines.append(line)
+        cells.append(row)
+    keep = [ps[0] - 1 for ps in positions.values()]
+    everything = pd.DataFrame(cells, index=pd.Index(lines, dtype="int64"), columns=range(width), dtype=object)
+    frame = everything.iloc[:, keep].set_axis([names[i] for i in keep], axis=1).astype("str")
+    if ragged:
+        problems.insert(
+            0,
+            Problem(
+                Kind.RAGGED_ROW,
+                None,
+                f"rows with more fields than the header's {width}: remove the extra fields or quote "
+                "values that contain commas (these rows are left out; the others are checked)",
+                tuple(ragged),
+            ),
+        )
+    duplicates = {name: tuple(ps) for name, ps in positions.items() if len(ps) > 1}
+    return Table(frame, problems, duplicates)
 
 
-def load_csv(path: str | Path, schema: Schema) -> pd.DataFrame:
+def check_csv(
+    path: str | Path, schema: Schema, require_target: bool = True, limits: Limits = DEFAULT_LIMITS
+) -> ValidationReport:
+    """Validate a file and return every finding (never raises for bad content).
+
+    Reading problems (ragged rows, a repeated header name, an unclosed quote)
+    do not hide the rest: the other rows are checked too.
+    """
+    shown = str(path) or BUILTIN
+    try:
+        table = read_table(path)
+    except DataValidationError as err:
+        return ValidationReport(shown, None, err.problems)
+    reading = table.problems + duplicate_problems(table.duplicates, schema)
+    rows = table.frame.drop(index=list(table.ragged))
+    report = validate_frame(rows, schema, shown, require_target, limits, stripped=True)
+    problems = reading + report.problems
+    frame = None if any(p.blocking for p in problems) else report.frame
+    return ValidationReport(shown, frame, problems, table.frame)
+
+
+def load_csv(path: str | Path, schema: Schema, limits: Limits = DEFAULT_LIMITS) -> pd.DataFrame:
     """A validated loan table (schema columns only, features typed, target as 0/1), or a clear error."""
-    report = check_csv(path, schema)
+    report = check_csv(path, schema, limits=limits)
     if not report.ok:
         raise DataValidationError(report.path, report.problems)
     assert report.frame is not None

@@ -116,7 +116,9 @@ def answer(msg: Message, build: Callable[[], RecordDict]) -> Message:
     try:
         return Message(content=build(), reply_to=msg)
     except USER_ERRORS as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        # A data file's problems leave the bank as kinds, schema columns and lines only (no cell value).
+        text = err.public_text() if isinstance(err, DataValidationError) else str(err)
+        reason = " ".join(f"{type(err).__name__}: {text}".split())
         print(f"fedcredit bank: {msg.metadata.message_type} refused: {err}", flush=True)  # the bank's own log
         return Message(Error(code=ERROR_CODE, reason=reason), reply_to=msg)
 

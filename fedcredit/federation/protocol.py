@@ -43,6 +43,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedcredit.core import metrics
+from fedcredit.core.limits import MAX_ROWS, Limits, sums_fault
 from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Stats
 from fedcredit.federation.secagg import ENTRY_BYTES
@@ -81,8 +82,6 @@ EVALUATE_KEYS = (*metrics.COUNT_KEYS, *metrics.SUM_KEYS, *metrics.HIST_KEYS, "lo
 SOURCES = ("file", "simulation")
 ERROR_CODE = 1  # the code of a bank's error reply: its own data, config or a refused stage, in one line
 
-# A bank claiming more loans than this is not a bank's validation or training set.
-MAX_ROWS = 100_000_000
 MAX_NAME_LENGTH = 64
 
 # What leaves a bank, message by message (checked against docs/deployment.md by a test).
@@ -126,14 +125,6 @@ class BankStatistics:
     source: str
     schema_sha256: str
     stats: Stats | None  # None in secure mode: the coordinator has only the sum
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one bank may contribute to the shared preprocessing."""
-
-    max_categories: int = 200
-    max_category_length: int = 64
 
 
 def statistics_request() -> RecordDict:
@@ -186,6 +177,9 @@ def _numeric(col: str, value: Any, rows: int) -> tuple[int, float, float]:
     s, ss = _finite(value[1], f"sum of '{col}'"), _finite(value[2], f"sum of squares of '{col}'")
     if n == 0 and (s != 0 or ss != 0):
         raise ProtocolError(f"'{col}' has sums but a count of 0")
+    fault = sums_fault(n, s, ss)  # the bound a bank's loading puts on every value (fedcredit.core.limits)
+    if fault:
+        raise ProtocolError(f"the sums of '{col}' {fault}")
     # Cauchy-Schwarz: sum of squares >= sum^2 / count (up to rounding).
     if ss < 0 or (n and s * s / n - ss > 1e-9 * max(ss, 1.0)):
         raise ProtocolError(f"sum of squares of '{col}' is below sum^2/count: impossible for real values")
@@ -241,17 +235,15 @@ def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int
     counts = bounded_json(text, f"category counts of '{col}'", max_chars)
     if not isinstance(counts, dict):
         raise ProtocolError(f"category counts of '{col}' are not a JSON object of counts")
-    if len(counts) > limits.max_categories:
+    if limits.too_many_categories(len(counts)):
         raise ProtocolError(
             f"'{col}' has {len(counts)} distinct categories, more than max-categories={limits.max_categories}"
         )
     out: dict[str, int] = {}
     for value, count in counts.items():
-        if len(value) > limits.max_category_length or not value.isprintable():
-            raise ProtocolError(
-                f"a category of '{col}' is longer than max-category-length={limits.max_category_length} "
-                "or has control characters"
-            )
+        fault = limits.category_fault(value)  # the rule a bank's loading applies (fedcredit.core.limits)
+        if fault:
+            raise ProtocolError(f"a category of '{col}' {fault}")
         out[value] = _count(count, f"a category count of '{col}'", rows)
     if sum(out.values()) > rows:
         raise ProtocolError(f"category counts of '{col}' add up to more than the bank's {rows} rows")

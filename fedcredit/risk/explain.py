@@ -26,7 +26,7 @@ model) gets no reasons: every impact compared with NaN is false.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ class References:
 
     numeric: dict[str, float]  # column -> global mean
     categorical: dict[str, list[str]]  # column -> the model's known categories
+    spread: dict[str, float] = field(default_factory=dict)  # column -> global standard deviation
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Reason:
 
 
 def references(model: Any) -> References:
-    """Global means from the Normalization layer and vocabularies from the lookup layers."""
+    """Global means (and standard deviations) from the Normalization layer, vocabularies from the lookup layers."""
     names = {t.name: t.dtype for t in model.inputs}
     numeric_cols = [n for n, dtype in names.items() if dtype != "string"]
     if numeric_cols:
@@ -63,16 +64,19 @@ def references(model: Any) -> References:
             order = [t.name for t in concat.input]
         except ValueError:  # one numeric column: no Concatenate layer
             order = numeric_cols
-        mean = np.asarray(model.get_layer("standardise").mean, dtype=np.float64).ravel()
+        layer = model.get_layer("standardise")
+        mean = np.asarray(layer.mean, dtype=np.float64).ravel()
+        variance = np.asarray(layer.variance, dtype=np.float64).ravel()
         numeric = {col: float(m) for col, m in zip(order, mean, strict=True)}
+        spread = {col: float(np.sqrt(max(v, 0.0))) for col, v in zip(order, variance, strict=True)}
     else:
-        numeric = {}
+        numeric, spread = {}, {}
     categorical = {}
     for col, dtype in names.items():
         if dtype == "string":
             vocab = [str(v) for v in model.get_layer(f"onehot_{col}").get_vocabulary()[1:]]  # [0] is the unknown slot
             categorical[col] = [] if vocab == ["<none>"] else vocab  # "<none>": every category was rare
-    return References(numeric, categorical)
+    return References(numeric, categorical, spread)
 
 
 def _explain_chunk(model: Any, frame: pd.DataFrame, refs: References) -> tuple[np.ndarray, list[list[Reason]]]:

@@ -5,12 +5,31 @@ For every row out: the probability of default (PD), the decision at the
 threshold ("decline" when PD >= threshold, else "approve") and up to three
 reason codes (see `fedcredit.risk.explain`).
 
-Rows that cannot be scored keep their place in the output with status
-"invalid" and the problem: a value that fails validation, or a PD that is not
-finite (a value so large that it overflows inside the model). A NaN never
-becomes a decision. Columns that are not features (an applicant id, the
-target) are passed through unchanged. This runs at the bank, so a row's
-problem may quote the applicant's value.
+Rows are checked as a bank's training file is (`fedcredit.core.loading`:
+the same numbers, the same missing values, the same line numbers). Rows that
+cannot be scored keep their place in the output with status "invalid" and
+the problem: a value that fails validation, a row with more fields than the
+header, or a PD that is not finite. A NaN never becomes a decision. A header
+that names a column twice, or a quote that never closes, stops the whole file.
+
+A row with a numeric value far outside what the model was trained on is
+scored but gets status "out-of-range" (and the columns in `problem`), never
+plain "scored": the value lies more than `Z_BOUND` = 100 standard deviations
+from the federation's mean, both read from the model's own Normalization
+layer. The model carries no minimum or maximum (a bank's maximum would be one
+borrower's value, which its statistics never reveal). By Chebyshev's
+inequality at most 0.01 % of a column's training values lie that far out,
+whatever their distribution. The bound is that wide because credit columns
+are heavy-tailed: in the built-in data real loans reach 75 standard
+deviations (`delinq_amnt`), and with a bound of 10 0.8 % of them would be
+flagged. It still catches magnitude mistakes: an income with three zeros too
+many is some 1,000 standard deviations out. Review such a row by hand rather
+than act on its decision.
+
+Columns that are not features (an applicant id, the target) are passed
+through unchanged. This runs at the bank, so a row's problem may quote the
+applicant's value. `write_file` writes the output atomically: a full disk
+leaves the previous file (or none), never a truncated one.
 """
 
 from __future__ import annotations
@@ -23,14 +42,23 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from fedcredit.core.loading import DataValidationError, Kind, Problem, read_text_csv, validate_frame
+from fedcredit.core.limits import MAX_ABS_VALUE
+from fedcredit.core.loading import DataValidationError, Kind, Problem, duplicate_problems, read_table, validate_frame
 from fedcredit.core.schema import Schema
-from fedcredit.risk.explain import TOP_REASONS, Reason, explain
+from fedcredit.federation.outputs import write_atomically
+from fedcredit.risk.explain import TOP_REASONS, Reason, References, explain, references
 
-STATUS_SCORED, STATUS_INVALID = "scored", "invalid"
+STATUS_SCORED, STATUS_INVALID, STATUS_OUT_OF_RANGE = "scored", "invalid", "out-of-range"
 NON_FINITE_PD = "the model's probability of default is not finite: check the values' magnitude"
+RAGGED_ROW = "the row has more fields than the header: remove the extra fields or quote values that contain commas"
 # How a row's problem reads next to the applicant's value; other kinds use the problem's message.
-ROW_WORDING = {Kind.NOT_NUMERIC: "is not a number", Kind.INFINITE: "is infinite"}
+ROW_WORDING = {
+    Kind.NOT_NUMERIC: "is not a number",
+    Kind.INFINITE: "is infinite",
+    Kind.TOO_LARGE: f"is beyond +-{MAX_ABS_VALUE:g}",
+}
+# A value farther than this many of the federation's standard deviations from its mean is out of range.
+Z_BOUND = 100.0
 
 
 class PredictError(ValueError):
@@ -48,6 +76,19 @@ class Scored:
     @property
     def invalid(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["status"] == STATUS_INVALID]
+
+    @property
+    def out_of_range(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == STATUS_OUT_OF_RANGE]
+
+
+@dataclass
+class Applicants:
+    """An applicants file as text (indexed by line), the columns passed through, and its ragged lines."""
+
+    raw: pd.DataFrame
+    passthrough: list[str]
+    ragged: tuple[int, ...] = ()
 
 
 def reason_columns() -> list[str]:
@@ -76,50 +117,90 @@ def load_model(path: str, schema: Schema) -> Any:
     return model
 
 
-def read_applicants(path: str, schema: Schema) -> tuple[pd.DataFrame, list[str]]:
-    """(every column as text, the non-feature columns passed through to the output)."""
+def read_applicants(path: str, schema: Schema) -> Applicants:
+    """The file as text (rows indexed by their line), the non-feature columns passed through, its ragged lines.
+
+    Read as a bank's training file is (`fedcredit.core.loading.read_table`);
+    a header naming a column twice or a quote that never closes stops the file.
+    """
     try:
-        raw = read_text_csv(path)
+        table = read_table(path)
     except DataValidationError as e:
         raise PredictError(f"{e.path}: " + "; ".join(str(p) for p in e.problems)) from e
+    whole_file = [p for p in table.problems if p.kind != Kind.RAGGED_ROW]
+    whole_file += duplicate_problems(table.duplicates, schema)
+    if whole_file:
+        raise PredictError(f"{path}: " + "; ".join(p.with_examples() for p in whole_file))
+    raw = table.frame
     passthrough = [c for c in raw.columns if c not in schema.features]
     clash = sorted(set(passthrough) & set(OUTPUT_COLUMNS + ["reasons"]))
     if clash:
         raise PredictError(f"{path}: column(s) {clash} clash with output columns: rename them")
-    return raw, passthrough
+    return Applicants(raw, passthrough, table.ragged)
 
 
-def _row_problem(p: Problem, raw: pd.DataFrame, line: int) -> str:
-    value = raw.at[line - 2, p.column] if p.column in raw.columns else None
+def _row_problem(p: Problem, raw: pd.DataFrame, label: int) -> str:
+    value = raw.at[label, p.column] if p.column in raw.columns else None
     what = ROW_WORDING.get(p.kind, p.message)
     return f"column '{p.column}': value {value!r} {what}" if value is not None else f"column '{p.column}': {what}"
 
 
-def validate_rows(raw: pd.DataFrame, schema: Schema, path: str) -> tuple[pd.DataFrame, dict[int, str], list[Problem]]:
+def validate_rows(
+    raw: pd.DataFrame, schema: Schema, path: str, ragged: tuple[int, ...] = ()
+) -> tuple[pd.DataFrame, dict[int, str], list[Problem]]:
     """(validated frame of the good rows, {raw index label: problem} of bad rows, notes).
 
-    raw's index is the row's position in the file (line - 2, see `read_text_csv`).
-    A problem that names no line (a missing column, no rows) concerns the whole
-    file and raises PredictError.
+    raw's index labels are the rows' lines (`read_table`); `ragged` the labels
+    of rows with more fields than the header. A problem that names no line (a
+    missing column, no rows) concerns the whole file and raises PredictError.
     """
     features = [c for c in raw.columns if c in schema.features]
-    report = validate_frame(raw[features], schema, path, require_target=False)
+    rows = raw[features].drop(index=list(ragged))
+    report = validate_frame(rows, schema, path, require_target=False, limits=None)
     blocking = [p for p in report.problems if p.blocking]
     whole_file = [p for p in blocking if not p.lines]
     if whole_file:
         raise PredictError(f"{path}: " + "; ".join(str(p) for p in whole_file))
-    bad: dict[int, list[str]] = {}
+    bad: dict[int, list[str]] = {label: [RAGGED_ROW] for label in ragged}
     for p in blocking:
-        for line in p.lines:
-            bad.setdefault(line - 2, []).append(_row_problem(p, raw, line))
+        for label in p.lines:
+            bad.setdefault(label, []).append(_row_problem(p, raw, label))
     good = raw[features].drop(index=sorted(bad)).reset_index(drop=True)
     frame = pd.DataFrame(columns=list(schema.features))
     if len(good):
-        again = validate_frame(good, schema, path, require_target=False)
+        again = validate_frame(good, schema, path, require_target=False, limits=None)
         if again.frame is None:  # cannot happen: every row-level problem was removed
             raise PredictError(f"{path}: " + "; ".join(str(p) for p in again.problems if p.blocking))
         frame = again.frame
     return frame, {i: "; ".join(msgs) for i, msgs in bad.items()}, [p for p in report.problems if not p.blocking]
+
+
+def out_of_range(frame: pd.DataFrame, refs: References) -> list[list[str]]:
+    """Per row of a validated frame, its numeric columns more than Z_BOUND standard deviations from the mean.
+
+    Mean and standard deviation are the federation's, from the model's
+    Normalization layer (`References`); a missing value is never out of
+    range (it is imputed with the mean). A column whose values never varied
+    (standard deviation 0) flags any other value.
+    """
+    flagged: list[list[str]] = [[] for _ in range(len(frame))]
+    for col, mean in refs.numeric.items():
+        if col not in frame.columns:
+            continue
+        values = frame[col].to_numpy(dtype=np.float64)
+        sd = refs.spread.get(col, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            far = np.abs(values - mean) > Z_BOUND * sd if sd > 0 else np.abs(values - mean) > 1e-9 * max(abs(mean), 1)
+        for i in np.flatnonzero(far & ~np.isnan(values)):
+            flagged[i].append(col)
+    return flagged
+
+
+def out_of_range_problem(columns: list[str]) -> str:
+    return (
+        f"outside the training range: {', '.join(columns)} (more than {Z_BOUND:g} standard deviations from the "
+        "federation's mean): scored, but the model has hardly seen such values; check them and review by hand"
+    )
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -139,21 +220,25 @@ def records(
     scores: np.ndarray,
     reasons: list[list[Reason]],
     threshold: float,
+    flagged: list[list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One output record per input row, in input order (scores/reasons: the rows not in `bad`)."""
+    """One output record per input row, in input order (scores/reasons/flagged: the rows not in `bad`).
+
+    raw's index labels are the rows' lines.
+    """
     out = []
-    scored = iter(zip(scores, reasons, strict=True))
+    scored = iter(zip(scores, reasons, flagged if flagged is not None else [[]] * len(scores), strict=True))
     for i in raw.index:
-        rec: dict[str, Any] = {"line": int(i) + 2, **{c: _finite(raw.at[i, c]) for c in passthrough}}
+        rec: dict[str, Any] = {"line": int(i), **{c: _finite(raw.at[i, c]) for c in passthrough}}
         problem = bad.get(i)
-        pd_, why = (np.nan, []) if problem else next(scored)
+        pd_, why, far = (np.nan, [], []) if problem else next(scored)
         if problem is None and not math.isfinite(pd_):
             problem = NON_FINITE_PD
         if problem:
             rec.update(status=STATUS_INVALID, pd=None, decision=None, reasons=[], problem=problem)
         else:
             rec.update(
-                status=STATUS_SCORED,
+                status=STATUS_OUT_OF_RANGE if far else STATUS_SCORED,
                 pd=round(float(pd_), 6),
                 decision="decline" if pd_ >= threshold else "approve",
                 reasons=[
@@ -165,19 +250,20 @@ def records(
                     }
                     for r in why
                 ],
-                problem=None,
+                problem=out_of_range_problem(far) if far else None,
             )
         out.append(rec)
     return out
 
 
-def score_applicants(
-    model: Any, raw: pd.DataFrame, passthrough: list[str], schema: Schema, path: str, threshold: float
-) -> Scored:
-    """Validate, score and explain every row of an applicants file."""
-    frame, bad, notes = validate_rows(raw, schema, path)
-    scores, reasons = explain(model, frame)
-    return Scored(records(raw, passthrough, bad, scores, reasons, threshold), passthrough, notes)
+def score_applicants(model: Any, applicants: Applicants, schema: Schema, path: str, threshold: float) -> Scored:
+    """Validate, score, explain and range-check every row of an applicants file."""
+    raw, passthrough = applicants.raw, applicants.passthrough
+    frame, bad, notes = validate_rows(raw, schema, path, applicants.ragged)
+    refs = references(model)
+    scores, reasons = explain(model, frame, refs)
+    flagged = out_of_range(frame, refs)
+    return Scored(records(raw, passthrough, bad, scores, reasons, threshold, flagged), passthrough, notes)
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -206,3 +292,13 @@ def write(recs: list[dict[str, Any]], passthrough: list[str], fmt: str, stream: 
         return
     columns = ["line", *passthrough, *OUTPUT_COLUMNS[1:]]
     pd.DataFrame([flat(r) for r in recs], columns=columns).to_csv(stream, index=False, lineterminator="\n")
+
+
+def write_file(recs: list[dict[str, Any]], passthrough: list[str], fmt: str, path: str | Path) -> Path:
+    """`write` into a file, atomically: a failed write (a full disk) leaves the previous file, never a truncated one."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as stream:
+            write(recs, passthrough, fmt, stream)
+
+    return write_atomically(Path(path), fill)
