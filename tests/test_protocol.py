@@ -16,7 +16,7 @@ from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import compute_stats
 from fedcredit.federation import protocol
 from fedcredit.federation.protocol import ProtocolError
-from fedcredit.federation.tracking import bound_updates
+from fedcredit.federation.updates import bound_updates
 
 LIMITS = protocol.Limits(max_categories=200, max_category_length=64)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
@@ -245,3 +245,19 @@ def test_the_deployment_guide_lists_every_record_that_leaves_a_bank():
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert "in secure mode (`privacy.secure-aggregation = true`)" in rows[0]
     assert all(line.count(" | ") == 3 and not line.endswith("|  |") for line in rows), "every row has its secure cell"
+
+
+def test_an_update_pointing_away_from_the_others_has_a_negative_cosine_with_their_median():
+    from fedcredit.federation.updates import update_directions
+
+    rng = np.random.default_rng(3)
+    glob = [np.zeros((5, 4), np.float32), np.zeros(4, np.float32)]
+    step = [rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)]
+    updates = {
+        n: [g + s + 0.3 * rng.normal(size=s.shape).astype(np.float32) for g, s in zip(glob, step)] for n in range(4)
+    }
+    updates[9] = [g - 10 * s for g, s in zip(glob, step)]  # sign-flipped and ten times as long
+    updates[8] = [g - 10 * s for g, s in zip(glob, step)]  # and a colluder: two of six
+    cosines = update_directions(updates, glob)
+    assert cosines[9] < -0.5 and cosines[8] < -0.5
+    assert all(cosines[n] > 0.5 for n in range(4))
