@@ -29,6 +29,10 @@ runs, whose cost against FedAvg is what the strategy costs an honest federation.
     python benchmarks/collusion.py --attack boost --strategies fedavg
     python benchmarks/collusion.py --rounds 3 --results runs.jsonl   # cache: reruns only what is missing
 
+Run it from the checkout to measure with that checkout first on the path
+(`PYTHONPATH=. python benchmarks/collusion.py`): the header names the
+fedcredit package it imported.
+
 `--results FILE` keeps one JSON line per run and reuses a line whose settings
 match, so a grid can be run in parts (e.g. the boost rows reuse the honest rows).
 """
@@ -47,6 +51,7 @@ from typing import Any
 
 from flwr.app import Error, Message
 
+import fedcredit
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, boosted_update, serverapp_identity
 from fedcredit.federation import server
@@ -258,7 +263,8 @@ def main() -> None:
             results.append(hit)
     print(
         f"\n{args.rounds} rounds x {args.local_epochs} local epochs, {args.partitioning} split, seed {args.seed}, "
-        f"attack factor {args.factor:g}; colluders are node ids 11..; {time.monotonic() - started:.0f} s\n"
+        f"attack factor {args.factor:g}; colluders are node ids 11..; {time.monotonic() - started:.0f} s; "
+        f"fedcredit from {Path(fedcredit.__file__).parent}\n"
     )
     print(table(results))
 
