@@ -13,7 +13,7 @@ Config: the default run config (`RunConfig().to_flower()`: region split,
 5 rounds x 3 local epochs, seed 42, update-clip 2.0 for the averaging
 strategies) with personalisation off and a temporary output directory.
 Krum, multi-Krum and Bulyan are told f = max(k, 1) hostile banks
-(`strategy.num-malicious-nodes`); multi-Krum averages the N - f updates it
+(`strategy.num-malicious-nodes`; `--num-malicious` to fix it); multi-Krum averages the N - f updates it
 selects (`--multikrum-select` to change); a strategy the federation is too
 small for (Krum 2f+3 banks, Bulyan 4f+3) is "n/a". FedTrimmedAvg cuts
 int(trim-beta x N) updates at each end: none with 4 banks at the default 0.2.
@@ -106,7 +106,7 @@ def run_config(args: argparse.Namespace, banks: int, colluders: int, strategy: s
         }
     )
     if strategy in KRUM_FAMILY:
-        f = max(colluders, 1)
+        f = args.num_malicious if args.num_malicious >= 0 else max(colluders, 1)
         config["strategy.num-malicious-nodes"] = f
         if strategy == "multikrum":
             config["strategy.num-nodes-to-select"] = args.multikrum_select or max(banks - f, 1)
@@ -126,6 +126,7 @@ def settings(args: argparse.Namespace, banks: int, colluders: int, strategy: str
         "partitioning": args.partitioning,
         "seed": args.seed,
         "multikrum-select": args.multikrum_select if strategy == "multikrum" else None,
+        "num-malicious": args.num_malicious if strategy in KRUM_FAMILY and args.num_malicious >= 0 else None,
     }
 
 
@@ -200,9 +201,7 @@ def table(results: list[dict[str, Any]]) -> str:
         "recorded in history | s (CPU s) |",
         "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
-    for r in sorted(
-        results, key=lambda r: (r["colluders"], r["banks"], STRATEGIES.index(r["strategy"]), r["attack"])
-    ):
+    for r in sorted(results, key=lambda r: (r["colluders"], r["banks"], STRATEGIES.index(r["strategy"]), r["attack"])):
         attack = r["attack"] if r["colluders"] else "honest"
         if r["status"] == "n/a":
             rows.append(f"| {r['colluders']} | {r['banks']} | {r['strategy']} | {attack} | n/a | | | {r['reason']} | |")
@@ -235,6 +234,9 @@ def main() -> None:
     parser.add_argument("--partitioning", default="region")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--multikrum-select", type=int, default=0, help="multi-Krum's m (0: N - f)")
+    parser.add_argument(
+        "--num-malicious", type=int, default=-1, help="f told to krum/multikrum/bulyan (default -1: max(k, 1))"
+    )
     parser.add_argument("--results", type=Path, default=None, help="JSON-lines cache of runs (read and appended)")
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -263,7 +265,9 @@ def main() -> None:
             results.append(hit)
     print(
         f"\n{args.rounds} rounds x {args.local_epochs} local epochs, {args.partitioning} split, seed {args.seed}, "
-        f"attack factor {args.factor:g}; colluders are node ids 11..; {time.monotonic() - started:.0f} s; "
+        f"attack factor {args.factor:g}"
+        + (f", Krum family told f={args.num_malicious}" if args.num_malicious >= 0 else "")
+        + f"; colluders are node ids 11..; {time.monotonic() - started:.0f} s; "
         f"fedcredit from {Path(fedcredit.__file__).parent}\n"
     )
     print(table(results))
