@@ -55,6 +55,7 @@ import fedcredit
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, Tamper, boosted_update, serverapp_identity
 from fedcredit.federation import server
+from fedcredit.federation.errors import FederationError
 from fedcredit.federation.history import History
 from fedcredit.federation.strategies import check_against_banks
 
@@ -103,6 +104,7 @@ def run_config(args: argparse.Namespace, banks: int, colluders: int, strategy: s
             "local-epochs": args.local_epochs,
             "partitioning": args.partitioning,
             "seed": args.seed,
+            "update-direction": args.update_direction,
         }
     )
     if strategy in KRUM_FAMILY:
@@ -127,6 +129,7 @@ def settings(args: argparse.Namespace, banks: int, colluders: int, strategy: str
         "seed": args.seed,
         "multikrum-select": args.multikrum_select if strategy == "multikrum" else None,
         "num-malicious": args.num_malicious if strategy in KRUM_FAMILY and args.num_malicious >= 0 else None,
+        "update-direction": args.update_direction,
     }
 
 
@@ -152,6 +155,8 @@ def summarise(history: History, colluder_ids: set[int]) -> dict[str, Any]:
         "honest-scaled": len(clipped_h),
         "honest-factor-min": min(clipped_h) if clipped_h else None,
         "refused": refused,
+        "colluders-suspicious": sum(b in colluders for r in trained for b in r.train.suspicious),
+        "honest-suspicious": sum(b not in colluders for r in trained for b in r.train.suspicious),
         "other-extra": sorted({k for r in trained for k in r.train.extra}),
     }
 
@@ -167,7 +172,12 @@ def one_run(args: argparse.Namespace, banks: int, colluders: int, strategy: str,
         ids = set(range(11, 11 + colluders))
         tamper = attack_tamper(attack, args.factor) if colluders else None
         wall, cpu = time.monotonic(), time.process_time()
-        history = server.run(CollusionGrid(config, banks, tamper, ids), config, f"collude-{banks}-{colluders}", APP_DIR)
+        try:
+            history = server.run(
+                CollusionGrid(config, banks, tamper, ids), config, f"collude-{banks}-{colluders}", APP_DIR
+            )
+        except FederationError as err:  # e.g. no round trained: the run released no model
+            return {**result, "status": "failed", "reason": str(err).split(":")[0], "seconds": time.monotonic() - wall}
         result.update(seconds=time.monotonic() - wall, cpu_seconds=time.process_time() - cpu)
         result.update(summarise(history, ids))
     return result
@@ -183,6 +193,8 @@ def recorded(r: dict[str, Any]) -> str:
         parts.append("colluders: nothing")
     if r["honest-scaled"]:
         parts.append(f"honest scaled {r['honest-scaled']} (min x{r['honest-factor-min']:.2g})")
+    if r.get("colluders-suspicious") or r.get("honest-suspicious"):
+        parts.append(f"pointing away: colluders {r['colluders-suspicious']}, honest {r['honest-suspicious']}")
     if r["refused"]:
         parts.append(f"refused {r['refused']}")
     return "; ".join(parts) or "nothing"
@@ -203,8 +215,11 @@ def table(results: list[dict[str, Any]]) -> str:
     ]
     for r in sorted(results, key=lambda r: (r["colluders"], r["banks"], STRATEGIES.index(r["strategy"]), r["attack"])):
         attack = r["attack"] if r["colluders"] else "honest"
-        if r["status"] == "n/a":
-            rows.append(f"| {r['colluders']} | {r['banks']} | {r['strategy']} | {attack} | n/a | | | {r['reason']} | |")
+        if r["status"] in ("n/a", "failed"):
+            what = "n/a" if r["status"] == "n/a" else "no model (run failed)"
+            rows.append(
+                f"| {r['colluders']} | {r['banks']} | {r['strategy']} | {attack} | {what} | | | {r['reason']} | |"
+            )
             continue
         same = None if r["colluders"] == 0 else honest.get((r["banks"], r["strategy"]))
         status = "" if r["status"] == "completed" else f" ({r['status']})"
@@ -233,6 +248,9 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=3)
     parser.add_argument("--partitioning", default="region")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--update-direction", choices=("record", "exclude", "off"), default="record", help="the run-config key"
+    )
     parser.add_argument("--multikrum-select", type=int, default=0, help="multi-Krum's m (0: N - f)")
     parser.add_argument(
         "--num-malicious", type=int, default=-1, help="f told to krum/multikrum/bulyan (default -1: max(k, 1))"

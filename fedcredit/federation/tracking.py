@@ -223,7 +223,7 @@ class TrackingGrid:
         kept = outcome.replies
         if kind == "train" and self.rules.update_direction != "off" and len(updates) > 1:
             self._directions(phase, updates, reference, kept)
-        if kind == "train" and self.rules.update_clip > 0 and len(updates) > 1:
+        if kind == "train" and self.rules.update_clip > 0 and len(updates) > 1 and phase.skipped is None:
             phase.clipped = bound_updates(updates, reference.to_numpy_ndarrays(), self.rules.update_clip)
             for node, factor in phase.clipped.items():
                 kept[node].content[protocol.ARRAYS] = ArrayRecord(updates[node])
@@ -248,13 +248,22 @@ class TrackingGrid:
         phase.suspicious = {n: round(c, 4) for n, c in cosines.items() if c < 0}
         for node, cosine in phase.suspicious.items():
             log(WARNING, "train: update of bank node %s points away from the others' (cosine %.2f)", node, cosine)
-            if self.rules.update_direction == "exclude" and self.rules.exclude_away and len(kept) > 1:
-                phase.refused[node] = (
-                    f"update points away from the other banks' (cosine {cosine:.2f} with the median of their "
-                    "updates; update-direction = exclude)"
-                )
-                del kept[node], updates[node]
-                phase.replies.pop(node, None)
+        if self.rules.update_direction != "exclude" or not self.rules.exclude_away or not phase.suspicious:
+            return
+        if 2 * len(phase.suspicious) >= len(updates):  # no majority direction: leaving some out would pick a side
+            phase.skipped = (
+                f"{len(phase.suspicious)} of {len(updates)} updates point away from the others': the banks agree on "
+                "no direction (update-direction = exclude)"
+            )
+            kept.clear()
+            return
+        for node, cosine in phase.suspicious.items():
+            phase.refused[node] = (
+                f"update points away from the other banks' (cosine {cosine:.2f} with the median of their "
+                "updates; update-direction = exclude)"
+            )
+            del kept[node], updates[node]
+            phase.replies.pop(node, None)
 
     def _not_aggregated(self, kind: str, phase: Phase, usable: int, server_round: int) -> bool:
         """Whether a training round must not be aggregated (`phase.skipped` says why)."""
