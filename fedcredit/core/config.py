@@ -272,9 +272,10 @@ class RunConfig:
     )
     update_direction: str = _key(
         "update-direction",
-        "record",
+        "exclude",
         "a bank's update that points away from the others' (cosine below 0 with the coordinate-wise median of "
-        "their updates) is recorded as `suspicious` (`record`) or also left out of the round (`exclude`)",
+        "their updates) is recorded as `suspicious` and, with `exclude` and three banks or more, left out of the "
+        "round (a round where half or more point away is not aggregated); `record` only records it",
         choices=("record", "exclude", "off"),
     )
     # aggregation strategy (keys "strategy.*")

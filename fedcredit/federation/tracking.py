@@ -57,7 +57,7 @@ class ReplyRules:
     threshold: float | None = None
     update_clip: float = 0.0
     extra_train_keys: Sequence[str] = ()
-    update_direction: str = "record"  # record | exclude | off: updates pointing away from the others'
+    update_direction: str = "exclude"  # exclude | record | off: updates pointing away from the others'
     exclude_away: bool = False  # exclude applies (FedAvg family: the robust strategies resist on their own)
     folded: bool = False  # train replies carry the summary of the incoming model (the previous round's)
 
@@ -249,6 +249,8 @@ class TrackingGrid:
         for node, cosine in phase.suspicious.items():
             log(WARNING, "train: update of bank node %s points away from the others' (cosine %.2f)", node, cosine)
         if self.rules.update_direction != "exclude" or not self.rules.exclude_away or not phase.suspicious:
+            return
+        if len(updates) < 3:  # two banks: each is judged by the other only, and nothing says which is right
             return
         if 2 * len(phase.suspicious) >= len(updates):  # no majority direction: leaving some out would pick a side
             phase.skipped = (
