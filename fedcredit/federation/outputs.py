@@ -21,7 +21,7 @@ FILES = {
     "history.json": "per round: pooled and per-bank metrics, hold-out metrics, banks ok/failed/missing",
     "preprocessing.json": "global means, variances and vocabularies merged from the banks' statistics",
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
-    "model-best.keras": "the global model of the round with the best pooled validation AUC",
+    "model-best.keras": "the global model of the best round (highest pooled validation AUC, also with any one bank left out; else the latest)",
     "checkpoints/round-NNN.npz": "the global weights after each round",
     "banks/<bank>/model-kept.keras": "simulation: the model each bank kept after personalisation (at a real bank: "
     "its node config's model-dir)",
