@@ -45,11 +45,8 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-from flwr.app import Error, Message
 
 import fedcredit
 from fedcredit.core.config import ConfigError, RunConfig, parse_run_config
@@ -62,31 +59,6 @@ from fedcredit.federation.strategies import check_against_banks
 STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 KRUM_FAMILY = ("krum", "multikrum", "bulyan")
 ATTACKS = ("sign-flip", "boost")
-
-
-class CollusionGrid(InProcessGrid):
-    """InProcessGrid whose banks with node ids in `colluders` all have their replies tampered with."""
-
-    def __init__(
-        self, run_config: Mapping[str, Any], num_banks: int, tamper: Tamper | None, colluders: Iterable[int]
-    ) -> None:
-        super().__init__(run_config, num_banks, tamper)
-        self.colluders = set(colluders)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for msg in messages:
-            node, kind = msg.metadata.dst_node_id, msg.metadata.message_type
-            reply = self.app(msg, self.contexts[node])
-            if node in self.colluders and self.tamper is not None and not reply.has_error():
-                content = self.tamper(kind, reply.content, msg)
-                reply = (
-                    Message(Error(code=1, reason="bank down"), reply_to=msg)
-                    if content is None
-                    else Message(content=content, reply_to=msg)
-                )
-            replies.append(reply)
-        return replies
 
 
 def attack_tamper(attack: str, factor: float) -> Tamper:
@@ -174,7 +146,7 @@ def one_run(args: argparse.Namespace, banks: int, colluders: int, strategy: str,
         wall, cpu = time.monotonic(), time.process_time()
         try:
             history = server.run(
-                CollusionGrid(config, banks, tamper, ids), config, f"collude-{banks}-{colluders}", APP_DIR
+                InProcessGrid(config, banks, tamper, hostile=ids), config, f"collude-{banks}-{colluders}", APP_DIR
             )
         except FederationError as err:  # e.g. no round trained: the run released no model
             return {**result, "status": "failed", "reason": str(err).split(":")[0], "seconds": time.monotonic() - wall}
@@ -249,7 +221,10 @@ def main() -> None:
     parser.add_argument("--partitioning", default="region")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--update-direction", choices=("record", "exclude", "off"), default="record", help="the run-config key"
+        "--update-direction",
+        choices=("record", "exclude", "off"),
+        default=RunConfig().update_direction,
+        help="the run-config key",
     )
     parser.add_argument("--multikrum-select", type=int, default=0, help="multi-Krum's m (0: N - f)")
     parser.add_argument(

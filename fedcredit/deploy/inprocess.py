@@ -62,14 +62,20 @@ def serverapp_identity(run_id: int = 1) -> Iterator[None]:
 
 
 class InProcessGrid:
-    """Simulated banks with node ids 11, 12, ...; `hostile` (a node id) has its replies tampered with."""
+    """Simulated banks with node ids 11, 12, ...; `hostile` (a node id, or several colluding) is tampered with."""
 
     def __init__(
-        self, run_config: Mapping[str, Any], num_banks: int, tamper: Tamper | None = None, hostile: int | None = None
+        self,
+        run_config: Mapping[str, Any],
+        num_banks: int,
+        tamper: Tamper | None = None,
+        hostile: int | Iterable[int] | None = None,
     ) -> None:
         self.app = client_app().app  # the ClientApp itself: it dispatches by message type, through its mods
         self.nodes = [11 + i for i in range(num_banks)]
-        self.hostile = hostile if hostile is not None else self.nodes[0]
+        chosen = [self.nodes[0]] if hostile is None else [hostile] if isinstance(hostile, int) else list(hostile)
+        self.hostile_nodes = set(chosen)
+        self.hostile = chosen[0] if chosen else None
         self.tamper = tamper
         self.contexts = {
             n: Context(
@@ -90,7 +96,7 @@ class InProcessGrid:
         for msg in messages:
             node, kind = msg.metadata.dst_node_id, msg.metadata.message_type
             reply = self.app(msg, self.contexts[node])
-            if node == self.hostile and self.tamper is not None and not reply.has_error():
+            if node in self.hostile_nodes and self.tamper is not None and not reply.has_error():
                 content = self.tamper(kind, reply.content, msg)
                 reply = (
                     Message(Error(code=1, reason="bank down"), reply_to=msg)
