@@ -274,8 +274,8 @@ class RunConfig:
         "update-direction",
         "exclude",
         "a bank's update that points away from the others' (cosine below 0 with the coordinate-wise median of "
-        "their updates) is recorded as `suspicious` and, with `exclude` and three banks or more, left out of the "
-        "round (a round where half or more point away is not aggregated); `record` only records it",
+        "their updates) is recorded as `suspicious` and, with `exclude`, three banks or more and no client-side DP, "
+        "left out of the round (a round where half or more point away is not aggregated); `record` only records it",
         choices=("record", "exclude", "off"),
     )
     # aggregation strategy (keys "strategy.*")

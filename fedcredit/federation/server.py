@@ -265,7 +265,8 @@ def _tracking_grid(
         update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
         extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else (),
         update_direction=cfg.update_direction,
-        exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES,
+        # Client-side DP noises each update at the bank, so an honest one may point anywhere: record only.
+        exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES and not cfg.privacy_mode.startswith("client-"),
         folded=folded,
     )
     secure = (
