@@ -33,6 +33,10 @@ MAX_REASON = 500
 MAX_FAILURE = 2000  # a bank's own error may list several problems of its file
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def no_reply(timeout: float | None) -> str:
     """The reason recorded for a bank that was asked and never answered."""
     return "no reply" if timeout is None else f"no reply within {timeout:.0f} s"
@@ -48,8 +52,7 @@ def failure(reason: str) -> str:
     if "Traceback (most recent call last)" in text:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = " | ".join(lines[-2:])
-    text = text.strip()
-    return text if len(text) <= MAX_FAILURE else text[: MAX_FAILURE - 3] + "..."
+    return _cut(text.strip(), MAX_FAILURE)
 
 
 def refusal(err: BaseException) -> str:
@@ -57,8 +60,7 @@ def refusal(err: BaseException) -> str:
     text = (
         str(err) if isinstance(err, (ProtocolError, SecAggError)) else f"{type(err).__name__} while reading it: {err}"
     )
-    text = " ".join(text.split())
-    return "reply refused: " + (text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "...")
+    return "reply refused: " + _cut(" ".join(text.split()), MAX_REASON)
 
 
 @dataclass
@@ -121,5 +123,4 @@ def exchange(
 def short_reason(reason: str, limit: int = 200) -> str:
     """One line of a ClientApp error for the log (history.json keeps it whole)."""
     text = re.sub(r"^<class '[\w.]+'>:<'(.*)'>$", r"\1", reason.strip(), flags=re.DOTALL)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return _cut(" ".join(text.split()), limit)

@@ -490,5 +490,10 @@ def read_history(path: str | Path) -> History:
 
 
 def write_history(path: str | Path, history: History) -> None:
-    """Write history.json atomically (readers never see half a file); NaN becomes null."""
-    write_json(Path(path), history.to_json())
+    """Write history.json atomically (readers never see half a file); NaN becomes null.
+
+    What `History.from_json` would refuse is never written: the file every tool reads is one it can read.
+    """
+    data = history.to_json()
+    History.from_json(data, str(path))
+    write_json(Path(path), data)

@@ -11,10 +11,11 @@ message by its round number (`round-offset` travels with each message), so a
 resumed FedAvg run ends with exactly the weights of an uninterrupted one.
 
 Refused, with the reason, before round 1: a directory that is not a run, a
-finished run, a changed config (besides the operational keys below), a
-changed schema or bank statistics (the preprocessing would differ), and
-strategies or privacy modes whose state lives only in the crashed process
-(server optimiser moments, momentum, the privacy accountant).
+finished run, a changed config (besides the keys the config table marks
+`operational`), a changed schema or bank statistics (the preprocessing would
+differ), a checkpoint that is not the one the run wrote, and strategies or
+privacy modes whose state lives only in the crashed process (server
+optimiser moments, momentum, the privacy accountant).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ from fedcredit.core.config import OPERATIONAL_KEYS, RunConfig
 from fedcredit.federation.history import History, HistoryError, read_history
 from fedcredit.federation.outputs import RunOutputs, load_checkpoint, sha256_of
 
-# Keys a resumed run may change (`Key.operational` in the config table): they say how long, where and what
-# else to report, not what to train (holdout-eval is switched off by the coordinator itself when banks read
-# their own files).
-OPERATIONAL = OPERATIONAL_KEYS
 # Strategies whose state (server optimiser moments, momentum) is not in the run directory.
 STATEFUL = ("fedadam", "fedyogi", "fedadagrad", "fedavgm")
 
@@ -77,10 +74,10 @@ def load(path: str, cfg: RunConfig, schema_sha256: str) -> Resume:
         raise ResumeError(f"resume-from = {run_dir}: that run completed; start a new run instead")
     old = history.config
     now = cfg.to_flower()
-    changed = sorted(k for k in set(old) | set(now) if k not in OPERATIONAL and old.get(k) != now.get(k))
+    changed = sorted(k for k in set(old) | set(now) if k not in OPERATIONAL_KEYS and old.get(k) != now.get(k))
     if changed:
         raise ResumeError(
-            f"resume-from = {run_dir}: the run config differs in {changed}; only {list(OPERATIONAL)} may change"
+            f"resume-from = {run_dir}: the run config differs in {changed}; only {list(OPERATIONAL_KEYS)} may change"
         )
     if history.schema_sha256 and history.schema_sha256 != schema_sha256:
         raise ResumeError(f"resume-from = {run_dir}: the schema differs from the one that run used")

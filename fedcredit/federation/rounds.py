@@ -36,8 +36,7 @@ from fedcredit.federation.tracking import Tracker, TrackingGrid
 
 
 def save_history(out: RunOutputs, history: History) -> None:
-    """Through the one writer of `fedcredit.federation.history`; what its reader would refuse is never written."""
-    History.from_json(history.to_json(), "the history about to be written")
+    """Through the one writer of `fedcredit.federation.history` (it refuses what its reader would refuse)."""
     write_history(out.path("history.json"), history)
 
 

@@ -159,8 +159,7 @@ def gather(
             grid, nodes, cfg.round_timeout, schema, cfg.privacy_secure_threshold
         )
     else:
-        limits = protocol.Limits(cfg.max_categories, cfg.max_category_length)
-        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, limits)
+        banks, failed = collect_statistics(grid, nodes, cfg.round_timeout, schema, cfg.limits)
         # In node order: the float sums, and so the preprocessing, do not depend on which bank answered first.
         merged = merge_stats([banks[n].stats for n in sorted(banks)]) if banks else None  # type: ignore[misc]
     federation = Federation(banks, failed, merged)

@@ -326,14 +326,13 @@ class TrackingGrid:
             phase.skipped = outcome.reason or "no sum"
             log(WARNING, "%s round %s: no secure sum: %s", kind, server_round, phase.skipped)
             return []
-        folded, summary, figures = checked.value
+        folded, result, figures = checked.value  # result: the mean weights (train) or the pooled summary (evaluate)
         if scored is not None:
             scored.summaries = [folded]
-        weights = summary
         if kind == "evaluate":
-            phase.summaries = [summary]
+            phase.summaries = [result]
             reply = outcome.replies[outcome.contributors[0]]
-            reply.content = RecordDict({protocol.METRICS: MetricRecord(summary)})
+            reply.content = RecordDict({protocol.METRICS: MetricRecord(result)})
             return [reply]
         phase.secure_train = figures
         if self._not_aggregated(kind, phase, banks, server_round):
@@ -344,7 +343,7 @@ class TrackingGrid:
             reply = outcome.replies[node]
             reply.content = RecordDict(
                 {
-                    protocol.ARRAYS: ArrayRecord(weights),
+                    protocol.ARRAYS: ArrayRecord(result),
                     protocol.METRICS: MetricRecord(
                         {"train-loss": figures["train-loss"], "num-examples": share, UNIT_WEIGHT: 1}
                     ),
