@@ -221,33 +221,28 @@ def _numeric_problems(col: str, text: pd.Series) -> tuple[pd.Series, list[Proble
                 examples=_examples(text[huge]),
             )
         )
-    missing = text.isna()
-    if missing.any():
-        problems.append(
-            Problem(
-                Kind.MISSING_VALUE,
-                col,
-                f"{int(missing.sum())} missing values: imputed with the global mean",
-                _lines(missing),
-                blocking=False,
-            )
-        )
+    problems.extend(_missing_problem(col, text, "imputed with the global mean"))
     return values.astype("float64"), problems
 
 
-def _category_problems(col: str, text: pd.Series, limits: Limits | None) -> list[Problem]:
-    problems = []
+def _missing_problem(col: str, text: pd.Series, treatment: str) -> list[Problem]:
+    """A note (not blocking) of the column's empty cells and what the model does with them."""
     missing = text.isna()
-    if missing.any():
-        problems.append(
-            Problem(
-                Kind.MISSING_VALUE,
-                col,
-                f"{int(missing.sum())} missing values: scored as an unknown category",
-                _lines(missing),
-                blocking=False,
-            )
+    if not missing.any():
+        return []
+    return [
+        Problem(
+            Kind.MISSING_VALUE,
+            col,
+            f"{int(missing.sum())} missing values: {treatment}",
+            _lines(missing),
+            blocking=False,
         )
+    ]
+
+
+def _category_problems(col: str, text: pd.Series, limits: Limits | None) -> list[Problem]:
+    problems = _missing_problem(col, text, "scored as an unknown category")
     if limits is None:
         return problems
     present = text.dropna()

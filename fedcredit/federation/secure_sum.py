@@ -220,6 +220,15 @@ def checked_secure_sum(
     groups, and that a corrupting bank's group-mates are left out with it.
     """
     requests = {m.metadata.dst_node_id: (m.content, m.metadata.message_type) for m in messages}
+
+    def resum(nodes: list[int]) -> SecureOutcome:
+        """A fresh secure sum of the same messages over `nodes` only."""
+        fresh = [
+            Message(content=RecordDict(dict(requests[n][0].items())), message_type=requests[n][1], dst_node_id=n)
+            for n in nodes
+        ]
+        return secure_sum(grid, fresh, length, fraction, timeout, collect, check)
+
     outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check)
     if outcome.total is None:
         return CheckedSum(None, outcome)
@@ -227,7 +236,7 @@ def checked_secure_sum(
         return CheckedSum(read(outcome.total, len(outcome.contributors)), outcome)
     except ProtocolError as err:
         log(WARNING, "secure sum: the total fails its checks (%s): summing again over halves of the banks", err)
-        parts, left_out = _split(grid, requests, sorted(outcome.contributors), str(err), length, fraction, timeout, read, collect, check)  # fmt: skip
+        parts, left_out = _split(sorted(outcome.contributors), str(err), resum, read)
     merged = SecureOutcome(failed=dict(outcome.failed), refused=dict(outcome.refused), withheld=dict(outcome.withheld))
     for part in parts:
         merged.contributors.extend(part.contributors)
@@ -252,16 +261,10 @@ def checked_secure_sum(
 
 
 def _split(
-    grid: Grid,
-    requests: dict[int, tuple[RecordDict, str]],
     nodes: list[int],
     reason: str,
-    length: int,
-    fraction: float,
-    timeout: float | None,
+    resum: Callable[[list[int]], SecureOutcome],
     read: Callable[[np.ndarray, int], Any],
-    collect: dict[str, Any] | None,
-    check: Callable[[RecordDict], Any] | None,
 ) -> tuple[list[SecureOutcome], dict[int, str]]:
     """The passing sums of the groups under `nodes`, and the banks of the groups whose sums keep failing."""
     if len(nodes) < 2 * MIN_GROUP:
@@ -274,8 +277,7 @@ def _split(
     parts: list[SecureOutcome] = []
     left_out: dict[int, str] = {}
     for half in (nodes[0::2], nodes[1::2]):
-        messages = [Message(content=RecordDict(dict(requests[n][0].items())), message_type=requests[n][1], dst_node_id=n) for n in half]  # fmt: skip
-        outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check)
+        outcome = resum(half)
         if outcome.total is None:  # too few got through: like any failed sum, nothing from this half
             reasons = outcome.reasons()
             left_out.update({n: reasons.get(n, f"left out: {outcome.reason}") for n in half})
@@ -283,7 +285,7 @@ def _split(
         try:
             read(outcome.total, len(outcome.contributors))
         except ProtocolError as err:
-            more, out = _split(grid, requests, sorted(outcome.contributors), str(err), length, fraction, timeout, read, collect, check)  # fmt: skip
+            more, out = _split(sorted(outcome.contributors), str(err), resum, read)
             parts.extend(more)
             left_out.update(out)
             continue
