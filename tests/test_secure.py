@@ -257,3 +257,20 @@ def test_the_model_free_handlers_do_not_import_tensorflow():
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == "False", result.stdout
     assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout
+
+
+def test_a_total_whose_check_raises_anything_is_summed_again_not_fatal(tmp_path, monkeypatch):
+    """Not only ProtocolError: whatever a corrupted total makes its check raise, the run goes on in groups."""
+    real, calls = protocol.read_summary_sum, {"n": 0}
+
+    def flaky(vector, bins, threshold, banks):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first evaluation total: as if a corruption had made numpy overflow
+            raise OverflowError("int too large to convert to float")
+        return real(vector, bins, threshold, banks)
+
+    monkeypatch.setattr(protocol, "read_summary_sum", flaky)
+    history = _run({**SECURE, "personalize.epochs": 0}, tmp_path, "overflow")
+    assert history["status"] == "completed" and calls["n"] > 1
+    first = history["rounds"][1]["evaluate"]
+    assert first["pooled"] is not None and not first["refused"]  # both halves passed: every bank is in the total
