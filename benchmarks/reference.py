@@ -23,7 +23,7 @@ from fedcredit.core.banks import holdout_set, load_bank
 from fedcredit.core.config import app_defaults, parse_run_config
 from fedcredit.deploy.localrun import APP_DIR, LocalFlower
 from fedcredit.federation.history import read_history
-from fedcredit.risk.baseline import holdout_metrics, train_alone
+from fedcredit.risk.baseline import holdout_metrics, holdout_scores, train_alone
 
 
 def pooled_auc(cfg, num_banks: int) -> float:
@@ -31,7 +31,8 @@ def pooled_auc(cfg, num_banks: int) -> float:
     banks = [load_bank(cfg, {"partition-id": i, "num-partitions": num_banks}) for i in range(num_banks)]
     train = pd.concat([b.train for b in banks], ignore_index=True)
     model = train_alone(cfg, train, cfg.num_server_rounds * cfg.local_epochs)
-    return holdout_metrics(model, holdout_set(cfg), cfg)["auc"]
+    test = holdout_set(cfg)
+    return holdout_metrics(holdout_scores(model, test), test, cfg)["auc"]
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from fedcredit.core.config import RunConfig, parse_run_config
 from fedcredit.core.stats import compute_stats, merge_stats, preprocessing_from_stats
 from fedcredit.federation.history import BankRecord, History, PhaseRecord, RoundEntry, read_history, write_history
 from fedcredit.federation.outputs import write_json
+from fedcredit.federation.scores import RoundScores, path_of, read_scores, write_scores
 
 NUM_BANKS = 3
 _BUILT: dict[str, Path] = {}
@@ -43,6 +44,10 @@ def tiny_config(data_path: Path, output_dir: Path) -> dict[str, Any]:
         "seed": 7,
         "output-dir": str(output_dir),
     }
+
+
+def _hist(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(summary["hist-bad"]), np.asarray(summary["hist-good"])
 
 
 def _phase(per_bank: dict[str, dict[str, Any]], pooled: dict[str, Any]) -> PhaseRecord:
@@ -71,6 +76,8 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
     }
     weights = model.get_weights()
     rounds = [RoundEntry(0, holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold))]
+    start = metrics.summarise(mdl.predict(model, test_inputs), test_labels, cfg.threshold, cfg.histogram_bins)
+    kept = [RoundScores(0, None, {}, _hist(start))]
     for r in range(1, cfg.num_server_rounds + 1):
         updates, train_metrics = [], {}
         for name, (x, y, _, _) in data.items():
@@ -86,10 +93,19 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
             name: metrics.summarise(mdl.predict(model, xv), yv, cfg.threshold, cfg.histogram_bins)
             for name, (_, _, xv, yv) in data.items()
         }
+        test_scores = mdl.predict(model, test_inputs)
+        kept.append(
+            RoundScores(
+                r,
+                tuple(np.sum([_hist(x)[i] for x in summaries.values()], axis=0) for i in (0, 1)),
+                {n: _hist(s) for n, s in summaries.items()},
+                _hist(metrics.summarise(test_scores, test_labels, cfg.threshold, cfg.histogram_bins)),
+            )
+        )
         rounds.append(
             RoundEntry(
                 r,
-                holdout=metrics.exact(mdl.predict(model, test_inputs), test_labels, cfg.threshold),
+                holdout=metrics.exact(test_scores, test_labels, cfg.threshold),
                 aggregated=True,
                 train=_phase(
                     train_metrics, {"train-loss": float(np.mean([m["train-loss"] for m in train_metrics.values()]))}
@@ -101,6 +117,8 @@ def build_run(run_dir: Path, config: dict[str, Any]) -> Path:
             )
         )
     run_dir.mkdir(parents=True)
+    for scores in kept:
+        write_scores(run_dir, scores)
     model.save(run_dir / "model-final.keras")
     write_json(run_dir / "config.json", cfg.to_flower())
     write_json(
@@ -152,6 +170,12 @@ def as_deployment(run_dir: Path) -> Path:
             if phase is not None:
                 phase.ok = [rename[b] for b in phase.ok]
                 phase.banks = {rename[k]: v for k, v in phase.banks.items()}
+    for scores in read_scores(run_dir).values():
+        if scores.pooled is None:  # hold-out only: a deployment has none
+            path_of(run_dir, scores.round).unlink()
+        else:
+            renamed = {rename[k]: v for k, v in scores.banks.items()}
+            write_scores(run_dir, RoundScores(scores.round, scores.pooled, renamed, None))
     write_json(run_dir / "config.json", config)
     write_history(run_dir / "history.json", history)
     return run_dir

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 
 import pytest
 from runfixture import as_deployment, copy_run, tiny_run  # noqa: F401  (fixture)
@@ -13,19 +15,24 @@ from fedcredit.federation.history import StrategyRecord, read_history, write_his
 from fedcredit.risk.report import PNG_NAMES
 
 SECTIONS = (
+    "verdict",
     "summary",
-    "baseline",
-    "rounds",
-    "holdout",
+    "data",
+    "model",
+    "performance",
     "calibration",
     "distributions",
     "gains",
-    "stability",
+    "rounds",
+    "banks",
+    "baseline",
     "personalisation",
-    "config",
     "privacy",
+    "config",
+    "limitations",
+    "signoff",
 )
-HOLDOUT_SECTIONS = ("holdout", "calibration", "distributions", "gains")
+PACK_SECTIONS = ("performance", "calibration", "distributions", "gains")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,33 +66,73 @@ def test_every_section_is_present_and_images_are_embedded(simulation):
 
 
 def test_figures_match_the_run(simulation):
-    _, page, history = simulation
+    run_dir, page, history = simulation
     s = _sections(page)
+    pack = json.loads((run_dir / "report.json").read_text())
     assert history.model_final_sha256 in s["summary"] and "matches model-final.keras" in s["summary"]
     assert "fedprox" in s["summary"] and "differential privacy: server-fixed" in s["summary"]
     assert "epsilon" in s["privacy"] and "3.25" in s["privacy"]
     last = history.last_round()
-    assert f"{last.holdout_auc:.4f}" in s["holdout"]
-    assert f"{last.pooled_auc:.4f}" in s["rounds"]
+    assert f"{last.pooled_auc:.4f}" in s["verdict"] and f"{last.pooled_auc:.4f}" in s["performance"]
+    assert pack["validation"]["auc"]["value"] == pytest.approx(last.pooled_auc, abs=1e-12)  # the same histograms
+    hold = pack["holdout"]
+    low, high = hold["resolution"]["auc-bounds"]
+    assert low <= last.holdout_auc <= high  # row-level hold-out AUC within the bins' bounds
+    assert f"{hold['auc']['value']:.4f}" in s["performance"]
     for bank in history.banks:
-        assert bank in s["rounds"] and bank in s["stability"]
-    assert s["gains"].count("<tr>") == 1 + 10  # header and ten deciles
-    assert "expected calibration error" in s["calibration"] and f"{last.holdout['brier']:.4f}" in s["calibration"]
+        assert bank in s["rounds"] and bank in s["banks"] and bank in s["data"]
+    assert len(pack["banks"]["banks"]) == len(history.banks)
+    assert s["gains"].count("<h3>") == 4  # gains and thresholds, for validation and hold-out
+    assert "(threshold)" in s["gains"] and "Within" in s["calibration"]
+    assert f"{last.pooled['brier']:.4f}" in s["performance"]
     assert "num-server-rounds" in s["config"] and "hidden-units" in s["config"]
     assert "Not computed" in s["baseline"] and "fedcredit baseline" in s["baseline"]
+    assert pack["verdict"]["overall"] in ("pass", "borderline", "fail")
+    assert "Verdict:" in s["verdict"] and "validation.min-auc" in s["verdict"]
+    assert "Sign-off" in s["signoff"] and "Independent model validator" in s["signoff"]
+    assert "Intended use" in s["limitations"] and (run_dir / "intended-use.md").is_file() is False
 
 
-def test_deployment_run_says_what_is_missing(tiny_run, tmp_path):  # noqa: F811
+def test_report_json_is_rebuilt_byte_for_byte_from_the_run_directory(simulation):
+    run_dir, _, _ = simulation
+    first = (run_dir / "report.json").read_bytes()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.json").read_bytes() == first
+
+
+def test_the_consortiums_intended_use_replaces_the_template(tiny_run, tmp_path):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    (run_dir / "intended-use.md").write_text("## Intended use\n- Card loans of members <b>only</b>\n")
+    assert main(["report", str(run_dir)]) == 0
+    s = _sections((run_dir / "report.html").read_text())
+    assert "Card loans of members &lt;b&gt;only&lt;/b&gt;" in s["limitations"] and "(edit" not in s["limitations"]
+    assert "the consortium" in s["limitations"]
+
+
+def test_deployment_run_has_the_whole_pack_from_the_banks_histograms(tiny_run, tmp_path):  # noqa: F811
     run_dir = as_deployment(copy_run(tiny_run, tmp_path / "run"))
     assert main(["report", str(run_dir)]) == 0
     s = _sections((run_dir / "report.html").read_text())
     assert list(s) == list(SECTIONS)
-    for name in HOLDOUT_SECTIONS:
-        assert "No hold-out set in this run" in s[name] and "<img" not in s[name]
-    assert "Not available" in s["stability"] and "simulation run" in s["stability"]
-    assert "<img" in s["rounds"] and "partner-0" in s["rounds"]
-    assert sorted(p.name for p in (run_dir / "report").glob("*.png")) == ["bank_auc.png", "rounds.png"]
+    for name in PACK_SECTIONS:
+        assert "Pooled validation" in s[name] or "pooled validation" in s[name]
+        assert "Hold-out set" not in s[name]
+    pack = json.loads((run_dir / "report.json").read_text())
+    assert pack["holdout"] is None and pack["validation"]["rows"]["loans"] > 0
+    assert "No hold-out set" in s["limitations"]
+    assert "partner-0" in s["banks"] and "partner-0" in s["rounds"]
+    assert sorted(p.name for p in (run_dir / "report").glob("*.png")) == sorted(PNG_NAMES)
     assert "No differential-privacy figures" in s["privacy"] and "fedavg" in s["summary"]
+
+
+def test_a_run_without_histograms_says_why_the_pack_is_empty(tiny_run, tmp_path):  # noqa: F811
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "scores")
+    assert main(["report", str(run_dir)]) == 0
+    s = _sections((run_dir / "report.html").read_text())
+    assert list(s) == list(SECTIONS)
+    assert "No evaluated round" in s["performance"] and "kept no score histograms" in s["limitations"]
+    assert "not judged" in s["verdict"].lower()
 
 
 def test_failed_run_without_model(tiny_run, tmp_path):  # noqa: F811
@@ -93,7 +140,7 @@ def test_failed_run_without_model(tiny_run, tmp_path):  # noqa: F811
     (run_dir / "model-final.keras").unlink()
     assert main(["report", str(run_dir)]) == 0
     s = _sections((run_dir / "report.html").read_text())
-    assert "model-final.keras does not exist" in s["holdout"] and "model-final.keras is missing" in s["summary"]
+    assert "model-final.keras does not exist" in s["model"] and "model-final.keras is missing" in s["summary"]
 
 
 def test_truncated_model_is_named_as_damaged_not_missing(tiny_run, tmp_path):  # noqa: F811
@@ -102,8 +149,8 @@ def test_truncated_model_is_named_as_damaged_not_missing(tiny_run, tmp_path):  #
     model.write_bytes(model.read_bytes()[:1000])
     assert main(["report", str(run_dir)]) == 0
     s = _sections((run_dir / "report.html").read_text())
-    assert f"{model} is not a valid Keras model file" in s["holdout"] and "may be truncated or corrupt" in s["holdout"]
-    assert "not found" not in s["holdout"].lower() and "does not exist" not in s["holdout"]
+    assert f"{model} is not a valid Keras model file" in s["model"] and "may be truncated or corrupt" in s["model"]
+    assert "not found" not in s["model"].lower() and "does not exist" not in s["model"]
     assert "DOES NOT MATCH model-final.keras" in s["summary"]  # the recorded SHA-256 tells the copy is damaged
 
 

@@ -7,15 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from fedcredit.core import metrics
-from fedcredit.core.config import RunConfig
 from fedcredit.federation.history import History, PhaseRecord, RoundEntry
-from fedcredit.risk import curves as rm
 from fedcredit.risk import report_tables as rt
-from fedcredit.risk.rundir import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,50 +59,6 @@ def test_bank_auc_table_is_rounds_by_banks_with_nan_where_not_reported():
     assert t.loc[1, "a"] == 0.58 and t.loc[2, "c"] == 0.7
     assert math.isnan(t.loc[1, "b"]) and math.isnan(t.loc[2, "a"]) and math.isnan(t.loc[1, "c"])
     assert rt.bank_auc_table(History()).empty
-
-
-@pytest.mark.parametrize(
-    "holdout_eval,rounds,expected",
-    [
-        (True, [RoundEntry(0, holdout={"auc": 0.5})], True),
-        (True, [RoundEntry(0), RoundEntry(1)], False),  # asked for, never computed
-        (False, [RoundEntry(0, holdout={"auc": 0.5})], False),
-    ],
-)
-def test_has_holdout(holdout_eval, rounds, expected):
-    run = Run(Path("run"), {}, RunConfig(holdout_eval=holdout_eval), History(rounds=rounds))
-    assert rt.has_holdout(run) is expected
-
-
-def _scored(seed: int, n: int = 2000, shift: float = 0.0) -> rt.Scored:
-    rng = np.random.default_rng(seed)
-    labels = rng.random(n) < 0.1
-    scores = 1 / (1 + np.exp(-(rng.normal(-2.5 + shift, 1.0, n) + 1.5 * labels)))
-    return rt.Scored(scores, labels)
-
-
-def test_holdout_tables_are_the_curves_kernels_at_the_threshold():
-    data = _scored(0)
-    t = rt.holdout_tables(data, 0.2)
-    assert t.metrics == metrics.exact(data.scores, data.labels, 0.2)
-    assert t.ece == rm.expected_calibration_error(data.scores, data.labels, rt.CALIBRATION_BINS)
-    assert len(t.bins) == rt.CALIBRATION_BINS and t.bins["count"].sum() == data.scores.size
-    assert len(t.gains) == 10 and t.gains["bads"].sum() == data.labels.sum()
-    assert rt.holdout_tables(data, 0.2, n_bins=4).bins.shape[0] == 4
-
-
-def test_psi_table_reads_each_bank_against_all_banks_pooled():
-    same, moved = _scored(1), _scored(2, n=200, shift=2.0)
-    t = rt.psi_table({"a": same, "b": rt.Scored(same.scores.copy(), same.labels.copy()), "moved": moved})
-    assert list(t["bank"]) == ["a", "b", "moved"]
-    a = t.iloc[0]
-    assert a["rows"] == same.scores.size and a["default_rate"] == pytest.approx(same.labels.mean())
-    assert a["mean_pd"] == pytest.approx(same.scores.mean())
-    assert a["auc"] == metrics.exact_auc(same.scores, same.labels)
-    pooled = np.concatenate([same.scores, same.scores, moved.scores])
-    assert list(t["psi"]) == [rm.psi(pooled, s) for s in (same.scores, same.scores, moved.scores)]
-    assert t.loc[0, "psi"] < rm.PSI_STABLE < rm.PSI_UNSTABLE < t.loc[2, "psi"]
-    assert list(t["reading"]) == ["stable", "stable", "unstable: investigate"]
 
 
 def _baseline() -> dict:

@@ -199,6 +199,30 @@ class RunConfig:
         "ServerApp scores the hold-out set each round (simulation only: set false in deployment)",
         operational=True,
     )
+    # the validation pack's headline: thresholds the consortium sets (read by `fedcredit report`)
+    validation_min_auc: float = _key(
+        "validation.min-auc",
+        0.65,
+        "headline verdict: pooled validation AUC must reach this (its 95 % interval decides pass or borderline)",
+        ge=0,
+        le=1,
+        operational=True,
+    )
+    validation_max_psi: float = _key(
+        "validation.max-psi",
+        0.25,
+        "headline verdict: no bank's score PSI against the other banks may exceed this (plain mode)",
+        gt=0,
+        operational=True,
+    )
+    validation_max_calibration_gap: float = _key(
+        "validation.max-calibration-gap",
+        0.02,
+        "headline verdict: |observed default rate - mean PD| of the pooled validation rows may not exceed this",
+        gt=0,
+        le=1,
+        operational=True,
+    )
     # federation
     fraction_train: float = _key(
         "fraction-train", 1.0, "share of connected banks asked to train each round", gt=0, le=1

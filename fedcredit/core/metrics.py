@@ -91,6 +91,33 @@ def auc_standard_error(auc: float, n_bad: int, n_good: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
+def delong(score_sets: Sequence[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(AUCs, their covariance matrix) of models that scored the same loans; DeLong et al. (1988).
+
+    Row-level, with midranks for ties (Sun and Xu, 2014): the reference the
+    histogram version (`fedcredit.risk.binned.delong_auc`) is checked against,
+    and the paired comparison of two models on one hold-out set (their
+    errors are correlated, which an unpaired test would ignore).
+    """
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).ravel().astype(bool)
+    m, n = int(labels.sum()), int((~labels).sum())
+    if m < 2 or n < 2:
+        k = len(score_sets)
+        return np.full(k, math.nan), np.full((k, k), math.nan)
+    aucs, v10, v01 = [], [], []
+    for scores in score_sets:
+        scores = np.asarray(scores, dtype=np.float64).ravel()
+        x, y = scores[labels], scores[~labels]
+        tz = rankdata(np.r_[x, y])
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - rankdata(x)) / n)  # each default's share of repaid loans below it (ties half)
+        v01.append(1 - (tz[m:] - rankdata(y)) / m)  # each repaid loan's share of defaults above it
+    cov = np.atleast_2d(np.cov(np.array(v10))) / m + np.atleast_2d(np.cov(np.array(v01))) / n
+    return np.array(aucs), cov
+
+
 def exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC of rows held in one place (Mann-Whitney, ties counted half); NaN for one class."""
     return auc_ks(scores, labels)[0]

@@ -375,6 +375,7 @@ class History:
     resumed_from: ResumedFrom | None = None  # the crashed run this one continues
     sweep: dict[str, Any] | None = None  # in a sweep: {index, of, overrides} of this variant
     personalisation: dict[str, Any] | None = None  # what each bank kept after the last round, and pooled figures
+    software: dict[str, str] | None = None  # versions of fedcredit, Flower, TensorFlow, ... and the app's commit
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -429,6 +430,7 @@ class History:
                 resumed_from=keys.take("resumed-from", _or_null(ResumedFrom._parse), None),
                 sweep=keys.take("sweep", _or_null(_object), None),
                 personalisation=keys.take("personalisation", _or_null(_object), None),
+                software=keys.take("software", _or_null(_mapping(_str)), None),
                 extra=keys.rest,
             )
         except _Wrong as wrong:
@@ -459,6 +461,7 @@ class History:
             "resumed-from": self.resumed_from.to_json() if self.resumed_from is not None else None,
             "evaluation": self.evaluation,
             "personalisation": self.personalisation,
+            "software": self.software,
         }
         return _with_extra({k: v for k, v in out.items() if v is not None}, self.extra)
 

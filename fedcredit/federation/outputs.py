@@ -23,6 +23,7 @@ FILES = {
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
     "model-best.keras": "the global model of the best round (highest pooled validation AUC, also with any one bank left out; else the latest)",
     "checkpoints/round-NNN.npz": "the global weights after each round",
+    "scores/round-NNN.npz": "per evaluated round: pooled (plain mode: also per-bank) and hold-out PD histograms per class",
     "banks/<bank>/model-kept.keras": "simulation: the model each bank kept after personalisation (at a real bank: "
     "its node config's model-dir)",
     "tensorboard/": "pooled, hold-out and per-bank metrics per round as TensorBoard scalars",

@@ -158,10 +158,14 @@ def check_preprocessing(resume: Resume, preprocessing: dict[str, Any]) -> None:
 
 
 def carry_over(resume: Resume, out: RunOutputs) -> None:
-    """Copy the old run's checkpoints and best model into the new run directory."""
+    """Copy the old run's checkpoints, score histograms and best model into the new run directory."""
     for checkpoint in sorted(resume.run_dir.glob("checkpoints/round-*.npz")):
         if int(checkpoint.stem.split("-")[1]) <= resume.last_round:
             shutil.copy2(checkpoint, out.dir / "checkpoints" / checkpoint.name)
+    for scores in sorted(resume.run_dir.glob("scores/round-*.npz")):  # the validation pack needs every round's
+        if int(scores.stem.split("-")[1]) <= resume.last_round:
+            (out.dir / "scores").mkdir(exist_ok=True)
+            shutil.copy2(scores, out.dir / "scores" / scores.name)
     best = resume.run_dir / "model-best.keras"
     if best.is_file():
         shutil.copy2(best, out.path("model-best.keras"))

@@ -31,6 +31,7 @@ from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import History, PhaseRecord, RoundEntry, write_history
 from fedcredit.federation.outputs import RunOutputs, load_checkpoint, sha256_of, write_scalars
+from fedcredit.federation.scores import RoundScores, write_scores
 from fedcredit.federation.strategies import finite_metrics, logged_record
 from fedcredit.federation.tracking import Tracker, TrackingGrid
 
@@ -106,6 +107,7 @@ class RoundReporter:
         self.pending: tuple[int, RoundEntry, list[np.ndarray]] | None = None
         self.started = time.monotonic()
         self.holdout = None
+        self.holdout_hists: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # run round -> its hold-out histograms
         if cfg.holdout_eval:
             test = holdout_set(cfg)
             self.holdout = (mdl.to_inputs(test, model), test[schema_of(cfg).target].to_numpy())
@@ -138,6 +140,8 @@ class RoundReporter:
         if self.holdout is not None:
             scores = mdl.predict(self.model, self.holdout[0])
             entry.holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
+            binned = metrics.summarise(scores, self.holdout[1], self.cfg.threshold, self.cfg.histogram_bins)
+            self.holdout_hists[run_round] = (np.asarray(binned["hist-bad"]), np.asarray(binned["hist-good"]))
         holdout = entry.holdout
         if server_round > 0:
             entry.aggregated = server_round in self.tracker.aggregated  # `RecordsAggregation` knows
@@ -149,7 +153,10 @@ class RoundReporter:
             entry.checkpoint_sha256 = sha256_of(self.out.save_checkpoint(run_round, weights))
             if not self.folded:
                 entry.evaluate = self._phase_record("evaluate", server_round)
+                self._keep_scores(server_round)
                 self._evaluated(run_round, entry, weights)
+        elif not self.folded and not self.offset:
+            self._keep_scores(server_round)  # the initial model: hold-out histograms only
         if self.folded:
             if server_round == 0 and self.offset and self.history.rounds:
                 entry = self.history.rounds[-1]  # the resumed run's last round, scored at the start of round 1
@@ -168,6 +175,7 @@ class RoundReporter:
         server_round, entry, weights = self.pending
         self.pending = None
         entry.evaluate = self._phase_record("evaluate", server_round)
+        self._keep_scores(server_round)
         run_round = server_round + self.offset
         if entry.train is not None:
             self._evaluated(run_round, entry, weights)
@@ -179,6 +187,24 @@ class RoundReporter:
                 (entry.evaluate.pooled or {}).get("auc", float("nan")),
             )
         save_history(self.out, self.history)
+
+    def _keep_scores(self, server_round: int) -> None:
+        """scores/round-NNN.npz: the round's pooled (and, in plain mode, per-bank) and hold-out histograms."""
+        run_round = server_round + self.offset
+        phase = self.tracker.evaluate.get(server_round)
+        pooled = None
+        if phase is not None and phase.summaries:
+            pooled = tuple(
+                np.sum([np.asarray(s[k], dtype=np.int64) for s in phase.summaries], axis=0) for k in metrics.HIST_KEYS
+            )
+        banks = {
+            self._bank(n): (np.asarray(s["hist-bad"]), np.asarray(s["hist-good"]))
+            for n, s in (phase.bank_summaries.items() if phase is not None else ())
+        }
+        holdout = self.holdout_hists.pop(run_round, None)
+        if pooled is None and holdout is None:
+            return
+        write_scores(self.out.dir, RoundScores(run_round, pooled, banks, holdout))  # type: ignore[arg-type]
 
     def _evaluated(self, run_round: int, entry: RoundEntry, weights: list[np.ndarray]) -> None:
         """Log line, TensorBoard scalars and best model of a round whose evaluation is in."""

@@ -45,6 +45,7 @@ from fedcredit.federation.rounds import (
     folded_evaluation,
     save_history,
 )
+from fedcredit.federation.software import software
 from fedcredit.federation.statistics import Federation, gather, too_few_banks, wait_for_banks
 from fedcredit.federation.strategies import make_strategy, privacy_summary, weight_key
 from fedcredit.federation.tracking import ReplyRules, SecureSettings, Tracker, TrackingGrid
@@ -139,6 +140,7 @@ def _start(
         output_dir=str(out.dir),
         schema_sha256=schema.sha256,
         sweep=variant or None,
+        software=software(Path(app_dir) if app_dir is not None else None),
     )
     return _Run(cfg, schema, out, history)
 

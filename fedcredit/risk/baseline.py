@@ -54,13 +54,38 @@ def train_alone(cfg: RunConfig, train: pd.DataFrame, epochs: int) -> Any:
     return model
 
 
-def holdout_metrics(model: Any, test: pd.DataFrame, cfg: RunConfig) -> dict[str, float]:
-    from fedcredit.core import metrics
+def holdout_scores(model: Any, test: pd.DataFrame) -> np.ndarray:
     from fedcredit.core import model as mdl
+
+    return mdl.score(model, test)
+
+
+def holdout_metrics(scores: np.ndarray, test: pd.DataFrame, cfg: RunConfig) -> dict[str, float]:
+    from fedcredit.core import metrics
     from fedcredit.core.banks import schema_of
 
-    m = metrics.exact(mdl.score(model, test), test[schema_of(cfg).target].to_numpy(), cfg.threshold)
+    m = metrics.exact(scores, test[schema_of(cfg).target].to_numpy(), cfg.threshold)
     return {k: float(m[k]) for k in METRICS}
+
+
+def paired_auc(scores: np.ndarray, federated: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """This model's AUC minus the federated model's, on the same hold-out loans: paired DeLong.
+
+    Both models scored the same loans, so their AUC errors are correlated;
+    DeLong's covariance accounts for it (an unpaired test would not).
+    """
+    from fedcredit.core import metrics
+
+    aucs, cov = metrics.delong([scores, federated], labels)
+    se = math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)) if np.isfinite(cov).all() else math.nan
+    diff = float(aucs[0] - aucs[1])
+    return {
+        "auc-se": math.sqrt(cov[0, 0]) if np.isfinite(cov[0, 0]) else math.nan,
+        "auc-minus-federated": diff,
+        "se": se,
+        "beyond-se": bool(math.isfinite(se) and abs(diff) > se),
+        "beyond-2-se": bool(math.isfinite(se) and abs(diff) > 2 * se),
+    }
 
 
 def summarise_banks(per_bank: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -82,16 +107,27 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
     banks = simulated_banks(run)
     test = holdout(run)
     started = time.monotonic()
-    federated = holdout_metrics(load_final_model(run), test, cfg)
+    labels = test[target_of(run)].to_numpy()
+    federated_scores = holdout_scores(load_final_model(run), test)
+    federated = holdout_metrics(federated_scores, test, cfg)
+    federated.update({"auc-se": paired_auc(federated_scores, federated_scores, labels)["auc-se"]})
     pooled_train = pd.concat([b.train for b in banks], ignore_index=True)
     say(f"pooled: training on {len(pooled_train)} rows for {epochs} epochs")
-    pooled = holdout_metrics(train_alone(cfg, pooled_train, epochs), test, cfg)
+    pooled_scores = holdout_scores(train_alone(cfg, pooled_train, epochs), test)
+    pooled = {
+        **holdout_metrics(pooled_scores, test, cfg),
+        **paired_auc(pooled_scores, federated_scores, labels),
+    }
     alone: dict[str, dict[str, Any]] = {}
     for bank in banks:
         say(f"bank alone: {bank.name}, {len(bank.train)} rows")
         try:
-            model = train_alone(cfg, bank.train, epochs)
-            alone[bank.name] = {"training-rows": len(bank.train), **holdout_metrics(model, test, cfg)}
+            scores = holdout_scores(train_alone(cfg, bank.train, epochs), test)
+            alone[bank.name] = {
+                "training-rows": len(bank.train),
+                **holdout_metrics(scores, test, cfg),
+                **paired_auc(scores, federated_scores, labels),
+            }
         except ValueError as err:  # e.g. a numeric column this bank never fills: no model of its own
             say(f"bank alone: {bank.name} cannot train a model alone: {one_line(err)}")
             alone[bank.name] = {
@@ -99,7 +135,6 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
                 **{k: math.nan for k in METRICS},
                 "error": one_line(err),
             }
-    labels = test[target_of(run)].to_numpy()
     last = run.history.last_round()
     return {
         "run-id": run.history.run_id,
@@ -116,6 +151,9 @@ def compute(run: Run, log: Any = None) -> dict[str, Any]:
         },
         "holdout": {"rows": len(test), "default-rate": float(labels.mean())},
         "metrics": list(METRICS),
+        "comparison": "each model's hold-out AUC minus the federated model's, with the standard error of the "
+        "difference from paired DeLong (same loans, correlated errors); beyond-se / beyond-2-se: the difference "
+        "exceeds one / two standard errors (two standard errors: about a 5 % two-sided test)",
         "federated": {
             "training-rows": len(pooled_train),
             **federated,

@@ -1,24 +1,20 @@
-"""`fedcredit report RUN_DIR`: the model-risk report of a run, for a reviewer.
+"""`fedcredit report RUN_DIR`: the model-risk report of a run, for a validator.
 
 One self-contained `report.html` (plots embedded as base64 PNG, no external
-files or scripts) plus the same plots as PNG files in `RUN_DIR/report/`:
-training per round (pooled and per bank), ranking (ROC, KS), calibration
-(reliability, Brier, expected calibration error), score distributions of
-good and bad loans, gains and lift by decile, stability of each bank's score
-distribution against the pooled one (PSI), the baselines of
-`fedcredit baseline` when present, the run config, strategy, privacy figures
-and the final model's SHA-256.
+files or scripts), the same plots as PNG files in `RUN_DIR/report/`, and
+`report.json`: every figure of the report as data (the validation pack of
+`fedcredit.risk.pack`), for a bank's own model inventory.
 
-Hold-out sections need the run's hold-out set and stability needs its
-simulated banks; a deployment run (holdout-eval=false, its own banks) has
-neither, and those sections say so instead of failing. The command line is
-`fedcredit.cli.report`.
-
-This module reads the run (final model, hold-out set, simulated banks,
-baseline.json), scores it and puts the report together, one `Section` (its
-HTML and the PNGs it shows) at a time: the figures as data are
-`report_tables`, their plots `report_figures`, the HTML `report_sections`
-and `report_html`.
+Every run gets the whole pack, a deployment's and a secure one's included:
+it is built from the score histograms the banks sent (scores/), never from
+rows, so the coordinator needs no data. Sections: headline verdict against
+the consortium's limits, summary, data, model specification, performance
+(ROC, KS), calibration, score distributions, gains and threshold
+trade-offs, rounds, per bank and stability (plain mode only), baselines,
+personalisation, privacy, config, limitations and intended use, sign-off.
+The report reads the run directory alone (model-final.keras only for its
+architecture and digest), so rebuilding it gives the same report.json.
+The command line is `fedcredit.cli.report`.
 """
 
 from __future__ import annotations
@@ -30,15 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from fedcredit.federation.outputs import write_json
+from fedcredit.federation.scores import RoundScores, ScoresError, read_scores
+from fedcredit.risk import pack
 from fedcredit.risk import report_figures as figures
 from fedcredit.risk import report_sections as sections
 from fedcredit.risk import report_tables as tables
+from fedcredit.risk import report_validation as views
+from fedcredit.risk.binned import Binned
 from fedcredit.risk.report_figures import PNG_NAMES
 from fedcredit.risk.report_html import page
-from fedcredit.risk.report_tables import Scored
-from fedcredit.risk.rundir import Run, RunDirError, holdout, load_final_model, simulated_banks, target_of
+from fedcredit.risk.rundir import Run, RunDirError, load_final_model, target_of
 
 __all__ = ["PNG_NAMES", "Section", "build", "write"]
 
@@ -63,11 +61,19 @@ def _model_sha256(run: Run) -> str | None:
     return hashlib.sha256(run.model_path.read_bytes()).hexdigest() if run.model_path.is_file() else None
 
 
-def score_banks(model: Any, banks: list[Any], target: str) -> dict[str, Scored]:
-    """Each simulated bank's validation rows scored with `model`, by bank name."""
-    from fedcredit.core import model as mdl
-
-    return {b.name: Scored(mdl.score(model, b.val), b.val[target].to_numpy().astype(bool)) for b in banks}
+def model_info(model: Any) -> dict[str, Any]:
+    """Parameter count and the layers of the released model, as a validator reads them."""
+    layers = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        config = layer.get_config()
+        detail = ", ".join(
+            f"{k}={config[k]}" for k in ("units", "activation", "rate", "output_mode") if k in config and config[k]
+        )
+        layers.append(f"{layer.name}: {kind}" + (f"({detail})" if detail else ""))
+    return {"parameters": int(model.count_params()), "inputs": len(model.inputs), "summary": "; ".join(layers)}
 
 
 def baseline(run: Run) -> Section:
@@ -82,88 +88,114 @@ def baseline(run: Run) -> Section:
     return Section(sections.baseline_section(result, rows))
 
 
-def rounds(run: Run, out_dir: Path) -> Section:
+def rounds(run: Run, out_dir: Path, the_pack: dict[str, Any]) -> Section:
     table = tables.rounds_table(run.history)
     if table.empty:
         return Section(sections.no_rounds_section())
-    rounds_png = figures.plot_rounds(table, out_dir)
+    rounds_png = figures.plot_rounds(table, out_dir, the_pack["rounds"]["rounds"])
     banks = tables.bank_auc_table(run.history)
     banks_png = None if banks.empty else figures.plot_bank_auc(banks, table.set_index("round")["val_auc"], out_dir)
     pngs = (rounds_png,) if banks_png is None else (rounds_png, banks_png)
-    return Section(sections.rounds_section(run, table, banks, rounds_png, banks_png), pngs)
+    return Section(sections.rounds_section(run, table, banks, rounds_png, banks_png, the_pack["rounds"]), pngs)
 
 
-def holdout_sections(run: Run, data: Scored | None, why_not: str, out_dir: Path) -> list[Section]:
-    """Hold-out performance, calibration, distributions and gains (or one note each why not)."""
-    if data is None:
-        return [Section(text) for text in sections.holdout_notes(why_not)]
-    threshold = run.cfg.threshold
-    t = tables.holdout_tables(data, threshold)
-    roc, ks = figures.plot_roc(data, t.metrics["auc"], out_dir), figures.plot_ks(data, out_dir)
-    calibration = figures.plot_calibration(t.bins, t.metrics["brier"], t.ece, out_dir)
-    distributions = figures.plot_distributions(data, threshold, out_dir)
+def pack_sections(the_pack: dict[str, Any], scores: dict[int, RoundScores], out_dir: Path) -> list[Section]:
+    """Performance, calibration, distributions and gains of the pooled validation loans (and the hold-out set)."""
+    packs = {
+        label: part
+        for label, part in ((views.VALIDATION, the_pack["validation"]), (views.HOLDOUT, the_pack["holdout"]))
+        if part is not None
+    }
+    if not packs:
+        return [
+            Section(views.performance_section(the_pack, None, None)),
+            Section(views.calibration_section(the_pack, None)),
+            Section(views.distributions_section(the_pack, None)),
+            Section(views.gains_section(the_pack)),
+        ]
+    final = the_pack["run"]["final-round"]
+    label, first = next(iter(packs.items()))
+    source = scores[final].pooled if label == views.VALIDATION else scores[max(scores)].holdout
+    roc = figures.plot_roc(packs, out_dir)
+    ks = figures.plot_ks(Binned(*source), first, label, out_dir)  # type: ignore[misc]
+    calibration = figures.plot_calibration(packs, out_dir)
+    distributions = figures.plot_distributions(packs, the_pack["run"]["threshold"], out_dir)
     return [
-        Section(sections.performance_section(t, threshold, roc, ks), (roc, ks)),
-        Section(sections.calibration_section(t, calibration), (calibration,)),
-        Section(sections.distributions_section(distributions), (distributions,)),
-        Section(sections.gains_section(t.gains)),
+        Section(views.performance_section(the_pack, roc, ks), (roc, ks)),
+        Section(views.calibration_section(the_pack, calibration), (calibration,)),
+        Section(views.distributions_section(the_pack, distributions), (distributions,)),
+        Section(views.gains_section(the_pack)),
     ]
 
 
-def stability(table: pd.DataFrame | None, why_not: str, out_dir: Path) -> Section:
-    if table is None:
-        return Section(sections.no_stability_section(why_not))
-    png = figures.plot_psi(table, out_dir)
-    return Section(sections.stability_section(table, png), (png,))
+def intended_use(run: Run) -> dict[str, str]:
+    path = run.dir / views.INTENDED_USE_FILE
+    if path.is_file():
+        return {"source": f"the consortium's ({path.name})", "text": path.read_text(encoding="utf-8")}
+    return {"source": "the template (not yet edited)", "text": views.INTENDED_USE_TEMPLATE}
 
 
-def build(run: Run, out_dir: Path) -> tuple[str, list[Path]]:
-    """(HTML text, PNG files written)."""
-    from fedcredit.core import model as mdl
+def make_pack(run: Run) -> tuple[dict[str, Any], dict[int, RoundScores]]:
+    """The validation pack of a run directory, and the histograms it was built from."""
+    try:
+        scores = read_scores(run.dir)
+        scores_note = None
+    except ScoresError as err:
+        scores, scores_note = {}, str(err)
+    info: dict[str, Any] | None = None
+    target, why = _try(lambda: target_of(run))
+    if target is not None:
+        model, why = _try(lambda: load_final_model(run))
+        info = model_info(model) if model is not None else {"why": why}
+    else:
+        info = {"why": why}
+    the_pack = pack.build(run, scores, info, _model_sha256(run), pack.profile_part(run.dir))
+    the_pack["intended-use"] = intended_use(run)
+    if scores_note or not scores:
+        the_pack["limitations"].insert(
+            0,
+            scores_note
+            or "This run kept no score histograms (scores/): it predates them or stopped before an evaluation, so "
+            "the validation pack is empty.",
+        )
+    return the_pack, scores
 
+
+def build(run: Run, out_dir: Path) -> tuple[str, list[Path], dict[str, Any]]:
+    """(HTML text, PNG files written, the validation pack)."""
     out_dir.mkdir(exist_ok=True)
     for name in PNG_NAMES:  # a previous report's plots must not linger
         (out_dir / name).unlink(missing_ok=True)
-    target, no_model = _try(lambda: target_of(run))
-    model = None
-    if target is not None:
-        model, no_model = _try(lambda: load_final_model(run))
-
-    data, why_not = None, no_model
-    if model is not None and not tables.has_holdout(run):
-        why_not = (
-            "No hold-out set in this run (holdout-eval=false, as in a deployment, where the coordinator holds "
-            "no data): hold-out figures are not available."
-        )
-    elif model is not None:
-        test, why_not = _try(lambda: holdout(run))
-        if test is not None:
-            data = Scored(mdl.score(model, test), test[target].to_numpy().astype(bool))
-
-    psi, why_not_psi = None, no_model
-    if model is not None:
-        banks, why_not_psi = _try(lambda: simulated_banks(run))
-        if banks is not None:
-            psi = tables.psi_table(score_banks(model, banks, target))
-        else:
-            why_not_psi = f"Not available: {why_not_psi}"
-
+    the_pack, scores = make_pack(run)
+    per_bank = the_pack["banks"]["banks"]
+    psi_png = figures.plot_psi(per_bank, out_dir) if any(b.get("psi") for b in per_bank) else None
+    csi = (the_pack["data"].get("profile") or {}).get("csi")
     parts = [
+        Section(views.verdict_section(the_pack)),
         Section(sections.summary_section(run, _model_sha256(run))),
+        Section(views.data_section(the_pack)),
+        Section(views.model_section(the_pack)),
+        *pack_sections(the_pack, scores, out_dir),
+        rounds(run, out_dir, the_pack),
+        Section(views.banks_section(the_pack, psi_png, csi), (psi_png,) if psi_png else ()),
         baseline(run),
-        rounds(run, out_dir),
-        *holdout_sections(run, data, why_not, out_dir),
-        stability(psi, why_not_psi, out_dir),
-        Section(sections.personalisation_section(run)),
-        Section(sections.config_section(run)),
+        Section(sections.personalisation_section(run, the_pack["personalisation"])),
         Section(sections.privacy_section(run)),
+        Section(sections.config_section(run)),
+        Section(views.limitations_section(the_pack)),
+        Section(views.signoff_section(the_pack)),
     ]
-    return page(run, [s.html for s in parts]), [png for s in parts for png in s.figures]
+    return page(run, [s.html for s in parts]), [png for s in parts for png in s.figures], the_pack
 
 
 def write(run: Run) -> tuple[Path, int, list[Path]]:
-    """Build the report of `run` into its directory: (report.html, its size in bytes, PNG files)."""
-    page, pngs = build(run, run.dir / "report")
+    """Build the report of `run` into its directory: (report.html, its size in bytes, PNG files).
+
+    report.json beside it holds the same figures (the validation pack): a
+    pure function of the run directory, byte for byte the same when rebuilt.
+    """
+    page, pngs, the_pack = build(run, run.dir / "report")
+    write_json(run.dir / "report.json", the_pack)
     out = run.dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -18,17 +18,22 @@ from typing import Any
 from fedcredit.risk.rundir import Run
 
 SECTIONS = (  # the ids of the sections in page order: the links at the top of the page
+    "verdict",
     "summary",
-    "baseline",
-    "rounds",
-    "holdout",
+    "data",
+    "model",
+    "performance",
     "calibration",
     "distributions",
     "gains",
-    "stability",
+    "rounds",
+    "banks",
+    "baseline",
     "personalisation",
-    "config",
     "privacy",
+    "config",
+    "limitations",
+    "signoff",
 )
 
 
@@ -42,19 +47,50 @@ def fmt(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else str(value)
 
 
-def pct(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{100 * value:.1f} %"
+def pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
 
 
-def html_table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
+def ci(estimate: dict[str, Any] | None, digits: int = 4) -> str:
+    """A figure with its 95 % interval, e.g. "0.7518 (0.7020 - 0.8016)"."""
+    if not estimate or not _finite(estimate.get("value")):
+        return "n/a"
+    value = f"{estimate['value']:.{digits}f}"
+    if not (_finite(estimate.get("low")) and _finite(estimate.get("high"))):
+        return value
+    return f"{value} ({estimate['low']:.{digits}f} - {estimate['high']:.{digits}f})"
+
+
+def pci(estimate: dict[str, Any] | None) -> str:
+    """A rate with its 95 % interval, in percent."""
+    if not estimate or not _finite(estimate.get("value")):
+        return "n/a"
+    value = pct(estimate["value"])
+    if not (_finite(estimate.get("low")) and _finite(estimate.get("high"))):
+        return value
+    return f"{value} ({100 * estimate['low']:.1f} - {100 * estimate['high']:.1f} %)"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def html_table(
+    header: list[str], rows: list[list[Any]], numeric_from: int = 1, status_column: int | None = None, css: str = ""
+) -> str:
+    """`status_column`: that column's cells (pass, borderline, fail, not judged) get their colour."""
+
+    def cls(i: int, cell: Any) -> str:
+        if i == status_column:
+            return str(cell).replace(" ", "-")
+        return "num" if i >= numeric_from else ""
+
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"num" if i >= numeric_from else ""}">{_e(c)}</td>' for i, c in enumerate(row))
-        + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f'<td class="{cls(i, c)}">{_e(c)}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table_class = f' class="{css}"' if css else ""
+    return f"<table{table_class}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def image(path: Path, alt: str) -> str:
@@ -79,6 +115,11 @@ th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; } th { ba
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption { color: #777; font-size: .8em; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5em .8em; }
+.verdict { font-size: 1.25em; padding: .6em 1em; border-radius: 4px; display: inline-block; font-weight: 600; }
+.pass { background: #e3f4e8; color: #1e6b34; } .borderline { background: #fff3d6; color: #7a5300; }
+.fail { background: #fbe3e1; color: #8e1f16; } .not-judged { background: #eee; color: #555; }
+td.pass, td.borderline, td.fail, td.not-judged { font-weight: 600; }
+.signoff td { height: 2.2em; min-width: 9em; }
 code, .mono { font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }
 nav a { margin-right: 1em; }
 """

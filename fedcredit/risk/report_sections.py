@@ -1,13 +1,15 @@
 """The sections of the model-risk report, each written from tables and figure paths.
 
 Each `*_section` takes what one section shows (the run's records, tables of
-`report_tables`, PNGs that `report_figures` saved) and returns that
-section's HTML; a section the run cannot support says why. Nothing here
-computes a figure or draws one.
+`report_tables`, parts of the validation pack, PNGs that `report_figures`
+saved) and returns that section's HTML; a section the run cannot support
+says why. Nothing here computes a figure or draws one. The validation
+pack's own sections are `report_validation`.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -15,18 +17,11 @@ from typing import Any
 import pandas as pd
 
 from fedcredit.risk.baseline import LABELS, METRICS
-from fedcredit.risk.report_html import fmt, html_table, image, note, pct, section
-from fedcredit.risk.report_tables import CANDIDATES, HoldoutTables, personalisation_rows
+from fedcredit.risk.report_html import ci, fmt, html_table, image, note, section
+from fedcredit.risk.report_tables import CANDIDATES, personalisation_rows
 from fedcredit.risk.rundir import Run
 
-HOLDOUT_TITLES = {
-    "holdout": "Hold-out performance of the final model (ROC, KS)",
-    "calibration": "Calibration",
-    "distributions": "Score distributions of good and bad loans",
-    "gains": "Gains and lift by score decile",
-}
 BASELINE_TITLE = "Federated vs pooled and bank-alone baselines"
-STABILITY_TITLE = "Stability across banks (population stability index)"
 
 
 def summary_section(run: Run, model_sha256: str | None) -> str:
@@ -92,15 +87,39 @@ def baseline_section(result: dict[str, Any], rows: list[list[Any]]) -> str:
         f"bank-alone models: same architecture, {result['epochs']} epochs, seed {result['seed']} "
         "(from <code>baseline.json</code>). Worst: per column, the lowest AUC/Gini/KS and highest Brier/log loss.</p>"
     )
-    return section(
-        "baseline",
-        BASELINE_TITLE,
-        intro
-        + html_table(
-            ["model", "training rows", *[LABELS[k] for k in METRICS]],
-            [[name, n, *[fmt(v) for v in values]] for name, n, *values in rows],
-        ),
+    table = html_table(
+        ["model", "training rows", *[LABELS[k] for k in METRICS]],
+        [[name, n, *[fmt(v) for v in values]] for name, n, *values in rows],
     )
+    compared = [
+        (name, m)
+        for name, m in [("pooled (all banks' rows)", result["pooled"]), *bank_alone(result)]
+        if "auc-minus-federated" in m
+    ]
+    if compared:
+        table += (
+            "<p>AUC against the federated model on the same hold-out loans: paired DeLong standard error of the "
+            "difference (the two models' errors are correlated; independent loans assumed). Two standard errors "
+            "is about a 5 % two-sided test.</p>"
+            + html_table(
+                ["model", "AUC minus federated", "standard error", "larger than 1 SE", "larger than 2 SE"],
+                [
+                    [
+                        name,
+                        fmt(m["auc-minus-federated"]),
+                        fmt(m["se"]),
+                        "yes" if m["beyond-se"] else "no",
+                        "yes" if m["beyond-2-se"] else "no",
+                    ]
+                    for name, m in compared
+                ],
+            )
+        )
+    return section("baseline", BASELINE_TITLE, intro + table)
+
+
+def bank_alone(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"bank alone: {name}", m) for name, m in result["bank-alone"]["banks"].items()]
 
 
 def no_rounds_section() -> str:
@@ -108,9 +127,14 @@ def no_rounds_section() -> str:
 
 
 def rounds_section(
-    run: Run, rounds: pd.DataFrame, banks: pd.DataFrame, rounds_png: Path, banks_png: Path | None
+    run: Run,
+    rounds: pd.DataFrame,
+    banks: pd.DataFrame,
+    rounds_png: Path,
+    banks_png: Path | None,
+    pack_rounds: dict[str, Any] | None = None,
 ) -> str:
-    """`rounds`, `banks`: `report_tables.rounds_table` and `bank_auc_table`; `banks_png`: None without bank figures."""
+    """`rounds`, `banks`: `report_tables.rounds_table` and `bank_auc_table`; `pack_rounds`: the pack's round part."""
     body = ""
     if run.history.evaluation == "folded":
         body += note(
@@ -119,16 +143,33 @@ def rounds_section(
             "round's in one final evaluation message). Same model, same rows: the same figures as a separate "
             "evaluation."
         )
+    pr = pack_rounds or {"rounds": [], "rule": "", "best-round": run.history.best_round}
+    intervals = {r["round"]: r for r in pr["rounds"]}
+    body += (
+        f"<p>How the best round was chosen: {html.escape(pr['rule'])} Best round: {fmt(pr['best-round'])}; final "
+        f"round (model-final.keras): {fmt(pr.get('final-round'))}.</p>"
+    )
+    comparison = pr.get("best-vs-final")
+    if comparison:
+        body += note(
+            f"Best minus final round, pooled validation AUC: {comparison['difference']:+.4f} (standard error "
+            f"{comparison['se']:.4f}, {comparison['method']}): "
+            + (
+                "larger than its standard error."
+                if comparison["beyond_se"]
+                else "smaller than its standard error: the two rounds cannot be told apart on these loans."
+            )
+        )
     body += image(rounds_png, "pooled AUC, KS and log loss per round")
     if banks_png is not None:
         body += image(banks_png, "each bank's AUC per round")
     rows = [
         [
             int(r["round"]),
-            fmt(r["val_auc"]),
+            ci(intervals.get(int(r["round"]), {}).get("validation-auc")) if intervals else fmt(r["val_auc"]),
             fmt(r["val_ks"]),
             fmt(r["val_logloss"]),
-            fmt(r["holdout_auc"]),
+            ci(intervals.get(int(r["round"]), {}).get("holdout-auc")) if intervals else fmt(r["holdout_auc"]),
             int(r["trained"]),
             r["failed"] or "none",
             fmt(r["seconds"], 1),
@@ -138,10 +179,10 @@ def rounds_section(
     body += html_table(
         [
             "round",
-            "pooled val AUC",
+            "pooled val AUC (95 % DeLong)",
             "pooled val KS",
             "pooled val log loss",
-            "hold-out AUC",
+            "hold-out AUC (95 % DeLong)",
             "banks trained",
             "failures",
             "seconds",
@@ -153,130 +194,6 @@ def rounds_section(
             ["round", *banks.columns], [[int(i), *[fmt(v) for v in row]] for i, row in banks.iterrows()]
         )
     return section("rounds", "Training rounds", body)
-
-
-def holdout_notes(why_not: str) -> list[str]:
-    """The four hold-out sections when there are no hold-out scores: each says why."""
-    return [section(k, t, note(why_not)) for k, t in HOLDOUT_TITLES.items()]
-
-
-def performance_section(t: HoldoutTables, threshold: float, roc_png: Path, ks_png: Path) -> str:
-    m = t.metrics
-    rows = [
-        ["loans (defaulted)", f"{m['num-examples']} ({pct(m['default-rate'])})"],
-        ["mean PD", pct(m["mean-pd"])],
-        ["AUC", fmt(m["auc"])],
-        ["Gini", fmt(m["gini"])],
-        ["KS", fmt(m["ks"])],
-        ["Brier score", fmt(m["brier"])],
-        ["log loss", fmt(m["logloss"])],
-        ["expected calibration error", fmt(t.ece)],
-        [
-            f"at threshold {threshold:g}: accuracy / precision / recall",
-            f"{fmt(m['accuracy'], 3)} / {fmt(m['precision'], 3)} / {fmt(m['recall'], 3)}",
-        ],
-    ]
-    body = html_table(["metric", "value"], rows) + image(roc_png, "ROC curve") + image(ks_png, "KS curves")
-    return section("holdout", HOLDOUT_TITLES["holdout"], body)
-
-
-def calibration_section(t: HoldoutTables, png: Path) -> str:
-    bins = t.bins
-    body = (
-        f"<p>Hold-out loans in {len(bins)} equal-count bins of predicted PD. Brier score {fmt(t.metrics['brier'])}; "
-        f"expected calibration error (row-weighted mean |predicted - observed|) {fmt(t.ece)}.</p>"
-        + image(png, "reliability plot")
-        + html_table(
-            ["bin", "PD range", "loans", "defaults", "mean predicted PD", "observed default rate", "95 % interval"],
-            [
-                [
-                    int(b["bin"]),
-                    f"{b['lower']:.3f} - {b['upper']:.3f}",
-                    int(b["count"]),
-                    int(b["bads"]),
-                    pct(b["mean_pd"]),
-                    pct(b["default_rate"]),
-                    f"{pct(b['default_rate_low95'])} - {pct(b['default_rate_high95'])}",
-                ]
-                for _, b in bins.iterrows()
-            ],
-        )
-    )
-    return section("calibration", HOLDOUT_TITLES["calibration"], body)
-
-
-def distributions_section(png: Path) -> str:
-    return section("distributions", HOLDOUT_TITLES["distributions"], image(png, "score distributions"))
-
-
-def gains_section(g: pd.DataFrame) -> str:
-    """`g`: `curves.gains_table` of the hold-out scores."""
-    body = (
-        "<p>Hold-out loans ranked by predicted PD, riskiest first, in ten equal groups. Capture: share of all "
-        "defaults in this and riskier deciles. Lift: the decile's default rate over the overall rate.</p>"
-        + html_table(
-            [
-                "decile",
-                "PD range",
-                "loans",
-                "defaults",
-                "default rate",
-                "capture",
-                "repaid loans so far",
-                "KS",
-                "lift",
-                "cumulative lift",
-            ],
-            [
-                [
-                    int(r["decile"]),
-                    f"{r['min_pd']:.3f} - {r['max_pd']:.3f}",
-                    int(r["rows"]),
-                    int(r["bads"]),
-                    pct(r["default_rate"]),
-                    pct(r["capture"]),
-                    pct(r["cum_goods"]),
-                    fmt(r["ks"], 3),
-                    fmt(r["lift"], 2),
-                    fmt(r["cum_lift"], 2),
-                ]
-                for _, r in g.iterrows()
-            ],
-        )
-    )
-    return section("gains", HOLDOUT_TITLES["gains"], body)
-
-
-def no_stability_section(why_not: str) -> str:
-    return section("stability", STABILITY_TITLE, note(why_not))
-
-
-def stability_section(table: pd.DataFrame, png: Path) -> str:
-    """`table`: `report_tables.psi_table`; `png`: its plot."""
-    intro = (
-        "<p>Each simulated bank's validation rows scored with the final model, against all banks' validation "
-        "rows pooled, on decile bins of the pooled scores. PSI below 0.1: stable; 0.1 to 0.25: shifted, "
-        "monitor; above 0.25: unstable, investigate.</p>"
-    )
-    rows = [
-        [
-            r["bank"],
-            int(r["rows"]),
-            pct(r["default_rate"]),
-            pct(r["mean_pd"]),
-            fmt(r["auc"]),
-            fmt(r["psi"]),
-            r["reading"],
-        ]
-        for _, r in table.iterrows()
-    ]
-    return section(
-        "stability",
-        STABILITY_TITLE,
-        intro
-        + image(png, "PSI per bank")
-        + html_table(["bank", "validation loans", "default rate", "mean PD", "AUC", "PSI", "reading"], rows),
-    )
 
 
 def config_section(run: Run) -> str:
@@ -298,7 +215,7 @@ def privacy_section(run: Run) -> str:
     return section("privacy", "Privacy", secure + html_table(["item", "value"], rows, numeric_from=2))
 
 
-def personalisation_section(run: Run) -> str:
+def personalisation_section(run: Run, comparisons: list[dict[str, Any]] | None = None) -> str:
     """Per bank: global, fine-tuned and local-only model on its own rows, and the one it kept."""
     record = run.history.personalisation
     title = "Personalisation"
@@ -342,6 +259,20 @@ def personalisation_section(run: Run) -> str:
     if t.pooled:
         body += "<h3>Pooled validation figures</h3>" + html_table(
             ["models", "AUC", "KS", "Brier"], [[name, *map(fmt, values)] for name, *values in t.pooled]
+        )
+    if comparisons:
+        body += (
+            "<h3>Is a bank's own model better than the global one?</h3><p>Validation AUC minus the global model's on "
+            "the bank's own validation loans; standard error from Hanley and McNeil's formula for each AUC, treated as "
+            "independent (the same loans make the true one smaller, so this is conservative).</p>"
+            + html_table(
+                ["bank", "model", "AUC minus global", "standard error", "larger than 1 SE"],
+                [
+                    [c["bank"], c["model"], fmt(c["difference"]), fmt(c["se"]), "yes" if c["beyond_se"] else "no"]
+                    for c in comparisons
+                ],
+                numeric_from=2,
+            )
         )
     if record.get("failed"):
         body += note("Banks that did not personalise: " + "; ".join(f"{b}: {w}" for b, w in record["failed"].items()))

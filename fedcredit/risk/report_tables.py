@@ -1,11 +1,9 @@
 """The figures of the model-risk report as plain data: no plotting, no HTML.
 
 Small pure functions in the style of scikit-learn's `metrics`: each takes a
-run's history, scores with labels, or a record the run wrote, and returns a
-DataFrame, a dict or lists of rows, unformatted. The curve kernels
-(reliability bins, gains, PSI) live in `fedcredit.risk.curves`; these put
-them together the way the report's sections read them. `report_figures`
-draws them and `report_html` writes them out.
+run's history or a record the run wrote, and returns a DataFrame or lists
+of rows, unformatted. The validation pack's figures are `fedcredit.risk.pack`.
+`report_figures` draws them and `report_html` writes them out.
 """
 
 from __future__ import annotations
@@ -14,26 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from fedcredit.core import metrics
 from fedcredit.federation.history import History, metric
-from fedcredit.risk import curves as rm
 from fedcredit.risk.baseline import METRICS, table_rows
-from fedcredit.risk.rundir import Run
 
-CALIBRATION_BINS = 10
 CANDIDATES = ("global", "personalised", "local-only")  # the three models a bank compares when it personalises
 PERSONALISATION_METRICS = ("auc", "ks", "brier")
-
-
-@dataclass
-class Scored:
-    """The final model's scores of one set of loans with their labels."""
-
-    scores: np.ndarray
-    labels: np.ndarray
 
 
 def _num(value: float | None) -> float:
@@ -80,49 +65,6 @@ def bank_auc_table(history: History) -> pd.DataFrame:
         for bank, m in entry.bank_metrics.items():
             data.setdefault(bank, {})[entry.round] = _num(metric(m, "auc"))
     return pd.DataFrame(data).sort_index()
-
-
-def has_holdout(run: Run) -> bool:
-    return run.cfg.holdout_eval and any(e.holdout is not None for e in run.history.rounds)
-
-
-@dataclass(frozen=True)
-class HoldoutTables:
-    """What the hold-out sections show of one set of scores."""
-
-    metrics: dict[str, Any]  # `fedcredit.core.metrics.exact` at the decision threshold
-    ece: float  # expected calibration error over `bins`
-    bins: pd.DataFrame  # reliability bins (`curves.reliability_bins`)
-    gains: pd.DataFrame  # gains and lift by decile (`curves.gains_table`)
-
-
-def holdout_tables(data: Scored, threshold: float, n_bins: int = CALIBRATION_BINS) -> HoldoutTables:
-    """Exact metrics, calibration and gains of the final model's hold-out scores."""
-    return HoldoutTables(
-        metrics=metrics.exact(data.scores, data.labels, threshold),
-        ece=rm.expected_calibration_error(data.scores, data.labels, n_bins),
-        bins=rm.reliability_bins(data.scores, data.labels, n_bins),
-        gains=rm.gains_table(data.scores, data.labels),
-    )
-
-
-def psi_table(scored: dict[str, Scored]) -> pd.DataFrame:
-    """Per bank: rows, default rate, mean PD, AUC and the PSI of its scores against all banks' scores pooled."""
-    pooled = np.concatenate([s.scores for s in scored.values()])
-    rows = [
-        {
-            "bank": name,
-            "rows": s.scores.size,
-            "default_rate": float(s.labels.mean()),
-            "mean_pd": float(s.scores.mean()),
-            "auc": metrics.exact_auc(s.scores, s.labels),
-            "psi": rm.psi(pooled, s.scores),
-        }
-        for name, s in scored.items()
-    ]
-    table = pd.DataFrame(rows)
-    table["reading"] = [rm.psi_reading(v) for v in table["psi"]]
-    return table
 
 
 def baseline_rows(result: dict[str, Any]) -> list[list[Any]]:

@@ -1,0 +1,189 @@
+"""The validation pack of a real in-process run: what the banks sent, kept, equals their rows' figures.
+
+The real ServerApp logic drives the real ClientApp (`InProcessGrid`), in
+plain and in secure mode. The run directory's score histograms must be
+exactly the banks' validation scores binned, the pack's pooled figures those
+of the rows within the stated bin resolution, and in secure mode no bank's
+figures may exist anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcredit.cli import main
+from fedcredit.core import metrics
+from fedcredit.core import model as mdl
+from fedcredit.core.banks import holdout_set, load_bank, schema_of
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+from fedcredit.federation import server
+from fedcredit.federation.scores import read_scores
+from fedcredit.risk import binned as bn
+from fedcredit.risk import curves
+from fedcredit.risk.rundir import load_run
+
+BANKS = 4
+CONFIG = {
+    "partitioning": "iid",
+    "num-server-rounds": 2,
+    "local-epochs": 1,
+    "hidden-units": "8",
+    "learning-rate": 0.01,
+    "seed": 3,
+    "personalize.epochs": 0,
+}
+
+
+def _run(tmp: Path, **extra) -> Path:
+    config = {**CONFIG, "output-dir": str(tmp), **extra}
+    with serverapp_identity():
+        history = server.run(InProcessGrid(config, BANKS), config, "pack", APP_DIR)
+    assert history.status == "completed"
+    return Path(history.output_dir)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> Path:
+    run_dir = _run(tmp_path_factory.mktemp("plain"))
+    assert main(["report", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory) -> Path:
+    run_dir = _run(tmp_path_factory.mktemp("secure"), **{"privacy.secure-aggregation": True})
+    assert main(["report", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def rows(plain) -> dict:
+    """The final model's scores of every simulated bank's validation rows, and of the hold-out set."""
+    run = load_run(plain)
+    model = mdl.load(plain / "model-final.keras")
+    target = schema_of(run.cfg).target
+    out = {}
+    for i in range(BANKS):
+        bank = load_bank(run.cfg, {"partition-id": i, "num-partitions": BANKS})
+        out[bank.name] = (mdl.score(model, bank.val), bank.val[target].to_numpy().astype(bool))
+    test = holdout_set(run.cfg)
+    out["holdout"] = (mdl.score(model, test), test[target].to_numpy().astype(bool))
+    return out
+
+
+def test_every_evaluated_round_keeps_the_banks_histograms(plain):
+    scores = read_scores(plain)
+    history = load_run(plain).history
+    assert sorted(scores) == [0, 1, 2]
+    assert scores[0].pooled is None and scores[0].holdout is not None  # the initial model: hold-out only
+    for r in (1, 2):
+        assert sorted(scores[r].banks) == sorted(history.banks)
+        pooled = bn.Binned(*scores[r].pooled)
+        assert pooled == bn.Binned.total([bn.Binned(*p) for p in scores[r].banks.values()])
+        assert bn.delong_auc(pooled).value == pytest.approx(history.round(r).pooled_auc, abs=1e-12)
+
+
+def test_kept_histograms_are_the_banks_validation_scores_binned(plain, rows):
+    final = read_scores(plain)[2]
+    bins = load_run(plain).cfg.histogram_bins
+    for name, (s, y) in rows.items():
+        kept = final.holdout if name == "holdout" else final.banks[name]
+        assert bn.Binned(*kept) == bn.Binned.of_scores(s, y, bins), name
+
+
+def test_pooled_figures_equal_the_row_level_ones_within_the_bin_resolution(plain, rows):
+    pack = json.loads((plain / "report.json").read_text())
+    val = pack["validation"]
+    s = np.concatenate([rows[b][0] for b in rows if b != "holdout"])
+    y = np.concatenate([rows[b][1] for b in rows if b != "holdout"])
+    width = val["resolution"]["bin-width"]
+    assert val["rows"]["loans"] == s.size and val["rows"]["defaults"] == y.sum()
+    # AUC: the row-level value lies within the histogram's bounds; DeLong's SE within 2 % of the row-level one
+    low, high = val["resolution"]["auc-bounds"]
+    exact_auc = metrics.exact_auc(s, y)
+    assert low <= exact_auc <= high and high - low < 0.01  # 0.0036 wide on this run
+    aucs, cov = metrics.delong([s], y)
+    assert val["auc"]["se"] == pytest.approx(math.sqrt(cov[0, 0]), rel=0.02)
+    # KS: at most one bin's share of each class below the row-level KS
+    b = bn.Binned(*read_scores(plain)[2].pooled)
+    exact_ks = metrics.auc_ks(s, y)[1]
+    assert 0 <= exact_ks - val["ks"]["value"] <= float(np.max(b.bad / b.n_bad + b.good / b.n_good)) + 1e-12
+    # calibration bands and gains: the same counts between the same PD edges; mean PD within half a bin
+    for band in val["calibration"]:
+        inside = (s >= band["pd_low"] - 1e-12) & (s < band["pd_high"] - 1e-12)
+        assert inside.sum() == band["rows"] and y[inside].sum() == band["bads"]
+        assert abs(s[inside].mean() - band["mean_pd"]) <= width / 2 + 1e-12
+    for band in val["bands"]:
+        riskier = s >= band["pd_low"] - 1e-12
+        assert band["capture"] == pytest.approx(y[riskier].sum() / y.sum())
+    at = val["at-threshold"]
+    assert at["approved"] == int((s < at["applied"]).sum())
+    # the row-level reliability curve of `curves` agrees on the overall calibration
+    assert val["mean-pd"] == pytest.approx(s.mean(), abs=width / 2)
+    assert curves.expected_calibration_error(s, y) >= 0
+
+
+def test_hold_out_pack_beside_describes_its_own_rows(plain, rows):
+    pack = json.loads((plain / "report.json").read_text())
+    s, y = rows["holdout"]
+    assert pack["holdout"]["rows"]["loans"] == s.size and "hold-out" in pack["holdout"]["rows"]["described"]
+    low, high = pack["holdout"]["resolution"]["auc-bounds"]
+    assert low <= metrics.exact_auc(s, y) <= high
+
+
+def test_per_bank_figures_and_psi_against_the_other_banks(plain, rows):
+    pack = json.loads((plain / "report.json").read_text())
+    per_bank = {b["bank"]: b for b in pack["banks"]["banks"]}
+    bins = load_run(plain).cfg.histogram_bins
+    for name, row in per_bank.items():
+        s, y = rows[name]
+        assert row["loans"] == s.size and row["auc"]["value"] == pytest.approx(
+            bn.delong_auc(bn.Binned.of_scores(s, y, bins)).value
+        )
+        others = np.concatenate([rows[o][0] for o in per_bank if o != name])
+        ref = bn.Binned.of_scores(others, np.zeros(others.size, bool), bins)
+        own = bn.Binned.of_scores(s, y, bins)
+        assert row["psi"]["value"] == pytest.approx(bn.psi_estimate(own.bad + own.good, ref.good).value)
+        assert row["approval-rate"]["value"] == pytest.approx((s < 0.1).mean())
+
+
+def test_report_json_of_a_rebuilt_report_is_byte_identical(plain):
+    first = (plain / "report.json").read_bytes()
+    assert main(["report", str(plain)]) == 0
+    assert (plain / "report.json").read_bytes() == first
+
+
+def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
+    history = load_run(secure).history
+    for scores in read_scores(secure).values():
+        assert not scores.banks  # never kept: the coordinator never had them
+    pack = json.loads((secure / "report.json").read_text())
+    assert pack["run"]["mode"] == "secure" and pack["validation"]["rows"]["loans"] > 0
+    assert pack["banks"]["banks"] == [] and "Secure aggregation" in pack["banks"]["hidden"]
+    stability = next(c for c in pack["verdict"]["checks"] if c["check"] == "stability")
+    assert stability["status"] == "not judged"
+    page = (secure / "report.html").read_text()
+    banks = page[page.index('<section id="banks">') : page.index('<section id="baseline">')]
+    assert "Secure aggregation was on" in banks and "<table" not in banks
+    for name in history.banks:
+        assert name not in banks
+    # a bank's name may appear (it names who took part), never beside a figure of its own
+    rows = list(_bank_rows(pack))
+    assert rows and all(v is None for row in rows for k, v in row.items() if k != "bank"), rows
+
+
+def _bank_rows(value):
+    """Every object of the pack that is about one bank."""
+    if isinstance(value, dict):
+        if "bank" in value:
+            yield value
+        for v in value.values():
+            yield from _bank_rows(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _bank_rows(v)
