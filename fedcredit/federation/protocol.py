@@ -89,7 +89,10 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
     "statistics": {
         BANK_INFO: "the bank's name, whether it reads a file or a simulated slice, the SHA-256 of its schema",
         NUMERIC_STATS: "per numeric column: count, sum and sum of squares of its training rows",
-        CATEGORY_COUNTS: "per categorical column: how many training rows carry each category",
+        CATEGORY_COUNTS: (
+            "per categorical column: how many training rows carry each category (only the values the schema "
+            "agrees on, where it lists them)"
+        ),
         BANK_ROWS: "the number of training rows",
     },
     "train": {
