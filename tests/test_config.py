@@ -72,6 +72,8 @@ def test_ints_given_for_floats_are_accepted():
         ({"threshold": 0}, "'threshold' = 0.0 is out of range: it must be > 0 and <= 1"),
         ({"max-categories": 0}, "'max-categories' = 0 is out of range: it must be >= 1"),
         ({"max-category-length": 0}, "'max-category-length' = 0 is out of range: it must be >= 1"),
+        ({"max-off-schema-share": 1.5}, "'max-off-schema-share' = 1.5 is out of range: it must be >= 0 and <= 1"),
+        ({"max-off-schema-share": -0.01}, "'max-off-schema-share' = -0.01 is out of range: it must be >= 0 and <= 1"),
         ({"update-clip": -1.0}, "'update-clip' = -1.0 is out of range: it must be >= 0"),
     ],
 )

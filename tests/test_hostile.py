@@ -253,6 +253,10 @@ STATISTICS_CASES = {
         "more than 20 digits",
     ),
     "negative category counts": (_categories({"term_36": -3}), "a category count of 'term'"),
+    "a value outside the schema's categories": (
+        _categories({"term_36": 10, "36 months": 1}),
+        "a category of 'term' is not one of the values the schema agrees on",
+    ),
     "another schema": (
         _stats(lambda c: c.config_records[protocol.BANK_INFO].__setitem__(protocol.SCHEMA_SHA, "0" * 64)),
         "differs from the coordinator's",

@@ -118,11 +118,22 @@ def test_invalid_rows_are_flagged_not_dropped(model_path, applicants, write_csv,
     err = capsys.readouterr().err
     assert code == 1  # output complete, some rows not scored
     assert len(out) == 8 and out["applicant_id"].tolist() == a["applicant_id"].tolist()
-    assert out["status"].tolist() == ["scored", "invalid", "scored", "scored", "invalid", "scored", "scored", "scored"]
+    assert out["status"].tolist() == [
+        "scored",
+        "invalid",
+        "scored",
+        "scored",
+        "invalid",
+        "scored-with-missing",
+        "scored-with-unknown",
+        "scored",
+    ]
     assert out.loc[[1, 4], "pd"].isna().all() and out.loc[[1, 4], "decision"].isna().all()
     assert out.loc[1, "problem"] == "column 'int_rate': value '12,5%' is not a number"
     assert "funded_amnt" in out.loc[4, "problem"] and "revol_util" in out.loc[4, "problem"]
-    assert out.drop(index=[1, 4])["pd"].notna().all() and out.drop(index=[1, 4])["problem"].isna().all()
+    assert out.drop(index=[1, 4])["pd"].notna().all() and out.loc[[0, 2, 3, 7], "problem"].isna().all()
+    assert out.loc[5, "problem"].startswith("missing values: annual_inc")
+    assert out.loc[6, "problem"].startswith("categories the model never learned, scored as unknown: sub_grade")
     assert "line 3: column 'int_rate': value '12,5%' is not a number" in err
     assert "line 6: column 'funded_amnt': value 'inf' is infinite" in err
     assert "scored 6 of 8 applicants" in err
@@ -188,7 +199,7 @@ def test_jsonl_missing_values_are_null(model_path, applicants, write_csv, tmp_pa
     a.loc[2, "revol_util"] = None  # a missing feature value
     a.loc[3, "int_rate"] = "high"
     code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
-    assert code == 1 and out[1]["applicant_id"] is None and out[2]["status"] == "scored"
+    assert code == 1 and out[1]["applicant_id"] is None and out[2]["status"] == "scored-with-missing"
     assert out[3]["pd"] is None and out[3]["problem"] == "column 'int_rate': value 'high' is not a number"
 
 
@@ -275,6 +286,54 @@ def test_out_of_range_uses_the_models_own_mean_and_spread(loaded, tiny_run, raw_
     assert not any(predict.out_of_range(loans, refs))
 
 
+def test_an_unseen_category_or_a_missing_value_is_never_plainly_scored(
+    model_path, loaded, applicants, write_csv, tmp_path, capsys
+):
+    a = applicants.head(6).copy()
+    a.loc[1, "term"] = "term_48"  # line 3: a term the schema does not name, never in any bank's training rows
+    a.loc[2, "emp_length"] = None  # line 4: a missing category
+    a.loc[3, "revol_util"] = None  # line 5: a missing number
+    a.loc[4, ["term", "annual_inc"]] = ["term_48", None]  # line 6: both
+    capsys.readouterr()
+    code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
+    err = capsys.readouterr().err
+    assert code == 0  # every row scored
+    assert [r["status"] for r in out] == [
+        "scored",
+        "scored-with-unknown",
+        "scored-with-missing",
+        "scored-with-missing",
+        "scored-with-unknown",  # the more serious of the two
+        "scored",
+    ]
+    assert all(0 < r["pd"] < 1 and r["decision"] in ("approve", "decline") for r in out)
+    assert out[1]["problem"].startswith("categories the model never learned, scored as unknown: term (")
+    assert (
+        out[2]["problem"].startswith("missing values: emp_length (")
+        and "missing values: revol_util (" in (out[3]["problem"])
+    )
+    assert "unknown: term (" in out[4]["problem"] and "; missing values: annual_inc (" in out[4]["problem"]
+    assert out[0]["problem"] is None and out[5]["problem"] is None
+    # Scored as the unknown category: the PD a missing term gives, not anything learned about a 48-month loan.
+    as_missing = mdl.score(loaded, predict.validate_rows(a.iloc[[1]].assign(term=""), LENDING_CLUB, "x")[0])
+    assert out[1]["pd"] == pytest.approx(float(as_missing[0]), abs=1e-6)
+    assert "line 3: categories the model never learned, scored as unknown: term" in err
+    assert "line 4:" not in err  # missing values are counted, not listed
+    assert "0 out of range, 2 scored-with-unknown, 2 scored-with-missing" in err
+    _, csv_out = _predict(model_path, write_csv(a), tmp_path)
+    assert csv_out["status"].tolist() == [r["status"] for r in out]
+
+
+def test_the_most_serious_flag_is_the_status_and_every_one_is_noted():
+    flags = predict.Flags(far=["annual_inc"], unknown=["term"], missing=["revol_util"])
+    assert flags.status == predict.STATUS_OUT_OF_RANGE
+    parts = ("outside the training range: annual_inc", "; categories the model never learned", "; missing values")
+    at = [flags.problem.find(part) for part in parts]
+    assert at[0] == 0 and at == sorted(at) and -1 not in at, flags.problem
+    assert predict.Flags(unknown=["term"], missing=["revol_util"]).status == predict.STATUS_UNKNOWN
+    assert predict.Flags().status == predict.STATUS_SCORED and predict.Flags().problem is None
+
+
 def test_a_full_disk_leaves_the_previous_output_never_a_truncated_one(
     model_path, applicants, write_csv, tmp_path, capsys, monkeypatch
 ):
@@ -311,7 +370,16 @@ def test_applicants_are_read_as_a_banks_file_is(model_path, applicants, write_cs
     err = capsys.readouterr().err
     assert code == 1
     assert out["line"].tolist() == [2, 3, 5, 6, 7, 8, 9, 10]
-    assert out["status"].tolist() == ["scored", "scored", "scored", "invalid", "scored", "invalid", "scored", "scored"]
+    assert out["status"].tolist() == [
+        "scored",
+        "scored",
+        "scored-with-unknown",  # 'NA' is a category value, one the model never learned
+        "invalid",
+        "scored",
+        "invalid",
+        "scored",
+        "scored",
+    ]
     assert out.loc[3, "problem"] == "column 'revol_util': value 'NA' is not a number"
     assert "more fields than the header" in out.loc[5, "problem"] and "line 8: the row has more fields" in err
     assert (

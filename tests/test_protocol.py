@@ -75,6 +75,7 @@ def _tamper_categories(col, counts):
         (_tamper_categories("term", {"x" * 65: 1}), "longer than max-category-length=64"),
         (_tamper_categories("term", {"a\x00b": 1}), "control characters"),
         (_tamper_categories("term", {"term_36": 399, "term_60": 399}), "add up to more than the bank's 400 rows"),
+        (_tamper_categories("term", {"term_36": 300, "36 months": 1}), "'term' is not one of the values the schema"),
         (lambda c: c.metric_records[protocol.BANK_ROWS].__setitem__("rows", 10**12), "rows must be a whole number"),
         (
             lambda c: c.metric_records[protocol.NUMERIC_STATS].__setitem__("customer_id", [1.0, 1.0, 1.0]),

@@ -11,13 +11,14 @@ import pytest
 
 from fedcredit.cli import main
 from fedcredit.core import limits as core_limits
+from fedcredit.core.banks import load_bank
 from fedcredit.core.config import RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError, Kind, check_csv, load_csv
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 from fedcredit.deploy.inprocess import InProcessGrid, serverapp_identity
 from fedcredit.federation import client, protocol
-from fedcredit.federation.statistics import collect_statistics
+from fedcredit.federation.statistics import collect_statistics, gather
 
 CFG = parse_run_config({})
 SECRET = "123-45-6789"  # looks like a social security number: must never leave the bank
@@ -88,7 +89,7 @@ def test_the_coordinator_refuses_sums_no_validated_file_can_give():
 # --- class 1: what the coordinator refuses is caught at the bank, with line and column ---------------
 
 
-def _set(row: int, column: str, value: str):
+def _set(row: int | slice, column: str, value: str):
     def change(frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[row, column] = value
         return frame
@@ -120,17 +121,23 @@ LIMIT_CASES = {
 }
 
 
+# The category cases recode a whole column, so its values are also outside the schema's agreed
+# categories: the share of such values is not limited here, so that the limit under test alone decides.
+ANY_SHARE = {"max-off-schema-share": 1.0}
+ANY_SHARE_ARGS = ("--max-off-schema-share", "1")
+
+
 @pytest.mark.parametrize("case", list(LIMIT_CASES))
 def test_what_the_coordinator_refuses_is_refused_at_the_bank_with_line_and_column(base, write_csv, capsys, case):
     change, kind, column, line = LIMIT_CASES[case]
     path = write_csv(change(base))
-    ok, out = validate_verdict(path, capsys)
+    ok, out = validate_verdict(path, capsys, *ANY_SHARE_ARGS)
     assert not ok and f"column '{column}'" in out and f"(lines {line})" in out, out
     with pytest.raises(DataValidationError) as err:
-        client.statistics(CFG, {"data-path": str(path)})
+        client.statistics(parse_run_config(ANY_SHARE), {"data-path": str(path)})
     (problem,) = [p for p in err.value.problems if p.blocking]
     assert (problem.kind, problem.column, problem.lines) == (kind, column, (line,))
-    accepted, reason = coordinator_verdict(path)
+    accepted, reason = coordinator_verdict(path, ANY_SHARE)
     assert not accepted and f"{kind} in column '{column}' (lines {line})" in reason, reason
 
 
@@ -146,8 +153,8 @@ BORDER_CASES = {
 @pytest.mark.parametrize("case", list(BORDER_CASES))
 def test_values_at_the_limits_are_accepted_by_the_bank_and_the_coordinator(base, write_csv, capsys, case):
     path = write_csv(BORDER_CASES[case](base))
-    assert validate_verdict(path, capsys)[0]
-    assert coordinator_verdict(path) == (True, "")
+    assert validate_verdict(path, capsys, *ANY_SHARE_ARGS)[0]
+    assert coordinator_verdict(path, ANY_SHARE) == (True, "")
 
 
 def test_the_run_configs_limits_decide_at_the_bank_and_at_the_coordinator(base, write_csv, capsys):
@@ -157,10 +164,10 @@ def test_the_run_configs_limits_decide_at_the_bank_and_at_the_coordinator(base, 
     assert validate_verdict(path, capsys, "--max-category-length", "100")[0]
     assert coordinator_verdict(path, wider) == (True, "")
     few = write_csv(_categories("emp_length", 12)(base.copy()), "few.csv")
-    assert validate_verdict(few, capsys)[0]
-    ok, out = validate_verdict(few, capsys, "--max-categories", "10")
+    assert validate_verdict(few, capsys, *ANY_SHARE_ARGS)[0]
+    ok, out = validate_verdict(few, capsys, "--max-categories", "10", *ANY_SHARE_ARGS)
     assert not ok and "12 distinct values, more than max-categories=10" in out and "(lines 12)" in out
-    accepted, reason = coordinator_verdict(few, {"max-categories": 10})
+    accepted, reason = coordinator_verdict(few, {"max-categories": 10, **ANY_SHARE})
     assert not accepted and "too-many-categories in column 'emp_length' (lines 12)" in reason
 
 
@@ -203,14 +210,43 @@ def test_every_blocking_problem_is_reported_at_once_a_ragged_row_hides_nothing(b
         (Kind.MISSING_LABEL, "Class", (6,)),
         (Kind.UNKNOWN_LABEL, "Class", (7,)),
         (Kind.BAD_CATEGORY, "emp_length", (8,)),
+        (Kind.OFF_SCHEMA, "emp_length", (8,)),  # 1 row of 29: more than max-off-schema-share
     }
     ok, out = validate_verdict(path, capsys)
-    assert not ok and "BLOCKING: 8 problem(s)" in out
+    assert not ok and "BLOCKING: 9 problem(s)" in out
     for expected in ("(lines 10, 13)", "missing columns ['open_il_6m']", "'15.3%'", "'72,000'", "'Bad'", "(lines 6)"):
         assert expected in out, expected
     with pytest.raises(DataValidationError) as err:
         client.statistics(CFG, {"data-path": str(path)})
     assert {(p.kind, p.column, p.lines) for p in err.value.problems if p.blocking} == found
+
+
+def test_seven_kinds_of_problem_are_listed_in_one_validate_run(base, write_csv, capsys):
+    bad = base.drop(columns=["open_il_6m"])  # a missing column
+    bad.loc[1, "int_rate"] = "15.3%"  # line 3
+    bad.loc[2, "annual_inc"] = "72,000"  # line 4 (quoted by the CSV writer)
+    bad.loc[3, "funded_amnt"] = "inf"  # line 5
+    bad.loc[4, "Class"] = None  # line 6: a missing label
+    bad.loc[5, "Class"] = "Bad"  # line 7: the label's spelling
+    text = _text(bad)
+    text[7] += ",extra"  # line 8: a ragged row
+    path = write_csv("\n".join(text) + "\n")
+    ok, out = validate_verdict(path, capsys)
+    assert not ok and "BLOCKING: 7 problem(s)" in out, out
+    for expected in (
+        "rows with more fields than the header's 22",
+        "(lines 8)",
+        "missing columns ['open_il_6m']",
+        "column 'int_rate': values that are not numbers",
+        "'15.3%'",
+        "column 'annual_inc': values that are not numbers",
+        "'72,000'",
+        "column 'funded_amnt': infinite values",
+        "column 'Class': missing target labels: every training row needs one (lines 6)",
+        "column 'Class': unknown labels",
+        "'Bad'",
+    ):
+        assert expected in out, expected
 
 
 def test_a_ragged_row_is_left_out_and_the_rows_after_it_are_still_checked(base, write_csv):
@@ -302,8 +338,8 @@ def test_a_repeated_header_name_is_refused_with_both_positions(base, write_csv, 
 NA_LIKE = ["NA", "None", "null", "n/a", "N/A", "NaN", "nan", "#N/A", "NULL", "<NA>", "-NaN", "1.#IND"]
 
 
-def test_na_like_text_in_a_category_is_a_value_not_a_missing_one(base, write_csv, capsys):
-    frame = base.copy()
+def test_na_like_text_in_a_category_is_a_value_not_a_missing_one(raw_frame, write_csv, capsys):
+    frame = raw_frame.head(1000).copy()  # 12 such values in 1,000 rows: within max-off-schema-share
     for i, token in enumerate(NA_LIKE):
         frame.loc[i, "emp_length"] = token
     frame.loc[20, "emp_length"] = ""  # empty: missing
@@ -311,14 +347,18 @@ def test_na_like_text_in_a_category_is_a_value_not_a_missing_one(base, write_csv
     path = write_csv(frame)
     report = check_csv(path, LENDING_CLUB)
     assert report.ok
-    assert report.frame.loc[: len(NA_LIKE) - 1, "emp_length"].tolist() == NA_LIKE
     (missing,) = [p for p in report.problems if p.kind == Kind.MISSING_VALUE]
     assert missing.column == "emp_length" and missing.lines == (22, 23)
+    # A value the schema's [categories] do not name: counted as such, scored as unknown, never a category.
+    (off,) = [p for p in report.problems if p.kind == Kind.OFF_SCHEMA]
+    assert not off.blocking and off.column == "emp_length" and off.lines == tuple(range(2, 2 + len(NA_LIKE)))
+    assert off.message.startswith(f"{len(NA_LIKE)} values outside the schema's agreed categories (1.20% of rows")
+    assert report.frame.loc[: len(NA_LIKE) - 1, "emp_length"].tolist() == [""] * len(NA_LIKE)
     ok, out = validate_verdict(path, capsys)
     assert ok and "values the schema has not seen" in out and "'NA' (1 rows)" in out and "emp_length=2" in out
     stats = compute_stats(load_csv(path, LENDING_CLUB), LENDING_CLUB)
-    assert all(stats.categorical["emp_length"][token] == 1 for token in NA_LIKE)  # counted as categories
-    assert "" not in stats.categorical["emp_length"]
+    assert set(stats.categorical["emp_length"]) <= set(LENDING_CLUB.known_categories["emp_length"])
+    assert sum(stats.categorical["emp_length"].values()) == 1000 - len(NA_LIKE) - 2
     assert coordinator_verdict(path) == (True, "")
 
 
@@ -379,6 +419,9 @@ AGREEMENT = {
     "feature twice": _twice("sub_grade"),
     "quoted line breaks in an ignored column": _note_with_breaks,
     "missing column": lambda f: f.drop(columns=["inq_fi"]),
+    "term coded '36 months'": lambda f: f.assign(term=f["term"].str.replace("term_", "") + " months"),
+    "8 off-schema values in 400 rows": _set(slice(3, 10), "term", "term_48"),  # 2.00 %: the share allowed
+    "9 off-schema values in 400 rows": _set(slice(3, 11), "term", "term_48"),  # 2.25 %
 }
 
 
@@ -391,16 +434,81 @@ def test_validate_and_the_coordinator_accept_or_refuse_the_same_files(base, writ
     assert valid == accepted, (out, reason)
     expected = (
         case == "plain"
-        or case.startswith("border")
+        or (case.startswith("border") and case != "border: 200 distinct values")  # that one: 100 % off-schema
         or case
         in (
             "NA in a category",
             "null in a category",
             "empty number",
             "quoted line breaks in an ignored column",
+            "8 off-schema values in 400 rows",
         )
     )
     assert valid == expected, out
+
+
+# --- class 6: the schema's agreed categories hold, in plain and secure mode ---------------------------
+
+MONTHS = ("36 months", "60 months")
+
+
+def _months(frame: pd.DataFrame) -> pd.DataFrame:
+    """`term` as some banks' systems write it: 36 months / 60 months for the agreed term_36 / term_60."""
+    return frame.assign(term=frame["term"].map(dict(zip(("term_36", "term_60"), MONTHS))))
+
+
+def file_banks(paths, run_config: dict | None = None):
+    """(grid, its node ids): one in-process bank per file, as SuperNodes with `data-path` in their node config."""
+    grid = InProcessGrid(run_config or {}, len(paths))
+    for node, path in zip(grid.nodes, paths):
+        grid.contexts[node] = dataclasses.replace(
+            grid.contexts[node], node_config={"data-path": str(path), "bank-name": f"bank-{node}"}
+        )
+    return grid, grid.nodes
+
+
+def test_a_file_coding_a_column_differently_is_refused_by_validate_and_by_the_banks_statistics(base, write_csv, capsys):
+    path = write_csv(_months(base))
+    ok, out = validate_verdict(path, capsys)
+    assert not ok and "BLOCKING: 1 problem(s)" in out and "OK:" not in out
+    for expected in (
+        "column 'term': 400 of 400 rows (100.00%) hold values outside the schema's agreed categories "
+        "('term_36', 'term_60'), more than max-off-schema-share=0.02 allows",
+        "(lines 2, 3, 4, 5, 6 and 395 more)",
+        "e.g. '36 months', '60 months'",  # the bank's own screen may show its values
+    ):
+        assert expected in out, out
+    accepted, reason = coordinator_verdict(path)
+    assert not accepted
+    assert "off-schema in column 'term' (100.00% of rows) (lines 2, 3, 4, 5, 6 and 395 more)" in reason, reason
+    assert "months" not in reason and "36 m" not in reason  # no cell value leaves the bank
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_off_schema_values_never_reach_the_statistics_or_the_vocabulary(base, write_csv, secure):
+    few = base.copy()
+    few.loc[10:14, "term"] = "36 months"  # 5 of 400 rows (1.25 %): within the share, scored as unknown
+    few.loc[20:21, "emp_length"] = "emp_11"  # a code the schema does not name
+    coded_otherwise = _months(base.sample(frac=1, random_state=3))
+    paths = [write_csv(few, "few.csv"), write_csv(base.iloc[::-1], "clean.csv"), write_csv(coded_otherwise, "m.csv")]
+    run_config = {"min-category-count": 1, "privacy.secure-aggregation": secure}  # a value counted once would stay
+    cfg = parse_run_config(run_config)
+    with serverapp_identity():
+        grid, nodes = file_banks(paths, run_config)
+        federation = gather(grid, cfg, LENDING_CLUB, nodes, None)
+    assert sorted(federation.banks) == nodes[:2]
+    assert "off-schema in column 'term' (100.00% of rows)" in federation.failed[nodes[2]]
+    assert "months" not in federation.failed[nodes[2]]
+    merged = federation.merged
+    assert merged is not None
+    for col, agreed in LENDING_CLUB.known_categories.items():
+        assert set(merged.categorical[col]) <= set(agreed), col
+    vocabulary = preprocessing_from_stats(merged, cfg.min_category_count).vocabulary
+    assert vocabulary["term"] == ["term_36", "term_60"] and "emp_11" not in vocabulary["emp_length"]
+    # The off-schema rows are in no category count: they score as unknown, like a missing value.
+    trained = [load_bank(cfg, grid.contexts[n].node_config).train for n in nodes[:2]]
+    unknown = sum(int((t["term"] == "").sum()) for t in trained)
+    assert 0 < unknown <= 5 and sum(merged.categorical["term"].values()) == merged.rows - unknown
 
 
 # --- what leaves the bank: kinds, schema columns and lines, never a cell value -------------------------

@@ -4,11 +4,15 @@ Arguments and printing only; validation, scoring and reason codes live in
 `fedcredit.risk.predict` and `fedcredit.risk.explain`. Invalid rows are kept
 in the output (status "invalid") and each is reported on stderr with its CSV
 line, column and value (this runs at the bank: nothing is sent); so is a row
-scored with a value far outside the training range (status "out-of-range").
-The output file is written atomically (a full disk leaves no truncated file).
-Exit code: 0 every row scored, 1 the output is complete but some rows are
-invalid or out of range, 2 nothing could be scored (unreadable file, missing
-columns, model or schema problem, output not writable).
+scored with a value far outside the training range (status "out-of-range")
+and one scored with a category the model does not know (status
+"scored-with-unknown", the columns named); rows scored with missing values
+(status "scored-with-missing") are counted. The output file is written
+atomically (a full disk leaves no truncated file). Exit code: 0 every row
+scored (unknown categories and missing values included), 1 the output is
+complete but some rows are invalid or out of range, 2 nothing could be scored
+(unreadable file, missing columns, model or schema problem, output not
+writable).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import TextIO
 from fedcredit.core.schema import SchemaError, load_schema
 from fedcredit.risk.predict import (
     STATUS_INVALID,
+    STATUS_MISSING,
     STATUS_OUT_OF_RANGE,
+    STATUS_UNKNOWN,
     PredictError,
     load_model,
     read_applicants,
@@ -84,11 +90,9 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
             f"(status '{STATUS_INVALID}')",
             file=err,
         )
-    for rec in result.out_of_range:
-        print(
-            f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']} (status '{STATUS_OUT_OF_RANGE}')",
-            file=err,
-        )
+    for rec in (r for r in result.records if r["status"] in (STATUS_OUT_OF_RANGE, STATUS_UNKNOWN)):
+        print(f"fedcredit predict: {path}: line {rec['line']}: {rec['problem']} (status '{rec['status']}')", file=err)
+    unknown, missing = len(result.with_status(STATUS_UNKNOWN)), len(result.with_status(STATUS_MISSING))
     if args.output == "-":
         write(result.records, applicants.passthrough, args.format, sys.stdout)
     else:
@@ -98,7 +102,8 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
     print(
         f"fedcredit predict: scored {n_scored} of {len(result.records)} applicants at threshold {args.threshold:g} "
         f"({declined} decline, {n_scored - declined} approve); {len(result.invalid)} invalid row(s) flagged, "
-        f"{len(result.out_of_range)} out of range" + ("" if args.output == "-" else f"; wrote {args.output}"),
+        f"{len(result.out_of_range)} out of range, {unknown} {STATUS_UNKNOWN}, {missing} {STATUS_MISSING}"
+        + ("" if args.output == "-" else f"; wrote {args.output}"),
         file=err,
     )
     return 1 if result.invalid or result.out_of_range else 0

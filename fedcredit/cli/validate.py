@@ -6,10 +6,10 @@ every blocking problem with its lines and columns. Exit code 0 when the file
 can be used, 1 when it cannot, 2 when the schema itself is broken.
 
 It runs the very validation a bank's statistics and training load through
-(`fedcredit.core.loading.check_csv`), with the coordinator's limits on
-category values (`--max-categories`, `--max-category-length`: set them to the
-run config's values if the consortium changed them), so a file it passes is
-one the run accepts.
+(`fedcredit.core.loading.check_csv`), with the run's limits on category
+values (`--max-categories`, `--max-category-length`, `--max-off-schema-share`:
+set them to the run config's values if the consortium changed them), so a
+file it passes is one the run accepts.
 
 Reads the file locally and sends nothing, so, unlike the errors a ClientApp
 reports to the coordinator, it may show example cell values.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, Limits
+from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, MAX_OFF_SCHEMA_SHARE, Limits
 from fedcredit.core.loading import ValidationReport, check_csv
 from fedcredit.core.schema import Schema, SchemaError, load_schema
 
@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_CATEGORY_LENGTH,
         help="the run config's max-category-length: characters of one category value",
     )
+    parser.add_argument(
+        "--max-off-schema-share",
+        type=_share,
+        default=MAX_OFF_SCHEMA_SHARE,
+        help="the run config's max-off-schema-share: share of rows a column may have outside the schema's "
+        "[categories] (such values score as unknown); more is a blocking problem",
+    )
 
 
 def _positive(text: str) -> int:
@@ -51,6 +58,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {value}")
     return value
 
 
@@ -85,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     except SchemaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = check_csv(args.csv, schema, limits=Limits(args.max_categories, args.max_category_length))
+    limits = Limits(args.max_categories, args.max_category_length, args.max_off_schema_share)
+    report = check_csv(args.csv, schema, limits=limits)
     print(f"{report.path}:")
     for line in summary_lines(report, schema):
         print(f"  {line}")

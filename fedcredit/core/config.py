@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, Limits
+from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, MAX_OFF_SCHEMA_SHARE, Limits
 from fedcredit.core.partition import SCHEMES
 
 STRATEGIES = (
@@ -286,6 +286,15 @@ class RunConfig:
     max_category_length: int = _key(
         "max-category-length", MAX_CATEGORY_LENGTH, "characters of one category value", ge=1, statistics=True
     )
+    max_off_schema_share: float = _key(
+        "max-off-schema-share",
+        MAX_OFF_SCHEMA_SHARE,
+        "share of a bank's rows that may hold, in one categorical column, a value outside the schema's "
+        "`[categories]` (such values score as unknown and are never counted); beyond it the bank's file is refused",
+        ge=0,
+        le=1,
+        statistics=True,
+    )
     update_clip: float = _key(
         "update-clip",
         2.0,
@@ -489,7 +498,7 @@ class RunConfig:
     @property
     def limits(self) -> Limits:
         """What one bank may contribute to the preprocessing: its loading and the coordinator apply them."""
-        return Limits(self.max_categories, self.max_category_length)
+        return Limits(self.max_categories, self.max_category_length, self.max_off_schema_share)
 
     @property
     def hidden_layers(self) -> tuple[int, ...]:

@@ -11,6 +11,11 @@ refused by the coordinator for them.
   column, each at most `max-category-length` characters and printable
   (`str.isprintable`: no control characters, tabs or line breaks). Both are
   run-config keys; their defaults are `MAX_CATEGORIES` and `MAX_CATEGORY_LENGTH`.
+* The schema's agreed categories (`[categories]`): a value outside them never
+  enters a bank's statistics (it scores as unknown), and a column in which more
+  than `max-off-schema-share` of a bank's rows hold such values is refused: at
+  that share it is a different coding (`36 months` for `term_36`), not a typo.
+  Default `MAX_OFF_SCHEMA_SHARE`.
 * Numbers: finite and of magnitude at most `MAX_ABS_VALUE` (1e18). The model
   computes in float32 (largest value 3.4e38): a value's square, and so the
   variance it adds, stays finite there; in float64 a bank's sum of squares
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 MAX_CATEGORIES = 200
 MAX_CATEGORY_LENGTH = 64
+MAX_OFF_SCHEMA_SHARE = 0.02
 MAX_ABS_VALUE = 1e18
 # A bank claiming more loans than this is not a bank's validation or training set.
 MAX_ROWS = 100_000_000
@@ -37,6 +43,7 @@ class Limits:
 
     max_categories: int = MAX_CATEGORIES
     max_category_length: int = MAX_CATEGORY_LENGTH
+    max_off_schema_share: float = MAX_OFF_SCHEMA_SHARE
 
     def category_fault(self, value: str) -> str | None:
         """Why a category value is refused (None: it is acceptable); never quotes the value."""
@@ -48,6 +55,10 @@ class Limits:
 
     def too_many_categories(self, distinct: int) -> bool:
         return distinct > self.max_categories
+
+    def too_many_off_schema(self, off_schema: int, rows: int) -> bool:
+        """Whether `off_schema` of `rows` rows outside the agreed categories is more than the share allowed."""
+        return off_schema > self.max_off_schema_share * rows
 
 
 def sums_fault(count: int, total: float, squares: float) -> str | None:

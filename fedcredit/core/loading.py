@@ -16,10 +16,19 @@ checked.
 A missing value is an empty cell (or one holding only spaces), and nothing
 else: "NA", "None", "null", "n/a" are text like any other, so a category value
 in a categorical column (then subject to the schema's agreed categories) and
-"not a number" in a numeric one. A missing numeric value is imputed with the
-federation's global mean (inside the model, so scoring does the same) and a
-missing category falls into the out-of-vocabulary bucket. A missing target
-label is a blocking problem: the row cannot be learned from.
+"not a number" in a numeric one.
+
+Where the schema agrees on a column's categories (`[categories]`), only those
+values enter the validated frame, and so a bank's statistics and the shared
+vocabulary, in plain and secure mode alike: another value becomes missing
+(it scores as unknown, as it would at scoring time) and is counted in a note;
+when more than `max-off-schema-share` of the rows hold such values the column
+is refused (the bank codes it differently, e.g. `36 months` for `term_36`).
+
+A missing numeric value is imputed with the federation's global mean (inside
+the model, so scoring does the same) and a missing category falls into the
+out-of-vocabulary bucket. A missing target label is a blocking problem: the
+row cannot be learned from.
 
 A problem's text never quotes a cell: `DataValidationError` travels from a
 bank's ClientApp to the coordinator (as `public_text`: kinds, schema columns
@@ -83,11 +92,16 @@ class Kind(StrEnum):
     INFINITE = "infinite"
     TOO_LARGE = "too-large"
     MISSING_VALUE = "missing-value"
+    OFF_SCHEMA = "off-schema"
     BAD_CATEGORY = "bad-category"
     TOO_MANY_CATEGORIES = "too-many-categories"
     MISSING_LABEL = "missing-label"
     UNKNOWN_LABEL = "unknown-label"
     ONE_CLASS = "one-class"
+
+
+def _percent(share: float) -> str:
+    return f"{share:.2%}"
 
 
 def _shown_lines(lines: tuple[int, ...]) -> str:
@@ -112,6 +126,7 @@ class Problem:
     blocking: bool = True
     examples: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()  # schema columns a whole-file problem concerns (e.g. the missing ones)
+    share: float | None = None  # the share of the file's rows concerned, where that decides (off-schema values)
 
     def __str__(self) -> str:
         where = f"column '{self.column}': " if self.column else ""
@@ -124,10 +139,11 @@ class Problem:
         return f"{self}; e.g. {', '.join(repr(v) for v in self.examples)}"
 
     def public(self) -> str:
-        """Kind, schema column(s) and lines only: what may leave the bank."""
+        """Kind, schema column(s), share of rows and lines only: what may leave the bank."""
         where = f" in column '{self.column}'" if self.column else ""
         names = f" {list(self.columns)}" if self.columns else ""
-        return f"{self.kind}{where}{names}{_shown_lines(self.lines) if self.lines else ''}"
+        share = f" ({_percent(self.share)} of rows)" if self.share is not None else ""
+        return f"{self.kind}{where}{names}{share}{_shown_lines(self.lines) if self.lines else ''}"
 
 
 class DataValidationError(ValueError):
@@ -241,10 +257,48 @@ def _missing_problem(col: str, text: pd.Series, treatment: str) -> list[Problem]
     ]
 
 
-def _category_problems(col: str, text: pd.Series, limits: Limits | None) -> list[Problem]:
+MAX_AGREED_SHOWN = 12
+
+
+def off_schema(text: pd.Series, agreed: tuple[str, ...]) -> pd.Series:
+    """Which cells hold a value outside the schema's agreed categories (missing ones do not)."""
+    return text.notna() & ~text.isin(agreed)
+
+
+def _off_schema_problem(col: str, text: pd.Series, agreed: tuple[str, ...], limits: Limits) -> list[Problem]:
+    """Values outside the agreed categories: a note under `max-off-schema-share`, else blocking."""
+    off = off_schema(text, agreed)
+    count, rows = int(off.sum()), len(text)
+    if not count:
+        return []
+    share = count / rows
+    shown = ", ".join(repr(v) for v in agreed[:MAX_AGREED_SHOWN])
+    more = f" and {len(agreed) - MAX_AGREED_SHOWN} more" if len(agreed) > MAX_AGREED_SHOWN else ""
+    blocking = limits.too_many_off_schema(count, rows)
+    if blocking:
+        message = (
+            f"{count} of {rows} rows ({_percent(share)}) hold values outside the schema's agreed categories "
+            f"({shown}{more}), more than max-off-schema-share={limits.max_off_schema_share:g} allows: the file "
+            "seems to code this column differently; recode its values to the agreed ones (or have the consortium "
+            "add a value to the schema's [categories])"
+        )
+    else:
+        message = (
+            f"{count} values outside the schema's agreed categories ({_percent(share)} of rows, within "
+            f"max-off-schema-share={limits.max_off_schema_share:g}): scored as an unknown category and never "
+            "counted in the statistics"
+        )
+    return [Problem(Kind.OFF_SCHEMA, col, message, _lines(off), blocking, _examples(text[off]), share=share)]
+
+
+def _category_problems(
+    col: str, text: pd.Series, limits: Limits | None, agreed: tuple[str, ...] | None
+) -> list[Problem]:
     problems = _missing_problem(col, text, "scored as an unknown category")
     if limits is None:
         return problems
+    if agreed is not None:
+        problems.extend(_off_schema_problem(col, text, agreed, limits))
     present = text.dropna()
     distinct = present.drop_duplicates()  # in order of first appearance, labelled by their first line
     faults = {value: limits.category_fault(value) for value in distinct}
@@ -287,10 +341,13 @@ def validate_frame(
     """Check a frame read with every column as text; convert it if it is usable.
 
     The frame's index labels are the rows' line numbers (`read_table`).
-    `limits` are the coordinator's limits on category values (None: not
-    checked, as when scoring applicants, where any value outside the model's
-    vocabulary simply scores as unknown). `stripped`: the cells are stripped
-    and empty ones missing already, as `read_table` gives them.
+    `limits` are the coordinator's limits on category values and the share of
+    off-schema values; with them, a value outside the schema's agreed
+    categories becomes missing in the frame (None: not checked and kept, as
+    when scoring applicants, where any value outside the model's vocabulary
+    scores as unknown and `fedcredit.risk.predict` says so per row).
+    `stripped`: the cells are stripped and empty ones missing already, as
+    `read_table` gives them.
     """
     problems: list[Problem] = []
     expected = list(schema.columns if require_target else schema.features)
@@ -329,7 +386,10 @@ def validate_frame(
         problems.extend(found)
     for col in (c for c in schema.categorical if c in raw.columns):
         text = _text(raw[col], stripped)
-        problems.extend(_category_problems(col, text, limits))
+        agreed = schema.known_categories.get(col)
+        problems.extend(_category_problems(col, text, limits, agreed))
+        if limits is not None and agreed is not None:  # the contract: no other value enters statistics
+            text = text.mask(off_schema(text, agreed))
         frame[col] = text.fillna("").astype(str)
 
     if schema.target in raw.columns:

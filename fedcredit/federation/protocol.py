@@ -89,7 +89,10 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
     "statistics": {
         BANK_INFO: "the bank's name, whether it reads a file or a simulated slice, the SHA-256 of its schema",
         NUMERIC_STATS: "per numeric column: count, sum and sum of squares of its training rows",
-        CATEGORY_COUNTS: "per categorical column: how many training rows carry each category",
+        CATEGORY_COUNTS: (
+            "per categorical column: how many training rows carry each category (only the values the schema "
+            "agrees on, where it lists them)"
+        ),
         BANK_ROWS: "the number of training rows",
     },
     "train": {
@@ -229,7 +232,8 @@ def bounded_json(text: Any, what: str, max_chars: int, max_depth: int = 1) -> An
         raise ProtocolError(f"{what} is not valid JSON: {err}") from None
 
 
-def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int]:
+def _categories(col: str, text: Any, rows: int, limits: Limits, agreed: frozenset[str] | None) -> dict[str, int]:
+    """A bank's category counts of one column; `agreed`: the schema's values for it (None: any value)."""
     # Every value at most max-category-length characters (each up to 6 when escaped), plus its count.
     max_chars = 2 + limits.max_categories * (6 * limits.max_category_length + 2 * MAX_JSON_DIGITS + 8)
     counts = bounded_json(text, f"category counts of '{col}'", max_chars)
@@ -244,6 +248,8 @@ def _categories(col: str, text: Any, rows: int, limits: Limits) -> dict[str, int
         fault = limits.category_fault(value)  # the rule a bank's loading applies (fedcredit.core.limits)
         if fault:
             raise ProtocolError(f"a category of '{col}' {fault}")
+        if agreed is not None and value not in agreed:  # an honest bank's loading counts it as unknown
+            raise ProtocolError(f"a category of '{col}' is not one of the values the schema agrees on ([categories])")
         out[value] = _count(count, f"a category count of '{col}'", rows)
     if sum(out.values()) > rows:
         raise ProtocolError(f"category counts of '{col}' add up to more than the bank's {rows} rows")
@@ -272,7 +278,12 @@ def check_schema(sha256: str, schema: Schema) -> None:
 
 
 def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> BankStatistics:
-    """The statistics of one bank, checked against the schema and the limits."""
+    """The statistics of one bank, checked against the schema and the limits.
+
+    A category value outside the schema's agreed ones (`[categories]`) is
+    refused, as in secure mode it is never summed: an honest bank's loading
+    scores such values as unknown and never counts them.
+    """
     _records(content, set(), {NUMERIC_STATS, BANK_ROWS}, {BANK_INFO, CATEGORY_COUNTS})
     name, source, sha = read_bank_info(content)
     _keys(content.metric_records[BANK_ROWS], ("rows",), BANK_ROWS)
@@ -284,7 +295,8 @@ def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> Bank
     cats_rec = content.config_records[CATEGORY_COUNTS]
     _keys(cats_rec, schema.categorical, CATEGORY_COUNTS)
     numeric = {col: _numeric(col, numeric_rec[col], rows) for col in schema.numeric}
-    categorical = {col: _categories(col, cats_rec[col], rows, limits) for col in schema.categorical}
+    agreed = {col: frozenset(values) for col, values in schema.known_categories.items()}
+    categorical = {col: _categories(col, cats_rec[col], rows, limits, agreed.get(col)) for col in schema.categorical}
     return BankStatistics(name, source, sha, Stats(numeric, categorical, rows))
 
 

@@ -26,6 +26,16 @@ flagged. It still catches magnitude mistakes: an income with three zeros too
 many is some 1,000 standard deviations out. Review such a row by hand rather
 than act on its decision.
 
+A row scored with a value the model has no weight of its own for is not
+plain "scored" either: "scored-with-unknown" when a category is outside the
+model's vocabulary and the schema's `[categories]` (such as `term_48`: it
+scores as the unknown category, which training filled with rare and missing
+values, and that can move the PD enough to flip the decision), and
+"scored-with-missing" when a value is missing (a number imputed with the
+federation's mean, a category scored as unknown). `problem` names the
+columns; a row with several of these gets the most serious status
+(out-of-range, then unknown, then missing) and every note.
+
 Columns that are not features (an applicant id, the target) are passed
 through unchanged. This runs at the bank, so a row's problem may quote the
 applicant's value. `write_file` writes the output atomically: a full disk
@@ -36,7 +46,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,6 +60,7 @@ from fedcredit.federation.outputs import write_atomically
 from fedcredit.risk.explain import TOP_REASONS, Reason, References, explain, references
 
 STATUS_SCORED, STATUS_INVALID, STATUS_OUT_OF_RANGE = "scored", "invalid", "out-of-range"
+STATUS_UNKNOWN, STATUS_MISSING = "scored-with-unknown", "scored-with-missing"
 NON_FINITE_PD = "the model's probability of default is not finite: check the values' magnitude"
 RAGGED_ROW = "the row has more fields than the header: remove the extra fields or quote values that contain commas"
 # How a row's problem reads next to the applicant's value; other kinds use the problem's message.
@@ -81,6 +92,9 @@ class Scored:
     @property
     def out_of_range(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["status"] == STATUS_OUT_OF_RANGE]
+
+    def with_status(self, status: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == status]
 
 
 @dataclass
@@ -204,6 +218,84 @@ def out_of_range_problem(columns: list[str]) -> str:
     )
 
 
+def unknown_categories(frame: pd.DataFrame, refs: References, schema: Schema) -> list[list[str]]:
+    """Per row of a validated frame, its categorical columns holding a value the model never learned from.
+
+    That is a value neither in the model's vocabulary (its lookup layers,
+    `References`) nor among the schema's agreed categories: an agreed value
+    outside the vocabulary is one too rare in the federation, which training
+    put into the same unknown slot, so the model did learn from it. A missing
+    category is not unknown here (`missing_values` names it).
+    """
+    flagged: list[list[str]] = [[] for _ in range(len(frame))]
+    for col, vocab in refs.categorical.items():
+        if col not in frame.columns:
+            continue
+        learned = set(vocab) | set(schema.known_categories.get(col, ()))
+        values = frame[col].astype(str)
+        for i in np.flatnonzero(((values != "") & ~values.isin(learned)).to_numpy()):
+            flagged[i].append(col)
+    return flagged
+
+
+def missing_values(frame: pd.DataFrame, schema: Schema) -> list[list[str]]:
+    """Per row of a validated frame, its feature columns with a missing value (NaN number, empty category)."""
+    flagged: list[list[str]] = [[] for _ in range(len(frame))]
+    for col in (c for c in schema.features if c in frame.columns):
+        column = frame[col]
+        empty = column.isna() if col in schema.numeric else column.astype(str) == ""
+        for i in np.flatnonzero(empty.to_numpy()):
+            flagged[i].append(col)
+    return flagged
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Why a scored row is not plain `scored`: its columns out of range, with an unknown category, missing."""
+
+    far: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """The most serious one: a value the model hardly saw, then one it never learned, then an imputed one."""
+        if self.far:
+            return STATUS_OUT_OF_RANGE
+        if self.unknown:
+            return STATUS_UNKNOWN
+        return STATUS_MISSING if self.missing else STATUS_SCORED
+
+    @property
+    def problem(self) -> str | None:
+        notes = [out_of_range_problem(self.far)] if self.far else []
+        if self.unknown:
+            notes.append(
+                f"categories the model never learned, scored as unknown: {', '.join(self.unknown)} (values neither "
+                "the schema's [categories] nor the model's vocabulary name): check the value and review the "
+                "decision by hand"
+            )
+        if self.missing:
+            notes.append(
+                f"missing values: {', '.join(self.missing)} (a number is imputed with the federation's mean, "
+                "a category scores as unknown)"
+            )
+        return "; ".join(notes) or None
+
+
+def row_flags(frame: pd.DataFrame, schema: Schema, refs: References) -> list[Flags]:
+    """Per row of a validated frame, what keeps it from plain `scored`."""
+    return [
+        Flags(far, unknown, missing)
+        for far, unknown, missing in zip(
+            out_of_range(frame, refs),
+            unknown_categories(frame, refs, schema),
+            missing_values(frame, schema),
+            strict=True,
+        )
+    ]
+
+
 # --- scoring --------------------------------------------------------------------------------
 
 
@@ -221,25 +313,25 @@ def records(
     scores: np.ndarray,
     reasons: list[list[Reason]],
     threshold: float,
-    flagged: list[list[str]] | None = None,
+    flags: list[Flags] | None = None,
 ) -> list[dict[str, Any]]:
-    """One output record per input row, in input order (scores/reasons/flagged: the rows not in `bad`).
+    """One output record per input row, in input order (scores/reasons/flags: the rows not in `bad`).
 
     raw's index labels are the rows' lines.
     """
     out = []
-    scored = iter(zip(scores, reasons, flagged if flagged is not None else [[]] * len(scores), strict=True))
+    scored = iter(zip(scores, reasons, flags if flags is not None else [Flags()] * len(scores), strict=True))
     for i in raw.index:
         rec: dict[str, Any] = {"line": int(i), **{c: _finite(raw.at[i, c]) for c in passthrough}}
         problem = bad.get(i)
-        pd_, why, far = (np.nan, [], []) if problem else next(scored)
+        pd_, why, flagged = (np.nan, [], Flags()) if problem else next(scored)
         if problem is None and not math.isfinite(pd_):
             problem = NON_FINITE_PD
         if problem:
             rec.update(status=STATUS_INVALID, pd=None, decision=None, reasons=[], problem=problem)
         else:
             rec.update(
-                status=STATUS_OUT_OF_RANGE if far else STATUS_SCORED,
+                status=flagged.status,
                 pd=round(float(pd_), 6),
                 decision="decline" if pd_ >= threshold else "approve",
                 reasons=[
@@ -251,20 +343,20 @@ def records(
                     }
                     for r in why
                 ],
-                problem=out_of_range_problem(far) if far else None,
+                problem=flagged.problem,
             )
         out.append(rec)
     return out
 
 
 def score_applicants(model: Any, applicants: Applicants, schema: Schema, path: str, threshold: float) -> Scored:
-    """Validate, score, explain and range-check every row of an applicants file."""
+    """Validate, score, explain and flag (out of range, unknown, missing) every row of an applicants file."""
     raw, passthrough = applicants.raw, applicants.passthrough
     frame, bad, notes = validate_rows(raw, schema, path, applicants.ragged)
     refs = references(model)
     scores, reasons = explain(model, frame, refs)
-    flagged = out_of_range(frame, refs)
-    return Scored(records(raw, passthrough, bad, scores, reasons, threshold, flagged), passthrough, notes)
+    flags = row_flags(frame, schema, refs)
+    return Scored(records(raw, passthrough, bad, scores, reasons, threshold, flags), passthrough, notes)
 
 
 # --- output ---------------------------------------------------------------------------------
