@@ -18,6 +18,7 @@ from fedcredit.deploy.consortium import BANK_SIDE_CONNECTION, CONNECTION, LocalD
 from fedcredit.deploy.localrun import APP_DIR, config_string
 from fedcredit.deploy.proxy import find_nginx
 from fedcredit.deploy.split import split_builtin
+from fedcredit.federation.scores import read_scores
 
 # The coordinator's SuperLink sits behind nginx (.ci/run installs it; elsewhere: apt-get install nginx).
 pytestmark = [
@@ -148,6 +149,40 @@ def test_secure_mode_over_tls_trains_the_same_model_as_plain_mode(tmp_path):
         f"whole runs {plain.seconds:.0f} s and {secure.seconds:.0f} s"
     )
     assert gap < 1e-5 and abs(auc["plain"] - auc["secure"]) < 0.005
+    for run_dir, secure_mode in ((plain_dir, False), (secure_dir, True)):
+        _assert_whole_validation_pack(run_dir, secure_mode)
+
+
+REPORT_SECTIONS = (
+    "verdict", "summary", "data", "model", "performance", "calibration", "distributions", "gains",
+    "rounds", "banks", "baseline", "personalisation", "privacy", "config", "limitations", "signoff",
+)  # fmt: skip
+
+
+def _assert_whole_validation_pack(run_dir, secure_mode: bool) -> None:
+    """A deployment's report (no hold-out set): every section filled from the pooled validation loans."""
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    sections = dict(re.findall(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.DOTALL))
+    assert list(sections) == list(REPORT_SECTIONS)
+    pack = json.loads((run_dir / "report.json").read_text())
+    assert pack["holdout"] is None and pack["run"]["mode"] == ("secure" if secure_mode else "plain")
+    val = pack["validation"]
+    assert val["rows"]["loans"] > 1000 and "3 banks" in val["rows"]["described"]
+    assert all(val[k] for k in ("calibration", "bands", "thresholds", "distribution"))
+    assert 0.5 < val["auc"]["low"] < val["auc"]["value"] < val["auc"]["high"]
+    for name in ("performance", "calibration", "distributions", "gains"):
+        assert "<img" in sections[name] or "<table" in sections[name], name
+    assert "Pooled validation loans" in sections["performance"] and "Hold-out set" not in sections["performance"]
+    assert pack["verdict"]["overall"] in ("pass", "borderline", "fail")
+    assert pack["model"]["software"]["flwr"].startswith("1.42")
+    if secure_mode:
+        assert pack["banks"]["banks"] == [] and "Secure aggregation was on" in sections["banks"]
+        assert "<table" not in sections["banks"]
+        assert all(not s.banks for s in read_scores(run_dir).values())
+    else:
+        assert len(pack["banks"]["banks"]) == 3 and all(b["psi"] for b in pack["banks"]["banks"])
+        assert "<table" in sections["banks"]
 
 
 def test_broken_csv_and_killed_node_do_not_stop_the_run_and_a_restarted_node_rejoins(tmp_path):
