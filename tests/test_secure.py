@@ -12,6 +12,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedcredit.core.config import ConfigError
+from fedcredit.core.profile import add_profiles
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import protocol, secagg, secure_bank, server
 from fedcredit.federation.outputs import load_checkpoint
@@ -97,7 +98,7 @@ def test_the_coordinator_never_receives_one_banks_numbers(runs):
     _, _, plain_spy, secure_spy = runs
     revealing = {protocol.ARRAYS, protocol.METRICS, protocol.NUMERIC_STATS, protocol.CATEGORY_COUNTS, "global"}
     kinds = {kind for kind, _, _ in secure_spy.seen}
-    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.SECAGG_QUERY} <= kinds
+    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.SECAGG_QUERY} <= kinds
     for kind, node, records in secure_spy.seen:
         assert set(records) <= {protocol.SECAGG, protocol.BANK_INFO}, (kind, node, set(records))
         assert not set(records) & revealing
@@ -112,6 +113,44 @@ def test_the_coordinator_never_receives_one_banks_numbers(runs):
         seen = secagg.decode(secagg.from_bytes(masked, true.size))
         assert abs(np.corrcoef(seen, true)[0, 1]) < 0.2, node
         assert np.median(np.abs(seen)) > 1e20  # uniform over +-2^95: nothing of a weight's scale
+
+
+def _lists(value):
+    """Every list of numbers anywhere in a JSON value."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _lists(v)
+    elif isinstance(value, list):
+        if value and all(isinstance(v, int | float) for v in value):
+            yield value
+        for v in value:
+            yield from _lists(v)
+
+
+def test_secure_mode_writes_only_the_pooled_profile_equal_to_plain_modes(runs):
+    plain, secure, _, _ = runs
+    profiles = [json.loads((Path(h["output-dir"]) / "profile.json").read_text()) for h in (plain, secure)]
+    assert profiles[1]["mode"] == "secure" and profiles[1]["banks"] == {} and profiles[1]["refused"] == {}
+    assert profiles[1]["pooled"] == profiles[0]["pooled"]  # whole counts: the secure sum is exact
+    assert sorted(profiles[1]["pooled-over"]) == sorted(secure["banks"])
+    # No bank's own counts anywhere in the secure run's directory (checked on counts that differ from the pooled).
+    own = {
+        json.dumps(c["counts"])
+        for bank in profiles[0]["banks"].values()
+        for split in bank.values()
+        for kind in ("numeric", "categorical")
+        for c in split[kind].values()
+    }
+    own -= {
+        json.dumps(c["counts"])
+        for split in profiles[0]["pooled"].values()
+        for k in ("numeric", "categorical")
+        for c in split[k].values()
+    }
+    assert len(own) > 100
+    for path in Path(secure["output-dir"]).rglob("*.json"):
+        found = {json.dumps(v) for v in _lists(json.loads(path.read_text()))} & own
+        assert not found, (path.name, sorted(found)[:3])
 
 
 class DroppingGrid(InProcessGrid):
@@ -160,7 +199,7 @@ def _corrupting(what: str, monkeypatch) -> None:
             reply.content[protocol.ARRAYS] = ArrayRecord([g + 1000 * (w - g) for w, g in zip(mine, glob, strict=True)])
             record = ConfigRecord({**dict(record.items()), protocol.MAX_UPDATE_NORM: 1e12})
         content = honest(msg, reply, record, context)
-        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate") and kind == what:
+        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate", protocol.PROFILE) and kind == what:
             masked = bytearray(content[protocol.SECAGG]["masked"])
             masked[5] ^= 0xFF
             masked[40] ^= 0x5A
@@ -202,6 +241,42 @@ def test_a_bank_that_corrupts_its_part_of_a_secure_sum_is_left_out_with_its_grou
     assert abs(history["rounds"][-1]["holdout"]["auc"] - honest_auc) < (0.04 if what == "query" else 0.02)
     if what == "evaluate":  # evaluation never touches training: the honest run's model
         assert history["rounds"][-1]["holdout"]["auc"] == honest_auc
+
+
+def test_a_bank_that_corrupts_its_masked_profile_leaves_it_to_the_other_group_and_the_run_goes_on(
+    tmp_path, monkeypatch, runs
+):
+    _corrupting(protocol.PROFILE, monkeypatch)
+    history = _run({**SECURE, "personalize.epochs": 0}, tmp_path, "corrupt-profile")
+    assert history["status"] == "completed" and all(e["aggregated"] for e in history["rounds"][1:])
+    profile = json.loads((Path(history["output-dir"]) / "profile.json").read_text())
+    # Halves [11, 13] and [12, 14]: the first keeps failing its checks and is left out, the second's sum is used.
+    assert sorted(profile["refused"]) == ["bank-0", "bank-2"] and profile["pooled-over"] == ["bank-1", "bank-3"]
+    assert "left out: the secure sum of its group of 2 banks" in profile["refused"]["bank-0"]
+    plain = json.loads((Path(runs[0]["output-dir"]) / "profile.json").read_text())
+    for split in ("train", "validation"):  # exactly the two banks' profiles of the plain run, summed
+        assert profile["pooled"][split] == add_profiles(plain["banks"][b][split] for b in ("bank-1", "bank-3"))
+
+
+class SilentProfileGrid(InProcessGrid):
+    """Bank node 12 never answers its masked profile (it answers everything else)."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = [
+            m for m in messages if not (m.metadata.message_type == protocol.PROFILE and m.metadata.dst_node_id == 12)
+        ]
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_profile_sum_a_bank_is_missing_from_is_never_unmasked(tmp_path):
+    """The profile repeats the statistics' row and category counts: a sum over 3 of 4 would give the 4th away."""
+    config = {**SECURE, "personalize.epochs": 0, "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    history = _run(config, tmp_path, "silent", SilentProfileGrid(config, BANKS))
+    assert history["status"] == "completed"
+    profile = json.loads((Path(history["output-dir"]) / "profile.json").read_text())
+    assert profile["pooled"] is None and profile["pooled-over"] == []
+    assert "this sum is unmasked only over all of them" in profile["not-pooled"]
+    assert "no reply" in profile["failed"]["bank-1"]
 
 
 def test_an_update_beyond_the_bound_is_withheld_by_the_bank_with_its_reason(tmp_path):
