@@ -30,6 +30,7 @@ from fedcredit.deploy.inprocess import (
 )
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
+from fedcredit.risk.stability import feature_stability
 
 HOSTILE = 11  # the first of the four banks
 
@@ -310,6 +311,9 @@ def test_profile_json_holds_each_banks_counts_over_global_bins_and_their_sum(hon
         assert profile["banks"][name]["train"] == _direct_profile(bank.train, prep, schema)
         assert profile["banks"][name]["validation"] == _direct_profile(bank.val, prep, schema)
         assert profile["banks"][name]["train"]["rows"] == record["training-rows"]
+    # Banks cut at random from one data set: every feature is stable across them.
+    csi = feature_stability(profile)
+    assert len(csi) == 4 * len(schema.features) and (csi["csi"] < 0.1).all(), csi.sort_values("csi").tail()
     for split in ("train", "validation"):
         parts, pooled = [b[split] for b in profile["banks"].values()], profile["pooled"][split]
         assert pooled["rows"] == sum(p["rows"] for p in parts) and pooled["bads"] == sum(p["bads"] for p in parts)
