@@ -311,27 +311,35 @@ def test_secure_mode_with_client_side_dp_accounts_epsilon_as_plain_mode(tmp_path
 
 
 def test_the_model_free_handlers_do_not_import_tensorflow():
-    """Statistics and the key stages: in a deployment each message is a fresh process; TensorFlow costs seconds."""
+    """Statistics, profile and the key stages: in a deployment each message is a fresh process; TensorFlow costs
+    seconds."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from flwr.app import Context, Message, RecordDict\n"
         "from fedcredit.deploy.inprocess import serverapp_identity\n"
         "from fedcredit.federation import protocol\n"
+        "from fedcredit.core.loading import load_csv\n"
+        "from fedcredit.core.schema import LENDING_CLUB\n"
+        "from fedcredit.core.stats import compute_stats, preprocessing_from_stats\n"
         "import client_app\n"
         "with serverapp_identity():\n"
         "    key = Message(protocol.stage_request('advertise', 's', {'threshold': 2}), dst_node_id=5,\n"
         "                  message_type=protocol.SECAGG_QUERY)\n"
         "    stats = Message(protocol.statistics_request(), dst_node_id=5, message_type='query')\n"
+        "    rows = load_csv('', LENDING_CLUB).head(300)\n"
+        "    prep = preprocessing_from_stats(compute_stats(rows, LENDING_CLUB), 10)\n"
+        "    profile = Message(protocol.profile_request(prep.to_json()), dst_node_id=5, message_type=protocol.PROFILE)\n"
         "node = {'partition-id': 0, 'num-partitions': 2}\n"
         "ctx = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config={})\n"
-        "replies = [client_app.app(m, ctx) for m in (key, stats)]\n"
+        "replies = [client_app.app(m, ctx) for m in (key, stats, profile)]\n"
         "assert not any(r.has_error() for r in replies), [r.error for r in replies if r.has_error()]\n"
-        "print(sorted(replies[0].content['secagg']), sorted(replies[1].content), 'tensorflow' in sys.modules)\n"
+        "print(sorted(replies[0].content['secagg']), sorted(replies[1].content), sorted(replies[2].content),\n"
+        "      'tensorflow' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == "False", result.stdout
-    assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout
+    assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout and "'profile-train'" in result.stdout
 
 
 def test_a_total_whose_check_raises_anything_is_summed_again_not_fatal(tmp_path, monkeypatch):

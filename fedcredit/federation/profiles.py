@@ -31,6 +31,9 @@ profile.json (bank names as in history.json; the JSON shape of a split is
      "pooled-over": [bank, ...],
      "refused": {bank: reason}, "failed": {bank: reason},
      "not-pooled": reason}                          # only when there is no pooled profile
+
+Should the step itself fail (not a bank: the coordinator), profile.json is
+{"mode": ..., "error": reason} and the run goes on.
 """
 
 from __future__ import annotations
