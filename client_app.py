@@ -27,6 +27,18 @@ def query(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
+@app.query(protocol.PROFILE_ACTION, mods=[secure_bank.secure_mod])
+def profile(msg: Message, context: Context) -> Message:
+    """Before round 1: counts of the bank's rows over the global bins, for the model-risk report (no model)."""
+
+    def build():
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
+        train, validation = client.profile(cfg, context.node_config, protocol.read_preprocessing(msg.content))
+        return protocol.profile_reply(train, validation)
+
+    return client.answer(msg, build)
+
+
 # secure_mod outermost: in secure mode it masks what the handler (and DP clipping) produced.
 @app.train(mods=[secure_bank.secure_mod, client.privacy_mod])
 def train(msg: Message, context: Context) -> Message:

@@ -19,8 +19,10 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedcredit.core import metrics
 from fedcredit.core.loading import load_csv
+from fedcredit.core.partition import stratified_split
+from fedcredit.core.profile import layout_of, split_profile
 from fedcredit.core.schema import LENDING_CLUB
-from fedcredit.core.stats import compute_stats
+from fedcredit.core.stats import compute_stats, preprocessing_from_stats
 from fedcredit.federation import protocol
 from fedcredit.federation.protocol import ProtocolError
 
@@ -41,6 +43,9 @@ def _summary(seed: int = 0) -> dict:
     return summary
 
 
+_TRAIN, _VAL = stratified_split(load_csv("", LENDING_CLUB).head(ROWS), LENDING_CLUB.target, 0.2, 0)
+_TRAIN_STATS = compute_stats(_TRAIN, LENDING_CLUB)
+_LAYOUT = layout_of(LENDING_CLUB, preprocessing_from_stats(_TRAIN_STATS, 10))
 VAL_ROWS = (60.0, 140.0)
 # Each kind: (an honest reply, the coordinator's check of it).
 KINDS = {
@@ -67,6 +72,12 @@ KINDS = {
     "personalise": (
         lambda: protocol.personalise_reply("global", {c: _summary(i) for i, c in enumerate(protocol.CANDIDATES)}),
         lambda c: protocol.read_personalise_reply(c, BINS, VAL_ROWS, 0.1),
+    ),
+    "profile": (
+        lambda: protocol.profile_reply(
+            split_profile(_TRAIN, LENDING_CLUB.target, _LAYOUT), split_profile(_VAL, LENDING_CLUB.target, _LAYOUT)
+        ),
+        lambda c: protocol.read_profile_reply(c, _LAYOUT, _TRAIN_STATS, 0.2),
     ),
     "advertise": (
         lambda: RecordDict({protocol.SECAGG: ConfigRecord({"pk1": b"k" * 91, "pk2": b"q" * 91})}),

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
 from fedcredit.core import metrics
+from fedcredit.core.banks import load_bank, schema_of
+from fedcredit.core.config import parse_run_config
 from fedcredit.deploy.inprocess import (
     APP_DIR,
     InProcessGrid,
@@ -27,6 +30,7 @@ from fedcredit.deploy.inprocess import (
 )
 from fedcredit.federation import protocol, server
 from fedcredit.federation.outputs import load_checkpoint
+from fedcredit.risk.stability import feature_stability
 
 HOSTILE = 11  # the first of the four banks
 
@@ -273,3 +277,84 @@ def test_statistics_that_break_the_protocol_leave_the_bank_out(tmp_path, case):
     prep = json.loads((Path(history["output-dir"]) / "preprocessing.json").read_text())
     assert len(prep["vocabulary"]["term"]) <= 2  # no bogus category reached the model
     assert all(len(e["train"]["ok"]) == 3 for e in history["rounds"][1:])
+
+
+# --- feature profiles (profile.json): informational, so a refused one never touches the run ------------
+
+
+def _direct_profile(frame, prep: dict, schema) -> dict:
+    """One split's profile computed here, independently of fedcredit.core.profile: pandas' own binning."""
+    edges = [-np.inf, *np.linspace(-3.0, 3.0, 25), np.inf]
+    numeric = {}
+    for col in schema.numeric:
+        z = (frame[col] - prep["mean"][col]) / np.sqrt(prep["variance"][col])
+        binned = pd.cut(z.dropna(), edges, right=False).value_counts(sort=False)
+        numeric[col] = {"counts": [int(c) for c in binned], "missing": int(frame[col].isna().sum())}
+    categorical = {}
+    for col in schema.categorical:
+        vocab, values = prep["vocabulary"][col], frame[col].dropna()
+        counts = [int((values == v).sum()) for v in vocab] + [int((~values.isin(vocab)).sum())]
+        categorical[col] = {"counts": counts, "missing": int(frame[col].isna().sum())}
+    return {"rows": len(frame), "bads": int(frame[schema.target].sum()), "numeric": numeric, "categorical": categorical}
+
+
+def test_profile_json_holds_each_banks_counts_over_global_bins_and_their_sum(honest):
+    history = honest[0]
+    run_dir = Path(history["output-dir"])
+    profile = json.loads((run_dir / "profile.json").read_text())
+    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    cfg = parse_run_config(json.loads((run_dir / "config.json").read_text()))
+    schema = schema_of(cfg)
+    assert profile["mode"] == "plain" and profile["refused"] == {} and profile["failed"] == {}
+    assert profile["grid"]["z-edges"] == list(np.linspace(-3.0, 3.0, 25))
+    assert profile["features"]["categorical"]["term"] == [*prep["vocabulary"]["term"], "(unknown)"]
+    assert sorted(profile["banks"]) == sorted(history["banks"]) == sorted(profile["pooled-over"])
+    for name, record in history["banks"].items():
+        bank = load_bank(cfg, {"partition-id": int(record["node-id"]) - 11, "num-partitions": 4})
+        assert bank.name == name
+        assert profile["banks"][name]["train"] == _direct_profile(bank.train, prep, schema)
+        assert profile["banks"][name]["validation"] == _direct_profile(bank.val, prep, schema)
+        assert profile["banks"][name]["train"]["rows"] == record["training-rows"]
+    # Banks cut at random from one data set: every feature is stable across them.
+    csi = feature_stability(profile)
+    assert len(csi) == 4 * len(schema.features) and (csi["csi"] < 0.1).all(), csi.sort_values("csi").tail()
+    for split in ("train", "validation"):
+        parts, pooled = [b[split] for b in profile["banks"].values()], profile["pooled"][split]
+        assert pooled["rows"] == sum(p["rows"] for p in parts) and pooled["bads"] == sum(p["bads"] for p in parts)
+        for kind in ("numeric", "categorical"):
+            for col, counts in pooled[kind].items():
+                assert counts["counts"] == list(np.sum([p[kind][col]["counts"] for p in parts], axis=0))
+                assert counts["missing"] == sum(p[kind][col]["missing"] for p in parts)
+
+
+def _profile_tamper(kind, content, msg):
+    """Banks 11 and 12 send broken profiles, bank 13 fails its profile query; nothing else is touched."""
+    if kind != protocol.PROFILE:
+        return content
+    node, record = msg.metadata.dst_node_id, content.metric_records.get("profile-train")
+    if node == 13:
+        return None
+    values = [float(v) for v in record["numeric/int_rate"]]
+    values[12] = -5.0 if node == 11 else values[12] + 1  # a negative count; counts that no longer add up
+    record["numeric/int_rate"] = values
+    return content
+
+
+def test_a_broken_or_failed_profile_is_recorded_and_the_run_goes_on_unchanged(tmp_path, honest):
+    config = run_config(tmp_path / "out")
+    grid = InProcessGrid(config, 4, _profile_tamper, hostile=[11, 12, 13])
+    history = server.run(grid, config, "t", APP_DIR).to_json()
+    assert history["status"] == "completed"
+    names = {int(b["node-id"]): name for name, b in history["banks"].items()}
+    profile = json.loads((Path(history["output-dir"]) / "profile.json").read_text())
+    assert "a count of numeric/int_rate must be a whole number" in profile["refused"][names[11]]
+    assert "the counts of numeric/int_rate add up to" in profile["refused"][names[12]]
+    assert profile["failed"] == {names[13]: "bank down"}
+    assert list(profile["banks"]) == profile["pooled-over"] == [names[14]]
+    assert profile["pooled"] == profile["banks"][names[14]]
+    honest_profile = json.loads((Path(honest[0]["output-dir"]) / "profile.json").read_text())
+    assert profile["banks"][names[14]] == honest_profile["banks"][names[14]]
+    # The profile is informational: training, evaluation and the model are the honest run's.
+    assert all(len(e["train"]["ok"]) == 4 for e in history["rounds"][1:])
+    last = max(Path(history["output-dir"]).glob("checkpoints/round-*.npz"))
+    assert all(np.array_equal(a, b) for a, b in zip(load_checkpoint(last), honest[1], strict=True))

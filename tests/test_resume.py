@@ -75,6 +75,9 @@ def test_a_resumed_fedavg_run_ends_with_exactly_the_uninterrupted_runs_weights(r
     ]
     for entry, again in zip(whole["rounds"], resumed["rounds"], strict=True):  # same figures, round by round
         assert entry["holdout"]["auc"] == again["holdout"]["auc"]
+    # The resumed run asks the banks' profiles again: the same banks and preprocessing give the same counts.
+    profiles = [json.loads((Path(h["output-dir"]) / "profile.json").read_text()) for h in (whole, resumed)]
+    assert profiles[0] == profiles[1] and len(profiles[1]["banks"]) == 3
 
 
 @pytest.mark.parametrize(

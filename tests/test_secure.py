@@ -12,6 +12,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedcredit.core.config import ConfigError
+from fedcredit.core.profile import add_profiles
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import protocol, secagg, secure_bank, server
 from fedcredit.federation.outputs import load_checkpoint
@@ -97,7 +98,7 @@ def test_the_coordinator_never_receives_one_banks_numbers(runs):
     _, _, plain_spy, secure_spy = runs
     revealing = {protocol.ARRAYS, protocol.METRICS, protocol.NUMERIC_STATS, protocol.CATEGORY_COUNTS, "global"}
     kinds = {kind for kind, _, _ in secure_spy.seen}
-    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.SECAGG_QUERY} <= kinds
+    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.SECAGG_QUERY} <= kinds
     for kind, node, records in secure_spy.seen:
         assert set(records) <= {protocol.SECAGG, protocol.BANK_INFO}, (kind, node, set(records))
         assert not set(records) & revealing
@@ -112,6 +113,44 @@ def test_the_coordinator_never_receives_one_banks_numbers(runs):
         seen = secagg.decode(secagg.from_bytes(masked, true.size))
         assert abs(np.corrcoef(seen, true)[0, 1]) < 0.2, node
         assert np.median(np.abs(seen)) > 1e20  # uniform over +-2^95: nothing of a weight's scale
+
+
+def _lists(value):
+    """Every list of numbers anywhere in a JSON value."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _lists(v)
+    elif isinstance(value, list):
+        if value and all(isinstance(v, int | float) for v in value):
+            yield value
+        for v in value:
+            yield from _lists(v)
+
+
+def test_secure_mode_writes_only_the_pooled_profile_equal_to_plain_modes(runs):
+    plain, secure, _, _ = runs
+    profiles = [json.loads((Path(h["output-dir"]) / "profile.json").read_text()) for h in (plain, secure)]
+    assert profiles[1]["mode"] == "secure" and profiles[1]["banks"] == {} and profiles[1]["refused"] == {}
+    assert profiles[1]["pooled"] == profiles[0]["pooled"]  # whole counts: the secure sum is exact
+    assert sorted(profiles[1]["pooled-over"]) == sorted(secure["banks"])
+    # No bank's own counts anywhere in the secure run's directory (checked on counts that differ from the pooled).
+    own = {
+        json.dumps(c["counts"])
+        for bank in profiles[0]["banks"].values()
+        for split in bank.values()
+        for kind in ("numeric", "categorical")
+        for c in split[kind].values()
+    }
+    own -= {
+        json.dumps(c["counts"])
+        for split in profiles[0]["pooled"].values()
+        for k in ("numeric", "categorical")
+        for c in split[k].values()
+    }
+    assert len(own) > 100
+    for path in Path(secure["output-dir"]).rglob("*.json"):
+        found = {json.dumps(v) for v in _lists(json.loads(path.read_text()))} & own
+        assert not found, (path.name, sorted(found)[:3])
 
 
 class DroppingGrid(InProcessGrid):
@@ -160,7 +199,7 @@ def _corrupting(what: str, monkeypatch) -> None:
             reply.content[protocol.ARRAYS] = ArrayRecord([g + 1000 * (w - g) for w, g in zip(mine, glob, strict=True)])
             record = ConfigRecord({**dict(record.items()), protocol.MAX_UPDATE_NORM: 1e12})
         content = honest(msg, reply, record, context)
-        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate") and kind == what:
+        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate", protocol.PROFILE) and kind == what:
             masked = bytearray(content[protocol.SECAGG]["masked"])
             masked[5] ^= 0xFF
             masked[40] ^= 0x5A
@@ -204,6 +243,42 @@ def test_a_bank_that_corrupts_its_part_of_a_secure_sum_is_left_out_with_its_grou
         assert history["rounds"][-1]["holdout"]["auc"] == honest_auc
 
 
+def test_a_bank_that_corrupts_its_masked_profile_leaves_it_to_the_other_group_and_the_run_goes_on(
+    tmp_path, monkeypatch, runs
+):
+    _corrupting(protocol.PROFILE, monkeypatch)
+    history = _run({**SECURE, "personalize.epochs": 0}, tmp_path, "corrupt-profile")
+    assert history["status"] == "completed" and all(e["aggregated"] for e in history["rounds"][1:])
+    profile = json.loads((Path(history["output-dir"]) / "profile.json").read_text())
+    # Halves [11, 13] and [12, 14]: the first keeps failing its checks and is left out, the second's sum is used.
+    assert sorted(profile["refused"]) == ["bank-0", "bank-2"] and profile["pooled-over"] == ["bank-1", "bank-3"]
+    assert "left out: the secure sum of its group of 2 banks" in profile["refused"]["bank-0"]
+    plain = json.loads((Path(runs[0]["output-dir"]) / "profile.json").read_text())
+    for split in ("train", "validation"):  # exactly the two banks' profiles of the plain run, summed
+        assert profile["pooled"][split] == add_profiles(plain["banks"][b][split] for b in ("bank-1", "bank-3"))
+
+
+class SilentProfileGrid(InProcessGrid):
+    """Bank node 12 never answers its masked profile (it answers everything else)."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = [
+            m for m in messages if not (m.metadata.message_type == protocol.PROFILE and m.metadata.dst_node_id == 12)
+        ]
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_profile_sum_a_bank_is_missing_from_is_never_unmasked(tmp_path):
+    """The profile repeats the statistics' row and category counts: a sum over 3 of 4 would give the 4th away."""
+    config = {**SECURE, "personalize.epochs": 0, "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    history = _run(config, tmp_path, "silent", SilentProfileGrid(config, BANKS))
+    assert history["status"] == "completed"
+    profile = json.loads((Path(history["output-dir"]) / "profile.json").read_text())
+    assert profile["pooled"] is None and profile["pooled-over"] == []
+    assert "this sum is unmasked only over all of them" in profile["not-pooled"]
+    assert "no reply" in profile["failed"]["bank-1"]
+
+
 def test_an_update_beyond_the_bound_is_withheld_by_the_bank_with_its_reason(tmp_path):
     config = {**SECURE, "personalize.epochs": 0, "privacy.max-update-norm": 0.01, "num-server-rounds": 1}
     with pytest.raises(server.FederationError, match="no round trained"):
@@ -236,27 +311,35 @@ def test_secure_mode_with_client_side_dp_accounts_epsilon_as_plain_mode(tmp_path
 
 
 def test_the_model_free_handlers_do_not_import_tensorflow():
-    """Statistics and the key stages: in a deployment each message is a fresh process; TensorFlow costs seconds."""
+    """Statistics, profile and the key stages: in a deployment each message is a fresh process; TensorFlow costs
+    seconds."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from flwr.app import Context, Message, RecordDict\n"
         "from fedcredit.deploy.inprocess import serverapp_identity\n"
         "from fedcredit.federation import protocol\n"
+        "from fedcredit.core.loading import load_csv\n"
+        "from fedcredit.core.schema import LENDING_CLUB\n"
+        "from fedcredit.core.stats import compute_stats, preprocessing_from_stats\n"
         "import client_app\n"
         "with serverapp_identity():\n"
         "    key = Message(protocol.stage_request('advertise', 's', {'threshold': 2}), dst_node_id=5,\n"
         "                  message_type=protocol.SECAGG_QUERY)\n"
         "    stats = Message(protocol.statistics_request(), dst_node_id=5, message_type='query')\n"
+        "    rows = load_csv('', LENDING_CLUB).head(300)\n"
+        "    prep = preprocessing_from_stats(compute_stats(rows, LENDING_CLUB), 10)\n"
+        "    profile = Message(protocol.profile_request(prep.to_json()), dst_node_id=5, message_type=protocol.PROFILE)\n"
         "node = {'partition-id': 0, 'num-partitions': 2}\n"
         "ctx = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(), run_config={})\n"
-        "replies = [client_app.app(m, ctx) for m in (key, stats)]\n"
+        "replies = [client_app.app(m, ctx) for m in (key, stats, profile)]\n"
         "assert not any(r.has_error() for r in replies), [r.error for r in replies if r.has_error()]\n"
-        "print(sorted(replies[0].content['secagg']), sorted(replies[1].content), 'tensorflow' in sys.modules)\n"
+        "print(sorted(replies[0].content['secagg']), sorted(replies[1].content), sorted(replies[2].content),\n"
+        "      'tensorflow' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-1] == "False", result.stdout
-    assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout
+    assert protocol.NUMERIC_STATS in result.stdout and "'pk1'" in result.stdout and "'profile-train'" in result.stdout
 
 
 def test_a_total_whose_check_raises_anything_is_summed_again_not_fatal(tmp_path, monkeypatch):

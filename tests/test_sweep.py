@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from fedcredit.core.config import ConfigError, sweep_variants
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
-from fedcredit.federation import server, sweep
+from fedcredit.federation import protocol, server, sweep
 from fedcredit.federation.outputs import load_checkpoint
 
 CONFIG = {
@@ -27,10 +28,12 @@ class CountingGrid(InProcessGrid):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.statistics_queries = 0
+        self.profile_queries = 0
 
     def send_and_receive(self, messages, *, timeout=None):
         messages = list(messages)
         self.statistics_queries += sum(m.metadata.message_type == "query" for m in messages)
+        self.profile_queries += sum(m.metadata.message_type == protocol.PROFILE for m in messages)
         return super().send_and_receive(messages, timeout=timeout)
 
 
@@ -57,8 +60,12 @@ def test_every_variant_of_a_sweep_equals_a_run_of_its_own(tmp_path):
         assert variant["personalisation"]["pooled-validation"]["kept"]["auc"] == pytest.approx(
             single["personalisation"]["pooled-validation"]["kept"]["auc"], abs=1e-9
         )
-    # Statistics once per distinct split (two seeds), not once per variant.
+    # Statistics once per distinct split (two seeds), not once per variant; profiles once per split too.
     assert grid.statistics_queries == 2 * 3
+    assert grid.profile_queries == 2 * 3
+    for variant, single in zip(swept, alone, strict=True):  # a reused profile is the one a run of its own asks
+        profiles = [json.loads((Path(h["output-dir"]) / "profile.json").read_text()) for h in (variant, single)]
+        assert profiles[0] == profiles[1] and len(profiles[0]["banks"]) == 3
 
 
 def test_a_sweep_that_names_no_valid_variant_is_refused_before_anything_runs(tmp_path):

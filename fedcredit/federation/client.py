@@ -1,4 +1,4 @@
-"""What a bank does when the ServerApp asks: statistics, training, evaluation.
+"""What a bank does when the ServerApp asks: statistics, feature profile, training, evaluation.
 
 The Keras model is built once per process and reused across messages (and
 across banks in a simulation worker); `Trainer.fit` resets its optimizer and
@@ -24,6 +24,7 @@ from fedcredit.core.banks import BankData, holdout_set, load_bank, schema_of
 from fedcredit.core.config import BankLimits, ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
 from fedcredit.core.partition import PartitionError
+from fedcredit.core.profile import SplitProfile, layout_of, split_profile
 from fedcredit.core.schema import SchemaError, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, compute_stats
 from fedcredit.federation import protocol
@@ -130,6 +131,21 @@ def statistics(cfg: RunConfig, node_config: Mapping[str, Any]) -> tuple[str, str
     # "file": a real bank's CSV (deployment); "simulation": a slice of the embedded data set.
     source = "file" if "data-path" in node_config else "simulation"
     return bank.name, source, schema.sha256, compute_stats(bank.train, schema)
+
+
+def profile(cfg: RunConfig, node_config: Mapping[str, Any], prep_json: str) -> tuple[SplitProfile, SplitProfile]:
+    """(training, validation) counts of this bank's rows over the global bins: no value, no row.
+
+    The vocabulary the coordinator sends sets the reply's size: one longer than
+    the run's `max-categories` (which no honest preprocessing exceeds) is refused.
+    """
+    bank = load_bank(cfg, node_config)
+    schema = schema_of(cfg)
+    try:
+        layout = layout_of(schema, Preprocessing.from_json(prep_json), cfg.limits.max_categories)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"the profile query's preprocessing cannot be used: {err}") from None
+    return split_profile(bank.train, schema.target, layout), split_profile(bank.val, schema.target, layout)
 
 
 def train(

@@ -20,6 +20,7 @@ FILES = {
     "config.json": "the run config used (every key, defaults included)",
     "history.json": "per round: pooled and per-bank metrics, hold-out metrics, banks ok/failed/missing",
     "preprocessing.json": "global means, variances and vocabularies merged from the banks' statistics",
+    "profile.json": "per bank (secure mode: pooled only): rows, defaults and counts of each feature over global bins",
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
     "model-best.keras": "the global model of the best round (highest pooled validation AUC, also with any one bank left out; else the latest)",
     "checkpoints/round-NNN.npz": "the global weights after each round",

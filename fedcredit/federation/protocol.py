@@ -14,6 +14,11 @@ Messages (coordinator -> bank, bank -> coordinator):
 - query "statistics": `config` {action}. Reply: `bank-info` {name, source,
   schema-sha256}, `numeric-stats` {column: [count, sum, sum of squares]},
   `category-counts` {column: JSON {category: count}}, `bank` {rows}.
+- query "profile" (after the statistics, before round 1): `config`
+  {preprocessing-sha256}, `preprocessing`. Reply: `profile-train` and
+  `profile-validation` {rows, bads, numeric/<column>: [counts over the z
+  grid of `fedcredit.core.profile`, missing], categorical/<column>: [counts
+  per vocabulary value, unknown, missing]}. Counts only.
 - train: `arrays` (global weights), `config` {server-round,
   preprocessing-sha256, round-offset[, proximal-mu]}, `preprocessing` {json}. Reply:
   `arrays` (the bank's weights), `metrics` {train-loss, num-examples,
@@ -44,6 +49,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedcredit.core import metrics
 from fedcredit.core.limits import MAX_ROWS, Limits, sums_fault
+from fedcredit.core.profile import NUMERIC_BINS, Z_EDGES, ProfileLayout, SplitProfile, standard_deviation
 from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Stats
 from fedcredit.federation.secagg import ENTRY_BYTES
@@ -94,6 +100,12 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
             "agrees on, where it lists them)"
         ),
         BANK_ROWS: "the number of training rows",
+    },
+    "profile": {
+        "profile-train": "on its training rows: rows, defaulted rows, and per feature how many rows fall in each "
+        "global bin (numeric: 26 bins of the standardised value; categorical: each vocabulary value, then unknown) "
+        "and how many are missing",
+        "profile-validation": "the same counts on its validation rows",
     },
     "train": {
         ARRAYS: "the model weights after local training",
@@ -518,6 +530,118 @@ def read_personalise_reply(
     return kept, summaries
 
 
+# --- feature profiles (before round 1, once the preprocessing is fixed) ---------------------
+
+PROFILE_ACTION = "profile"  # the ClientApp's @app.query(PROFILE_ACTION)
+PROFILE = f"query.{PROFILE_ACTION}"  # its message type
+PROFILE_SPLITS = {"train": "profile-train", "validation": "profile-validation"}  # split -> its reply record
+# One MetricRecord per split: rows, bads, then one list per feature: its counts (the layout's slots), then missing.
+KINDS = ("numeric", "categorical")
+
+
+def profile_request(prep_json: str) -> RecordDict:
+    """The preprocessing the bank bins its rows with (its digest in the config, as train messages carry it)."""
+    return RecordDict(
+        {CONFIG: ConfigRecord({PREPROCESSING_SHA: digest(prep_json)}), PREPROCESSING: preprocessing_record(prep_json)}
+    )
+
+
+def profile_reply(train: SplitProfile, validation: SplitProfile) -> RecordDict:
+    """Counts only: rows, defaults, and per feature the rows in each global bin and the missing ones."""
+
+    def record(split: SplitProfile) -> MetricRecord:
+        values: dict[str, Any] = {"rows": int(split["rows"]), "bads": int(split["bads"])}
+        for kind in KINDS:
+            for col, c in split[kind].items():
+                values[f"{kind}/{col}"] = [int(v) for v in c["counts"]] + [int(c["missing"])]
+        return MetricRecord(values)
+
+    return RecordDict({PROFILE_SPLITS["train"]: record(train), PROFILE_SPLITS["validation"]: record(validation)})
+
+
+def _profile_keys(layout: ProfileLayout) -> list[tuple[str, str, str]]:
+    """(record key, kind, column) of every feature list, in the layout's order."""
+    return [(f"{kind}/{col}", kind, col) for kind in KINDS for col in getattr(layout, kind)]
+
+
+def _split_profile(record: Mapping[str, Any], layout: ProfileLayout, what: str, upper: int = MAX_ROWS) -> SplitProfile:
+    """One split's counts: exactly the layout's keys and lengths, whole counts that add up to its rows."""
+    features = _profile_keys(layout)
+    _keys(record, ["rows", "bads", *(key for key, _, _ in features)], what)
+    rows = _count(record["rows"], f"{what}: rows", upper)
+    split: SplitProfile = {"rows": rows, "bads": _count(record["bads"], f"{what}: bads", rows), "numeric": {}}
+    split["categorical"] = {}
+    for key, kind, col in features:
+        values, length = record[key], layout.slots(col) + 1
+        if not isinstance(values, list) or len(values) != length:
+            raise ProtocolError(f"{what}: {key} must be a list of {length} counts (its bins, then missing)")
+        counts = [_count(v, f"{what}: a count of {key}", rows) for v in values]
+        if sum(counts) != rows:
+            raise ProtocolError(f"{what}: the counts of {key} add up to {sum(counts)}, not to its {rows} rows")
+        split[kind][col] = {"counts": counts[:-1], "missing": counts[-1]}
+    return split
+
+
+def _fits_statistics(train: SplitProfile, stats: Stats, layout: ProfileLayout, every_category: bool) -> None:
+    """The training counts must be those the statistics of the same rows imply.
+
+    Rows, numeric missing counts and vocabulary counts are exact; the z bins
+    must allow the sum the statistics give (each row's z lies in its bin).
+    `every_category`: the statistics count every category (plain mode), so
+    the missing count is exact too; secure sums count only the agreed values.
+    """
+    if train["rows"] != stats.rows:
+        raise ProtocolError(f"train rows={train['rows']}, but the statistics reported {stats.rows} training rows")
+    lows, highs = np.array([-np.inf, *Z_EDGES]), np.array([*Z_EDGES, np.inf])
+    for col in layout.numeric:
+        n, total, _ = stats.numeric[col]
+        feature = train["numeric"][col]
+        counts, missing = np.asarray(feature["counts"], dtype=np.float64), feature["missing"]
+        if missing != stats.rows - n:
+            raise ProtocolError(f"'{col}' has {missing} missing training values, the statistics {stats.rows - n}")
+        mean, sd = layout.mean[col], standard_deviation(layout.variance[col])
+        sum_z = (total - n * mean) / sd
+        filled = counts > 0  # an empty tail bin bounds nothing (0 x infinity is no number)
+        low, high = float(counts[filled] @ lows[filled]), float(counts[filled] @ highs[filled])
+        slack = 1e-6 * max(n, 1) + 1e-9 * (abs(total) + n * abs(mean)) / sd  # float rounding of both sides
+        if not low - slack <= sum_z <= high + slack:
+            raise ProtocolError(f"the z bins of '{col}' do not fit the sum of its values the statistics reported")
+    for col, vocabulary in layout.categorical.items():
+        reported, profile = stats.categorical[col], train["categorical"][col]
+        for value, count in zip(vocabulary, profile["counts"], strict=False):
+            if count != reported.get(value, 0):
+                raise ProtocolError(f"a vocabulary count of '{col}' differs from the statistics'")
+        rest = stats.rows - sum(reported.values())
+        if profile["missing"] > rest or (every_category and profile["missing"] != rest):
+            raise ProtocolError(f"'{col}' has {profile['missing']} missing training values, the statistics {rest}")
+
+
+def _fits_validation(train: SplitProfile, validation: SplitProfile, val_fraction: float, banks: int) -> None:
+    """Validation rows and defaults within what the stratified split of the training rows allows (per class)."""
+    ratio = val_fraction / (1 - val_fraction)
+    for key, slack in (("rows", 2 * ratio + 2), ("bads", ratio + 1)):  # each class rounds by at most one row
+        centre = ratio * train[key]
+        if not centre - slack * banks <= validation[key] <= centre + slack * banks:
+            raise ProtocolError(
+                f"validation {key}={validation[key]} does not fit the {train[key]} training {key} "
+                f"with val-fraction={val_fraction:g}"
+            )
+
+
+def read_profile_reply(
+    content: RecordDict, layout: ProfileLayout, stats: Stats | None, val_fraction: float
+) -> dict[str, SplitProfile]:
+    """{"train": ..., "validation": ...} of one bank, checked against the layout and the statistics it sent."""
+    _records(content, set(), set(PROFILE_SPLITS.values()), set())
+    profile = {
+        split: _split_profile(content.metric_records[name], layout, name) for split, name in PROFILE_SPLITS.items()
+    }
+    if stats is not None:
+        _fits_statistics(profile["train"], stats, layout, every_category=True)
+    _fits_validation(profile["train"], profile["validation"], val_fraction, banks=1)
+    return profile
+
+
 # --- secure mode (privacy.secure-aggregation): only sums leave a bank ------------------------
 #
 # Key stages travel as query "secagg" messages with a `secagg` record {stage, session, ...};
@@ -543,7 +667,7 @@ LEAVES_A_BANK_SECURE: dict[str, str] = {
 
 
 # What a bank needs to build its vector, in the mask record beside its encrypted shares.
-LAYOUT = "layout"  # statistics: the vector's layout (JSON of `statistics_layout`)
+LAYOUT = "layout"  # statistics and profile: the vector's layout (`statistics_layout`, `ProfileLayout.to_json`)
 WEIGHT_KEY = "weight-key"  # train: the reply metric the strategy weighs updates by
 MAX_UPDATE_NORM = "max-update-norm"  # train: the bank withholds an update farther than this
 
@@ -743,3 +867,48 @@ def read_personalise_sum(
     if counts.sum() != banks:
         raise ProtocolError("the counts of kept models do not add up to the banks")
     return {c: int(n) for c, n in zip(CANDIDATES, counts, strict=True)}, summaries
+
+
+def profile_length(layout: Mapping[str, Any]) -> int:
+    """Entries of a profile vector (`ProfileLayout.to_json`): per split rows, bads, then each feature's list."""
+    numeric = len(layout["numeric"]) * (NUMERIC_BINS + 1)
+    return len(PROFILE_SPLITS) * (2 + numeric + sum(len(v) + 2 for v in layout["categorical"].values()))
+
+
+def profile_vector(content: RecordDict, layout: Mapping[str, Any]) -> np.ndarray:
+    """A bank's profile reply as one vector, split by split, in the layout's order (counts add up over banks)."""
+    values: list[float] = []
+    for name in PROFILE_SPLITS.values():
+        record = content[name]
+        values += [float(record["rows"]), float(record["bads"])]
+        for kind in KINDS:
+            for col in layout[kind]:
+                values += [float(v) for v in record[f"{kind}/{col}"]]
+    if len(values) != profile_length(layout):
+        raise ValueError("the profile does not have the layout's features and slots")
+    return np.asarray(values, dtype=np.float64)
+
+
+def read_profile_sum(
+    vector: np.ndarray, layout: ProfileLayout, stats: Stats | None, val_fraction: float, banks: int
+) -> dict[str, SplitProfile]:
+    """The pooled profile from the banks' secure sum, checked as one bank's is.
+
+    `stats`: the summed statistics of exactly these banks (None for a sum over
+    some of them, as when a corrupted sum is taken again in groups).
+    """
+    if vector.shape != (profile_length(json.loads(layout.to_json())),):
+        raise ProtocolError("the summed profile has the wrong length")
+    counts = _whole(vector, "profile counts", MAX_ROWS * banks)
+    profile, at = {}, 0
+    for split, name in PROFILE_SPLITS.items():
+        record: dict[str, Any] = {"rows": counts[at], "bads": counts[at + 1]}
+        at += 2
+        for key, _, col in _profile_keys(layout):
+            record[key] = [float(v) for v in counts[at : at + layout.slots(col) + 1]]
+            at += layout.slots(col) + 1
+        profile[split] = _split_profile(record, layout, f"summed {name}", MAX_ROWS * banks)
+    if stats is not None:
+        _fits_statistics(profile["train"], stats, layout, every_category=False)
+    _fits_validation(profile["train"], profile["validation"], val_fraction, banks)
+    return profile

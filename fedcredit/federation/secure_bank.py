@@ -90,6 +90,8 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
             summary = reply[protocol.EVALUATION]
             vector = np.concatenate([vector, protocol.summary_vector(summary, len(summary["hist-bad"]))])
         return vector
+    if kind == protocol.PROFILE:
+        return protocol.profile_vector(reply, json.loads(str(record[protocol.LAYOUT])))
     if kind == protocol.PERSONALISE:
         kept = str(reply[protocol.PERSONALISATION]["kept"])
         summaries = {name: reply[name] for name in protocol.CANDIDATES}

@@ -87,13 +87,17 @@ def secure_sum(
     timeout: float | None,
     collect: dict[str, Any] | None = None,
     check: Callable[[RecordDict], Any] | None = None,
+    complete: bool = False,
 ) -> SecureOutcome:
     """Send `messages` (one per bank) as a secure sum of `length`-entry vectors.
 
     `collect`: what each bank needs to build its vector (layout, weight key,
     update bound); `check`: reads and checks what a reply carries besides the
     masked vector (statistics: the bank's name and schema); a bank it refuses
-    counts as dropped out, so its vector never enters the sum.
+    counts as dropped out, so its vector never enters the sum. `complete`:
+    unmask only a sum of every bank asked, for numbers the banks already sent
+    summed once (the feature profile repeats the statistics' row and category
+    counts): a sum over fewer banks would reveal the others' by difference.
     """
     outcome = SecureOutcome()
     nodes = sorted(m.metadata.dst_node_id for m in messages)
@@ -140,6 +144,12 @@ def secure_sum(
     outcome.replies = {n: r for n, (_, r) in answered.items()}
     if len(masked) < threshold:
         return short("masking", len(masked))
+    if complete and len(masked) < len(nodes):
+        outcome.reason = (
+            f"secure aggregation: {len(masked)} of {len(nodes)} banks got through masking, and this sum is "
+            "unmasked only over all of them"
+        )
+        return outcome
     dropped = sorted(set(inbox) - set(masked))
     revealers = sorted(answered)
     values = {n: {"active": sorted(masked), "dropped": dropped} for n in revealers}
@@ -206,6 +216,7 @@ def checked_secure_sum(
     read: Callable[[np.ndarray, int], T],
     collect: dict[str, Any] | None = None,
     check: Callable[[RecordDict], Any] | None = None,
+    complete: bool = False,
 ) -> CheckedSum[T]:
     """`secure_sum`, and a total that `read(total, banks)` refuses (whatever it raises) is neither used nor fatal.
 
@@ -218,6 +229,7 @@ def checked_secure_sum(
     banks are ever unmasked, and only of disjoint groups, so no bank's numbers
     are revealed; the price is that the coordinator learns the sums of those
     groups, and that a corrupting bank's group-mates are left out with it.
+    `complete` (see `secure_sum`) holds for every sum it takes, the groups' too.
     """
     requests = {m.metadata.dst_node_id: (m.content, m.metadata.message_type) for m in messages}
 
@@ -227,9 +239,9 @@ def checked_secure_sum(
             Message(content=RecordDict(dict(requests[n][0].items())), message_type=requests[n][1], dst_node_id=n)
             for n in nodes
         ]
-        return secure_sum(grid, fresh, length, fraction, timeout, collect, check)
+        return secure_sum(grid, fresh, length, fraction, timeout, collect, check, complete)
 
-    outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check)
+    outcome = secure_sum(grid, messages, length, fraction, timeout, collect, check, complete)
     if outcome.total is None:
         return CheckedSum(None, outcome)
     try:

@@ -5,9 +5,10 @@ several). It fails loudly (the run ends as failed with the reason in the log
 and in history.json) when banks are too few, no round trained, or metrics
 turn NaN: Flower would otherwise report a run with no usable model as
 completed. The steps: check the config, pick up a crashed run (`resume`),
-gather the banks' statistics (`statistics`), fix the preprocessing, train
-the rounds (`tracking` at the Grid, `rounds` after each round), release the
-final model, personalise (`personalisation`).
+gather the banks' statistics (`statistics`), fix the preprocessing, ask the
+banks' feature profiles for the report (`profiles`), train the rounds
+(`tracking` at the Grid, `rounds` after each round), release the final
+model, personalise (`personalisation`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import BankRecord, History, ResumedFrom, StrategyRecord
 from fedcredit.federation.outputs import FILES, RunOutputs
 from fedcredit.federation.personalisation import personalise_banks
+from fedcredit.federation.profiles import collect_profiles
 from fedcredit.federation.rounds import (
     RecordsAggregation,
     RoundReporter,
@@ -46,7 +48,7 @@ from fedcredit.federation.rounds import (
     save_history,
 )
 from fedcredit.federation.software import software
-from fedcredit.federation.statistics import Federation, gather, too_few_banks, wait_for_banks
+from fedcredit.federation.statistics import Federation, gather, statistics_key, too_few_banks, wait_for_banks
 from fedcredit.federation.strategies import make_strategy, privacy_summary, weight_key
 from fedcredit.federation.tracking import ReplyRules, SecureSettings, Tracker, TrackingGrid
 
@@ -80,13 +82,15 @@ def run(
     app_dir: str | Path | None = None,
     statistics: dict[tuple, Federation] | None = None,
     variant: dict[str, Any] | None = None,
+    profiles: dict[tuple, dict[str, Any]] | None = None,
 ) -> History:
     """One federated training run; returns the history it also writes to disk.
 
     `app_dir`: the app's directory (a relative schema-path is a file of the app).
-    In a sweep, `statistics` caches the banks' statistics across variants and
-    `variant` is recorded in the history (a key this variant's strategy ignores
-    may be there for another variant, so it is not refused).
+    In a sweep, `statistics` and `profiles` cache the banks' statistics and
+    feature profiles across variants and `variant` is recorded in the history
+    (a key this variant's strategy ignores may be there for another variant,
+    so it is not refused).
     """
     state = _start(run_config, run_id, app_dir, variant)
     started = time.monotonic()
@@ -97,6 +101,7 @@ def run(
         _pick_up(state)
         federation = _federation(grid, state, statistics)
         prep = _preprocessing(state, federation)
+        _profile(grid, state, federation, prep, profiles)
         model = mdl.build_model(prep, mdl.ModelSpec.of(state.cfg, state.schema))
         if state.resumed is not None:
             resume.check_weights(state.resumed, model.get_weights())
@@ -210,6 +215,32 @@ def _preprocessing(state: _Run, federation: Federation) -> Preprocessing:
         resume.check_preprocessing(state.resumed, saved)
     state.out.save_json("preprocessing.json", saved)
     return prep
+
+
+def _profile(
+    grid: Grid, state: _Run, federation: Federation, prep: Preprocessing, cache: dict[tuple, dict[str, Any]] | None
+) -> None:
+    """profile.json: the banks' feature profiles for the model-risk report; whatever goes wrong, the run goes on.
+
+    A sweep asks once per statistics, preprocessing and mode (the banks'
+    answers would be the same); a resumed run asks again (the same banks and
+    preprocessing, as `resume` requires, give the same counts).
+    """
+    prep_json = prep.to_json()
+    key = (statistics_key(state.cfg, state.schema), protocol.digest(prep_json), state.cfg.privacy_secure_aggregation)
+    if cache is not None and key in cache:
+        log(INFO, "fedcredit sweep: the banks' profiles of an earlier variant apply (same data and preprocessing)")
+        record = cache[key]
+    else:
+        try:
+            record = collect_profiles(grid, federation, prep_json, state.schema, state.cfg)
+        except Exception as err:  # noqa: BLE001 - informational: a profile that cannot be had never stops the run
+            log(WARNING, "fedcredit profile: no profiles: %s", short_reason(f"{type(err).__name__}: {err}"))
+            record = {"mode": "secure" if state.cfg.privacy_secure_aggregation else "plain", "error": str(err)}
+        else:
+            if cache is not None:
+                cache[key] = record
+    state.out.save_json("profile.json", record)
 
 
 def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing, model: Any) -> ArrayRecord:

@@ -145,12 +145,17 @@ def too_few_banks(banks: int, failed: dict[int, str], min_banks: int) -> str:
     return f"{banks} bank(s) sent usable statistics, min-banks={min_banks}: " + "; ".join(parts)
 
 
+def statistics_key(cfg: RunConfig, schema: Schema) -> tuple:
+    """What decides the banks' statistics: runs (sweep variants) with the same key have the same ones."""
+    flat = cfg.to_flower()
+    return tuple(str(flat[k]) for k in STATISTICS_KEYS) + (schema.sha256,)
+
+
 def gather(
     grid: Grid, cfg: RunConfig, schema: Schema, nodes: list[int], cache: dict[tuple, Federation] | None
 ) -> Federation:
     """The federation of this run: from `cache` when a sweep's earlier variant had the same data and split."""
-    flat = cfg.to_flower()
-    key = tuple(str(flat[k]) for k in STATISTICS_KEYS) + (schema.sha256,)
+    key = statistics_key(cfg, schema)
     if cache is not None and key in cache:
         log(INFO, "fedcredit sweep: the banks' statistics of an earlier variant apply (same data and split)")
         return cache[key]

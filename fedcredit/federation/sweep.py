@@ -3,7 +3,8 @@
 Each variant runs as a run of its own (`fedcredit.federation.server.run`),
 with its own run directory; every message carries the variant's run-config
 overrides, so the banks train exactly as they would in a separate run. The
-banks' statistics are gathered once per distinct split.
+banks' statistics are gathered once per distinct split, their feature profiles
+once per split and preprocessing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def serve(
     for overrides in variants:  # every variant's config is checked before the first one runs
         parse_run_config({**base, **overrides})
     statistics: dict[tuple, Any] = {}
+    profiles: dict[tuple, Any] = {}
     histories = []
     for index, overrides in enumerate(variants, start=1):
         log(INFO, "fedcredit sweep: variant %d/%d: %s", index, len(variants), overrides)
@@ -69,6 +71,7 @@ def serve(
                     app_dir,
                     statistics=statistics,
                     variant={"index": index, "of": len(variants), "overrides": dict(overrides)},
+                    profiles=profiles,
                 )
             )
         except Exception as err:  # noqa: BLE001 - its history records why; the next variant still runs
