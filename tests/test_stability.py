@@ -7,8 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from fedcredit.risk.binned import psi_of_bands
 from fedcredit.risk.curves import PSI_FLOOR
-from fedcredit.risk.stability import POOLED, data_section, feature_stability, stability_index, z_bands
+from fedcredit.risk.stability import POOLED, data_section, feature_stability, z_bands
 
 
 def _z(counts_at: dict[int, int], missing: int) -> dict:
@@ -58,7 +59,8 @@ def test_bands_hold_about_equal_pooled_mass_and_stay_contiguous():
 @pytest.mark.parametrize("n_bands", [2, 10])
 def test_csi_compares_each_bank_with_the_other_banks_summed(n_bands):
     table = feature_stability(PROFILE, n_bands=n_bands)
-    assert list(table.columns) == ["bank", "feature", "csi", "reading"]
+    assert list(table.columns) == ["bank", "feature", "csi", "low", "high", "reading"]
+    assert ((table["low"] <= table["csi"]) & (table["csi"] <= table["high"])).all()
     csi = {(r.bank, r.feature): r.csi for r in table.itertuples()}
     # x, bands (bins <=12, bins >=13, missing): A [50, 50, 0] of 100; B and C [20, 60, 20] of 100 each.
     assert csi["A", "x"] == pytest.approx(_psi([0.5, 0.5, 0.0], [0.2, 0.6, 0.2]))
@@ -76,7 +78,7 @@ def test_no_other_bank_or_no_per_bank_counts_give_no_csi():
     alone = feature_stability({**PROFILE, "banks": {"A": A}})
     assert alone["csi"].isna().all() and set(alone["reading"]) == {"n/a"}
     assert feature_stability({**PROFILE, "banks": {}}).empty  # secure mode: only the pooled profile
-    assert math.isnan(stability_index([0, 0], [1, 1]))
+    assert math.isnan(psi_of_bands([0, 0], [1, 1]).value)
 
 
 def test_the_data_section_gives_rows_defaults_missing_and_unknown_shares():

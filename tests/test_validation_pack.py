@@ -24,7 +24,7 @@ from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identit
 from fedcredit.federation import server
 from fedcredit.federation.scores import read_scores
 from fedcredit.risk import binned as bn
-from fedcredit.risk import curves
+from fedcredit.risk import curves, stability
 from fedcredit.risk.rundir import load_run
 
 BANKS = 4
@@ -152,6 +152,19 @@ def test_per_bank_figures_and_psi_against_the_other_banks(plain, rows):
         assert row["approval-rate"]["value"] == pytest.approx((s < 0.1).mean())
 
 
+def test_data_section_and_feature_stability_from_the_banks_profiles(plain, rows):
+    pack = json.loads((plain / "report.json").read_text())
+    profile = pack["data"]["profile"]
+    val = {r["bank"]: r for r in profile["table"] if r["split"] == "validation"}
+    for name, (s, y) in rows.items():
+        if name != "holdout":
+            assert val[name]["rows"] == s.size and val[name]["bads"] == y.sum()
+    assert {c["bank"] for c in profile["csi"]} == set(load_run(plain).history.banks)
+    assert all(c["low"] <= c["csi"] <= c["high"] for c in profile["csi"])
+    page = (plain / "report.html").read_text()
+    assert "Feature stability (CSI)" in page and "Rows, defaults and missing values per bank and split" in page
+
+
 def test_report_json_of_a_rebuilt_report_is_byte_identical(plain):
     first = (plain / "report.json").read_bytes()
     assert main(["report", str(plain)]) == 0
@@ -165,16 +178,17 @@ def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
     pack = json.loads((secure / "report.json").read_text())
     assert pack["run"]["mode"] == "secure" and pack["validation"]["rows"]["loans"] > 0
     assert pack["banks"]["banks"] == [] and "Secure aggregation" in pack["banks"]["hidden"]
-    stability = next(c for c in pack["verdict"]["checks"] if c["check"] == "stability")
-    assert stability["status"] == "not judged"
+    check = next(c for c in pack["verdict"]["checks"] if c["check"] == "stability")
+    assert check["status"] == "not judged"
     page = (secure / "report.html").read_text()
     banks = page[page.index('<section id="banks">') : page.index('<section id="baseline">')]
     assert "Secure aggregation was on" in banks and "<table" not in banks
     for name in history.banks:
         assert name not in banks
     # a bank's name may appear (it names who took part), never beside a figure of its own
-    rows = list(_bank_rows(pack))
+    rows = [r for r in _bank_rows(pack) if r["bank"] != stability.POOLED]
     assert rows and all(v is None for row in rows for k, v in row.items() if k != "bank"), rows
+    assert pack["data"]["profile"]["table"] and not pack["data"]["profile"]["csi"]  # pooled data only
 
 
 def _bank_rows(value):

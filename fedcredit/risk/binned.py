@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from fedcredit.core import metrics
+from fedcredit.risk.curves import PSI_FLOOR
 
 Z95 = 1.959963984540054
 BOOTSTRAP_REPLICATES = 1000
 BOOTSTRAP_SEED = 20  # fixed: the report is a pure function of the run directory
-PSI_FLOOR = 1e-4  # shares below this count as this: an empty band would make the index infinite
 # PD cut-offs of the threshold trade-off table (the run's `threshold` is added).
 CUTOFFS = (0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
@@ -375,7 +375,16 @@ def psi_estimate(
     if actual.sum() == 0 or reference.sum() == 0:
         return NAN
     starts = band_edges(reference, n_bands)
-    a, r = np.add.reduceat(actual, starts), np.add.reduceat(reference, starts)
+    return psi_of_bands(np.add.reduceat(actual, starts), np.add.reduceat(reference, starts), replicates, seed)
+
+
+def psi_of_bands(
+    a: np.ndarray, r: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED
+) -> Estimate:
+    """PSI of counts already in bands (`a` against the reference `r`), with its bootstrap interval."""
+    a, r = np.asarray(a, dtype=np.int64), np.asarray(r, dtype=np.int64)
+    if a.sum() == 0 or r.sum() == 0:
+        return NAN
     value = float(_psi(r.astype(np.float64), a.astype(np.float64)))
     rng = np.random.default_rng(seed)
     reps = _psi(_resample(r, rng, replicates).astype(np.float64), _resample(a, rng, replicates).astype(np.float64))

@@ -26,6 +26,7 @@ import pandas as pd
 from fedcredit.core import metrics
 from fedcredit.federation.scores import RoundScores
 from fedcredit.risk import binned as bn
+from fedcredit.risk import stability
 from fedcredit.risk.curves import PSI_STABLE, PSI_UNSTABLE, psi_reading
 from fedcredit.risk.rundir import Run
 
@@ -408,7 +409,27 @@ def profile_part(run_dir: Path) -> dict[str, Any] | None:
     profile = _read_json(Path(run_dir) / "profile.json")
     if profile is None:
         return None
-    return {"table": [], "unknown": [], "csi": [], "why": "profile.json is not read yet"}
+    if "error" in profile or "features" not in profile:
+        return {"table": [], "unknown": [], "csi": [], "why": f"profile.json holds no counts: {profile.get('error')}"}
+    data = stability.data_section(profile)
+    table, unknown = [], []
+    for row in data.to_dict(orient="records"):
+        missing = {k.split(":", 1)[1]: v for k, v in row.items() if k.startswith("missing:")}
+        shares = {k.split(":", 1)[1]: v for k, v in row.items() if k.startswith("unknown:")}
+        table.append(
+            {k: row[k] for k in ("bank", "split", "rows", "bads")}
+            | {"default-rate": row["default_rate"], "missing": missing}
+        )
+        if row["split"] == "train":
+            unknown.append({"bank": row["bank"], "shares": shares})
+    notes = [f"{b}: profile refused: {w}" for b, w in (profile.get("refused") or {}).items()]
+    notes += [f"{b}: no profile: {w}" for b, w in (profile.get("failed") or {}).items()]
+    if profile.get("not-pooled"):
+        notes.append(f"no pooled profile: {profile['not-pooled']}")
+    if profile.get("mode") == "secure":
+        notes.append("Secure mode: only the securely summed profile of all banks; no per-bank counts, so no CSI.")
+    csi = records(stability.feature_stability(profile)) if len(profile.get("banks") or {}) > 1 else []
+    return {"table": table, "unknown": unknown, "csi": csi, "why": " ".join(notes) or None}
 
 
 def _read_json(path: Path) -> Any:

@@ -411,9 +411,15 @@ def banks_section(pack: dict[str, Any], psi_png: Path | None, csi: list[dict[str
     if csi:
         body += (
             "<h3>Feature stability (CSI): each bank's training loans against the other banks', per feature</h3>"
+            "<p>The PSI formula on each feature's distribution, over about ten bands of equal pooled mass (numeric) or "
+            "the vocabulary (categorical), missing values as one more band; same readings and bootstrap interval as "
+            "PSI. Features read unstable first.</p>"
             + html_table(
-                ["bank", "feature", "CSI", "reading"],
-                [[c["bank"], c["feature"], fmt(c["csi"]), c["reading"]] for c in csi],
+                ["bank", "feature", "CSI (95 % interval)", "reading"],
+                [
+                    [c["bank"], c["feature"], ci({"value": c["csi"], "low": c["low"], "high": c["high"]}), c["reading"]]
+                    for c in sorted(csi, key=lambda c: -(c["csi"] if c["csi"] == c["csi"] else -1))
+                ],
                 numeric_from=2,
             )
         )

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcredit.risk.curves import PSI_FLOOR, psi_reading
+from fedcredit.risk.binned import psi_of_bands
+from fedcredit.risk.curves import psi_reading
 
 N_BANDS = 10
 POOLED = "(pooled)"  # the data section's row of all banks together
@@ -51,15 +52,6 @@ def z_bands(pooled_counts: Sequence[float], n_bands: int = N_BANDS) -> list[list
     return list(groups.values())
 
 
-def stability_index(actual: Sequence[float], expected: Sequence[float]) -> float:
-    """PSI of the `actual` band counts against the `expected` ones (shares floored at PSI_FLOOR); NaN if either is empty."""
-    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    if a.sum() <= 0 or e.sum() <= 0:
-        return math.nan
-    a, e = np.maximum(a / a.sum(), PSI_FLOOR), np.maximum(e / e.sum(), PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
 def _band_counts(feature: Mapping[str, Any], bands: list[list[int]] | None) -> np.ndarray:
     """A feature's counts per band (categorical: per slot), then its missing count."""
     counts = np.asarray(feature["counts"], dtype=np.float64)
@@ -68,8 +60,9 @@ def _band_counts(feature: Mapping[str, Any], bands: list[list[int]] | None) -> n
 
 
 def feature_stability(profile: Mapping[str, Any], split: str = "train", n_bands: int = N_BANDS) -> pd.DataFrame:
-    """CSI of every bank's feature distribution against all other banks' rows (bank, feature, csi, reading).
+    """CSI of every bank's feature distribution against all other banks' rows, with its bootstrap interval.
 
+    Columns bank, feature, csi, low, high (`fedcredit.risk.binned.psi_of_bands`), reading.
     Empty when the profile has no per-bank counts (secure mode); a bank with
     no other bank to compare with gets NaN ("n/a").
     """
@@ -84,9 +77,18 @@ def feature_stability(profile: Mapping[str, Any], split: str = "train", n_bands:
             counts = {name: _band_counts(f, bands) for name, f in features.items()}
             total = np.sum(list(counts.values()), axis=0) if counts else None
             for name, mine in counts.items():
-                csi = stability_index(mine, total - mine)
-                out.append({"bank": name, "feature": col, "csi": csi, "reading": psi_reading(csi)})
-    return pd.DataFrame(out, columns=["bank", "feature", "csi", "reading"])
+                csi = psi_of_bands(mine, total - mine)
+                out.append(
+                    {
+                        "bank": name,
+                        "feature": col,
+                        "csi": csi.value,
+                        "low": csi.low,
+                        "high": csi.high,
+                        "reading": psi_reading(csi.value),
+                    }
+                )
+    return pd.DataFrame(out, columns=["bank", "feature", "csi", "low", "high", "reading"])
 
 
 def data_section(profile: Mapping[str, Any]) -> pd.DataFrame:
