@@ -165,17 +165,26 @@ def rounds(run: Run, scores: Mapping[int, RoundScores]) -> dict[str, Any]:
         rows.append({"round": r, "validation-auc": val.to_json(), "holdout-auc": hold.to_json()})
     by_round = {row["round"]: row for row in rows}
     best, last = run.history.best_round, final_round(run, scores)
-    comparison = None
-    if best is not None and last is not None and best in by_round and best != last:
-        a, b = (bn.Estimate(**by_round[r]["validation-auc"]) for r in (best, last))
-        comparison = bn.difference(a, b)
-        comparison["method"] = "difference of DeLong AUCs, standard errors treated as independent (conservative)"
+    evaluated = [row for row in rows if row["round"] > 0 and math.isfinite(row["validation-auc"]["value"])]
+    highest = max(evaluated, key=lambda row: row["validation-auc"]["value"])["round"] if evaluated else None
+
+    def against_final(r: int | None) -> dict[str, Any] | None:
+        if r is None or last is None or r == last or r not in by_round:
+            return None
+        a, b = (bn.Estimate(**by_round[x]["validation-auc"]) for x in (r, last))
+        out = bn.difference(a, b)
+        out["method"] = "difference of DeLong AUCs, standard errors treated as independent (conservative)"
+        return out
+
+    comparison, top = against_final(best), against_final(highest)
     return {
         "rounds": rows,
         "best-round": best,
         "final-round": last,
+        "highest-validation-auc-round": highest,
         "rule": BEST_ROUND_RULE,
         "best-vs-final": comparison,
+        "highest-vs-final": top,
         "not-meaningful": bool(comparison is not None and not comparison["beyond_se"]),
     }
 

@@ -160,6 +160,17 @@ def rounds_section(
                 else "smaller than its standard error: the two rounds cannot be told apart on these loans."
             )
         )
+    top = pr.get("highest-vs-final")
+    if top:
+        body += note(
+            f"Round {pr['highest-validation-auc-round']} had the highest pooled validation AUC; it minus the final "
+            f"round's: {top['difference']:+.4f} (standard error {top['se']:.4f}): "
+            + (
+                "larger than its standard error."
+                if top["beyond_se"]
+                else "smaller than its standard error, so the rounds' validation AUCs do not tell them apart."
+            )
+        )
     body += image(rounds_png, "pooled AUC, KS and log loss per round")
     if banks_png is not None:
         body += image(banks_png, "each bank's AUC per round")
