@@ -6,6 +6,12 @@ a deployment (node config has `data-path`) it is the bank's own CSV. Either
 way the bank splits its rows into training and validation itself; in
 simulation a common hold-out test set is kept out of every bank, for the
 ServerApp's evaluation only.
+
+The frames (a bank's training and validation rows, the hold-out set) carry
+the schema's protected columns beside the features and the target, as
+loading keeps them (stripped text), for the fairness analysis
+(`fedcredit.core.groups.group_index`); nothing that builds statistics or
+model inputs reads them.
 """
 
 from __future__ import annotations
