@@ -41,9 +41,10 @@ through unchanged, except the schema's protected attributes
 (`[protected.<column>]`: sex, age, marital status): they are never in the
 output, so a scored file cannot carry them next to the decisions. A model
 trained with `excluded-features` scores without those columns (they are
-neither required nor passed through). This runs at the bank, so a row's problem may quote the
-applicant's value. `write_file` writes the output atomically: a full disk
-leaves the previous file (or none), never a truncated one.
+neither required nor passed through). This runs at the bank, so a row's
+problem may quote the applicant's value. `write_file` writes the output
+atomically: a full disk leaves the previous file (or none), never a
+truncated one.
 """
 
 from __future__ import annotations
@@ -128,12 +129,18 @@ def load_model(path: str, schema: Schema) -> Any:
     except mdl.ModelFileError as err:  # missing, or not a valid Keras model file: each says so
         raise PredictError(str(err)) from err
     inputs = {t.name for t in model.inputs}
-    if inputs != set(schema.features):
+    if not inputs or not inputs <= set(schema.features):
         raise PredictError(
             f"{path}: the model's inputs {sorted(inputs)} are not the schema's features "
             f"{sorted(schema.features)}: pass the schema the model was trained with (--schema-path)"
         )
     return model
+
+
+def model_schema(model: Any, schema: Schema) -> Schema:
+    """The schema as the model uses it: less the features its run left out (`excluded-features`)."""
+    inputs = {t.name for t in model.inputs}
+    return schema.without([c for c in schema.features if c not in inputs])
 
 
 def read_applicants(path: str, schema: Schema) -> Applicants:
