@@ -7,7 +7,8 @@ line, column and value (this runs at the bank: nothing is sent); so is a row
 scored with a value far outside the training range (status "out-of-range")
 and one scored with a category the model does not know (status
 "scored-with-unknown", the columns named); rows scored with missing values
-(status "scored-with-missing") are counted. The output file is written
+(status "scored-with-missing") are counted. The schema's protected attributes
+are never in the output. The output file is written
 atomically (a full disk leaves no truncated file). Exit code: 0 every row
 scored (unknown categories and missing values included), 1 the output is
 complete but some rows are invalid or out of range, 2 nothing could be scored
@@ -30,6 +31,7 @@ from fedcredit.risk.predict import (
     STATUS_UNKNOWN,
     PredictError,
     load_model,
+    model_schema,
     read_applicants,
     score_applicants,
     write,
@@ -81,6 +83,11 @@ def _predict(args: argparse.Namespace, err: TextIO) -> int:
     path = str(args.applicants)
     applicants = read_applicants(path, schema)
     model = load_model(args.model, schema)
+    used = model_schema(model, schema)
+    left_out = [c for c in schema.features if c not in used.features]
+    if left_out:
+        print(f"fedcredit predict: the model leaves out {left_out} (its run's excluded-features)", file=err)
+    schema = used
     result = score_applicants(model, applicants, schema, path, args.threshold)
     for p in result.notes:
         print(f"fedcredit predict: {path}: note: {p}", file=err)

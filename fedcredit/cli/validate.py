@@ -1,7 +1,7 @@
 """`fedcredit validate BANK.csv`: what a bank runs before it joins a federation.
 
-Prints the file's size, default rate, missing values per column and category
-values outside the schema, then every note (such as ignored columns) and
+Prints the file's size, default rate, missing values per column, the rows per
+group of each protected attribute, and category values outside the schema, then every note (such as ignored columns) and
 every blocking problem with its lines and columns. Exit code 0 when the file
 can be used, 1 when it cannot, 2 when the schema itself is broken.
 
@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from fedcredit.core.groups import attribute_index
 from fedcredit.core.limits import MAX_CATEGORIES, MAX_CATEGORY_LENGTH, MAX_OFF_SCHEMA_SHARE, Limits
 from fedcredit.core.loading import ValidationReport, check_csv
 from fedcredit.core.schema import Schema, SchemaError, load_schema
@@ -86,6 +89,12 @@ def summary_lines(report: ValidationReport, schema: Schema) -> list[str]:
         )
     missing = {c: int(raw[c].isna().sum()) for c in schema.columns if c in raw.columns and raw[c].isna().any()}
     lines.append("missing values: " + (", ".join(f"{c}={n}" for c, n in missing.items()) if missing else "none"))
+    present = [a for a in schema.protected if a.column in raw.columns]
+    for attribute in present:  # the bank's own eyes only: group counts never leave it from here
+        index = attribute_index(raw[attribute.column], attribute)
+        counts = np.bincount(index, minlength=len(attribute.group_names))
+        shown = ", ".join(f"{name} {int(n)}" for name, n in zip(attribute.group_names, counts))
+        lines.append(f"protected '{attribute.column}' (fairness analysis only, never a model input): {shown}")
     for col, known in schema.known_categories.items():
         if col in raw.columns:
             values = raw[col].dropna().str.strip().value_counts()

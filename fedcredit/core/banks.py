@@ -6,6 +6,12 @@ a deployment (node config has `data-path`) it is the bank's own CSV. Either
 way the bank splits its rows into training and validation itself; in
 simulation a common hold-out test set is kept out of every bank, for the
 ServerApp's evaluation only.
+
+The frames (a bank's training and validation rows, the hold-out set) carry
+the schema's protected columns beside the features and the target, as
+loading keeps them (stripped text), for the fairness analysis
+(`fedcredit.core.groups.group_index`); nothing that builds statistics or
+model inputs reads them.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Any
 
 import pandas as pd
 
-from fedcredit.core.config import RunConfig
+from fedcredit.core.config import ConfigError, RunConfig
 from fedcredit.core.limits import Limits
 from fedcredit.core.loading import DEFAULT_LIMITS, load_csv
 from fedcredit.core.partition import partition, stratified_split
-from fedcredit.core.schema import Schema, load_schema
+from fedcredit.core.schema import Schema, SchemaError, load_schema
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,17 @@ def holdout_set(cfg: RunConfig) -> pd.DataFrame:
 
 
 def schema_of(cfg: RunConfig) -> Schema:
-    return load_schema(cfg.schema_path)
+    """The schema a run's statistics and model use: the schema file's (or the built-in), less `excluded-features`.
+
+    The one place the run's feature list comes from (statistics, their checks,
+    the model, the profiles); a bank's file is still validated against the
+    whole schema (`_load`), which is the contract.
+    """
+    schema = load_schema(cfg.schema_path)
+    try:
+        return schema.without(cfg.excluded)
+    except SchemaError as err:
+        raise ConfigError(f"run config 'excluded-features' = {cfg.excluded_features!r}: {err}") from err
 
 
 def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:

@@ -151,9 +151,25 @@ class RunConfig:
         "seed", 42, "seeds splits, initial weights, shuffling and dropout", ge=0, le=2**32 - 1, statistics=True
     )
     # data
-    data_path: str = _key("data-path", "", "empty: the embedded LendingClub set (simulation)", statistics=True)
+    data_path: str = _key(
+        "data-path",
+        "",
+        "simulation data: empty (or `builtin:lending_club`) the embedded LendingClub set, "
+        "`builtin:taiwan_credit_card` the embedded Taiwan set (with its `schema-path`), else a CSV file "
+        "(an absolute path: a CSV does not travel in the app bundle)",
+        statistics=True,
+    )
     schema_path: str = _key(
         "schema-path", "", "empty: built-in LendingClub schema; else a TOML schema file (below)", statistics=True
+    )
+    excluded_features: str = _key(
+        "excluded-features",
+        "",
+        "schema features the model and the banks' statistics leave out (a less discriminatory alternative): "
+        "names separated by commas, or by `+` inside a `sweep` (whose commas separate variants: "
+        "`excluded-features=,int_rate,int_rate+sub_grade`); each must be a feature of the schema and one must "
+        "remain; empty: every feature",
+        statistics=True,
     )
     partitioning: str = _key(
         "partitioning",
@@ -501,6 +517,11 @@ class RunConfig:
         return Limits(self.max_categories, self.max_category_length, self.max_off_schema_share)
 
     @property
+    def excluded(self) -> tuple[str, ...]:
+        """The `excluded-features` names, in order (`,` or `+` separate them; spaces around a name are dropped)."""
+        return tuple(n.strip() for n in self.excluded_features.replace("+", ",").split(",") if n.strip())
+
+    @property
     def hidden_layers(self) -> tuple[int, ...]:
         return tuple(int(u) for u in self.hidden_units.replace(" ", "").split(",") if u)
 
@@ -595,6 +616,11 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(
             f"run config 'hidden-units' = {cfg.hidden_units!r}: at most {MAX_LAYERS} layers of at most "
             f"{MAX_LAYER_UNITS} units each"
+        )
+    excluded = cfg.excluded
+    if len(set(excluded)) < len(excluded):
+        raise ConfigError(
+            f"run config 'excluded-features' = {cfg.excluded_features!r} names a feature twice: list each once"
         )
     if cfg.privacy_secure_aggregation:
         check_secure(cfg)

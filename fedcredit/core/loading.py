@@ -38,6 +38,14 @@ only by the local `fedcredit validate`.
 Columns outside the schema (customer id, branch, dates) are ignored: they are
 never part of the returned frame, so never in statistics, training or
 evaluation, and never sent.
+
+A protected attribute the schema declares (`[protected.<column>]`) must be in
+a training file (a missing one is blocking) and is kept in the frame as its
+stripped text (missing: ""), beside the features, for the bank's own
+fair-lending analysis (`fedcredit.core.groups`): statistics and the model
+read only the schema's features, so it is never a model input and never sent.
+A value that is no declared group is not an error: it counts in the group
+`undocumented`, and a note says how many rows do.
 """
 
 from __future__ import annotations
@@ -55,22 +63,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedcredit.core.groups import attribute_index
 from fedcredit.core.limits import MAX_ABS_VALUE, Limits
-from fedcredit.core.schema import Schema
+from fedcredit.core.schema import Protected, Schema
 
 MAX_EXAMPLES = 5
 BUILTIN = "<built-in lending_club>"
+# `data-path = "builtin:NAME"` reads the embedded data set fedcredit/data/NAME.json ("" is lending_club).
+BUILTIN_PREFIX = "builtin:"
+DATA_SETS = ("lending_club", "taiwan_credit_card")
 # Delimiters a spreadsheet may have saved instead of commas, as named in the hint.
 OTHER_DELIMITERS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
 DEFAULT_LIMITS = Limits()
 
 
-def builtin_csv_text() -> str:
-    """The embedded LendingClub CSV (stored in JSON so that Flower's app bundle carries it)."""
-    doc = json.loads((resources.files("fedcredit") / "data" / "lending_club.json").read_text(encoding="utf-8"))
+def builtin_name(path: str | Path) -> str | None:
+    """The embedded data set a data path names ("" and BUILTIN: lending_club; `builtin:NAME`), None for a file."""
+    text = str(path)
+    if text in ("", BUILTIN):
+        return "lending_club"
+    return text[len(BUILTIN_PREFIX) :] if text.startswith(BUILTIN_PREFIX) else None
+
+
+def builtin_csv_text(name: str = "lending_club") -> str:
+    """An embedded data set's CSV (stored in JSON so that Flower's app bundle carries it), checked by its SHA-256."""
+    if name not in DATA_SETS:
+        raise ValueError(
+            f"no embedded data set {name!r}: data-path may name {[BUILTIN_PREFIX + n for n in DATA_SETS]} "
+            "(or a CSV file)"
+        )
+    doc = json.loads((resources.files("fedcredit") / "data" / f"{name}.json").read_text(encoding="utf-8"))
     text = doc["csv"]
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != doc["csv-sha256"]:
-        raise RuntimeError("fedcredit/data/lending_club.json is corrupted: its CSV does not match its SHA-256")
+        raise RuntimeError(f"fedcredit/data/{name}.json is corrupted: its CSV does not match its SHA-256")
     return text
 
 
@@ -98,6 +123,7 @@ class Kind(StrEnum):
     MISSING_LABEL = "missing-label"
     UNKNOWN_LABEL = "unknown-label"
     ONE_CLASS = "one-class"
+    UNDOCUMENTED_GROUP = "undocumented-group"
 
 
 def _percent(share: float) -> str:
@@ -330,6 +356,32 @@ def _category_problems(
     return problems
 
 
+def _undocumented_problem(attribute: Protected, text: pd.Series) -> list[Problem]:
+    """A note (never blocking) of the rows of a protected column that fall into the group `undocumented`."""
+    index = attribute_index(text, attribute)
+    off = pd.Series(index == len(attribute.group_names) - 1, index=text.index)
+    if not off.any():
+        return []
+    count, rows = int(off.sum()), len(text)
+    declared = (
+        "a number"
+        if attribute.bands
+        else "one of the values its `groups` declare (matched as the cell's text: '1.0' is not '1')"
+    )
+    return [
+        Problem(
+            Kind.UNDOCUMENTED_GROUP,
+            attribute.column,
+            f"protected attribute: {count} of {rows} rows ({_percent(count / rows)}) are missing or not {declared}: "
+            "counted in the group 'undocumented' of the fairness analysis; never a model input",
+            _lines(off),
+            blocking=False,
+            examples=_examples(text[off & text.notna()]),
+            share=count / rows,
+        )
+    ]
+
+
 def validate_frame(
     raw: pd.DataFrame,
     schema: Schema,
@@ -353,16 +405,23 @@ def validate_frame(
     expected = list(schema.columns if require_target else schema.features)
     allowed = set(expected) | ({schema.partition} if schema.partition else set())
     if not require_target:
-        allowed.add(schema.target)
+        allowed |= {schema.target, *schema.protected_columns}
     missing = [c for c in expected if c not in raw.columns]
     extra = [c for c in raw.columns if c not in allowed]
     if missing:
         header = "" if len(missing) < len(expected) else " (none of them is in the first line: it must be the header)"
+        protected = [c for c in missing if c in schema.protected_columns]
+        why = (
+            f"; {protected} are protected attributes, read at the bank only for the fairness analysis "
+            "(never a model input, never sent)"
+            if protected
+            else ""
+        )
         problems.append(
             Problem(
                 Kind.MISSING_COLUMN,
                 None,
-                f"missing columns {missing}: the schema needs {expected}{header}",
+                f"missing columns {missing}: the schema needs {expected}{header}{why}",
                 columns=tuple(missing),
             )
         )
@@ -426,6 +485,10 @@ def validate_frame(
                 )
             )
         frame[schema.target] = (target == schema.positive_label).astype("int8")
+    for attribute in (p for p in schema.protected if p.column in raw.columns):
+        text = _text(raw[attribute.column], stripped)
+        problems.extend(_undocumented_problem(attribute, text))
+        frame[attribute.column] = text.fillna("").astype(str)
     if schema.partition and schema.partition in raw.columns:
         frame[schema.partition] = _text(raw[schema.partition], stripped).fillna("").astype(str)
 
@@ -613,24 +676,28 @@ def read_table(path: str | Path) -> Table:
     DataValidationError only when nothing can be read (no file, empty, another
     delimiter, a header that does not end); everything else (text that is not
     UTF-8 included: the rest is read with replacement characters) is in the
-    table's problems. An empty path (or BUILTIN) reads the embedded data set.
+    table's problems. An empty path (or BUILTIN) reads the embedded LendingClub
+    data set, `builtin:NAME` the embedded data set NAME (`DATA_SETS`).
     """
-    builtin = str(path) in ("", BUILTIN)
-    path = Path(BUILTIN if builtin else path)
-    if not builtin and not path.is_file():
+    builtin = builtin_name(path)
+    path = Path(BUILTIN if str(path) == "" else path)
+    if builtin not in (None, *DATA_SETS) or (builtin is None and not path.is_file()):
+        known = ", ".join(BUILTIN_PREFIX + n for n in DATA_SETS)
         raise DataValidationError(
             path,
             [
                 Problem(
                     Kind.MISSING_FILE,
                     None,
-                    "file does not exist: check the path (node config 'data-path' or run config 'data-path')",
+                    f"no embedded data set of that name: choose one of {known}"
+                    if builtin
+                    else "file does not exist: check the path (node config 'data-path' or run config 'data-path')",
                 )
             ],
         )
     encoding: list[Problem] = []
     if builtin:
-        text = builtin_csv_text()
+        text = builtin_csv_text(builtin)
     else:
         data = path.read_bytes()
         try:

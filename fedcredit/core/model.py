@@ -99,10 +99,17 @@ class ModelSpec:
 
     @classmethod
     def of(cls, cfg: RunConfig, schema: Schema) -> ModelSpec:
-        """The spec a run config and schema describe."""
+        """The spec a run config and schema describe: the schema's features less `excluded-features`.
+
+        Protected attributes are never among them (the schema refuses a
+        protected column that is also a feature). `schema` may be the whole
+        schema or `banks.schema_of(cfg)`, which already leaves the excluded
+        features out: either gives the same spec.
+        """
+        excluded = set(cfg.excluded)
         return cls(
-            numeric=tuple(schema.numeric),
-            categorical=tuple(schema.categorical),
+            numeric=tuple(c for c in schema.numeric if c not in excluded),
+            categorical=tuple(c for c in schema.categorical if c not in excluded),
             hidden_units=tuple(cfg.hidden_layers),
             dropout=cfg.dropout,
             l2=cfg.l2,

@@ -223,7 +223,10 @@ def partition(
     check_capacity(len(pool), num_banks, scheme)
     if scheme == "region":
         if not partition_column or partition_column not in pool.columns:
-            raise PartitionError("partitioning 'region' needs the schema's partition column (US state codes)")
+            raise PartitionError(
+                "partitioning 'region' needs the schema's partition column (US state codes): "
+                "use partitioning 'iid' or 'dirichlet' for a schema without one"
+            )
         banks = by_region(pool[partition_column], num_banks, seed)
     elif scheme == "iid":
         banks = iid(len(pool), num_banks, seed)

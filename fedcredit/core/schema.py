@@ -6,19 +6,144 @@ LendingClub one included (`fedcredit/data/lending_club.toml`). A relative
 travels inside the FAB to every SuperNode, so every bank validates its file
 against the identical contract, and the SHA-256 of the parsed schema
 (`Schema.sha256`) that each bank reports proves it.
+
+A schema may also declare protected attributes (`[protected.<column>]`: sex,
+age, marital status): columns a bank's file must carry for the fair-lending
+analysis of outcomes by group, and which may never be a model input, so they
+can be neither a feature nor the target or partition column.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
+
+# The group of a protected attribute's rows whose value is missing or not a declared group: always the last one.
+UNDOCUMENTED = "undocumented"
 
 
 class SchemaError(ValueError):
     """A schema file is missing a key or contradicts itself."""
+
+
+def _band_name(low: float | None, high: float | None) -> str:
+    """A band's default name: `<25`, `25-39`, `>=62` for whole-number edges, `0.5 to <1.5` otherwise."""
+    whole = all(e is None or float(e).is_integer() for e in (low, high))
+
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+    if low is None:
+        return f"<{num(high)}"  # type: ignore[arg-type]
+    if high is None:
+        return f">={num(low)}"
+    return f"{num(low)}-{num(high - 1)}" if whole and high - low >= 1 else f"{num(low)} to <{num(high)}"
+
+
+@dataclass(frozen=True)
+class Protected:
+    """How one protected attribute's values form groups: a value map or numeric bands (one of the two).
+
+    `groups`: (value as the CSV cell's text, stripped; group name) pairs, as
+    `groups = { "1" = "male", "2" = "female" }` declares them; several values
+    may share a group. `bands`: ascending edges e1 < e2 < ... of numeric bands
+    value < e1, e1 <= value < e2, ..., value >= ek, named by `band_names`
+    (default `<e1`, `e1-(e2-1)`, ..., `>=ek`). Rows whose value is missing or
+    undeclared (for bands: not a number) fall into `undocumented`, the last group.
+    """
+
+    column: str
+    groups: tuple[tuple[str, str], ...] = ()
+    bands: tuple[float, ...] = ()
+    band_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = f"protected column '{self.column}'"
+        if bool(self.groups) == bool(self.bands):
+            raise SchemaError(
+                f"{where}: give either `groups` (value -> group name) or `bands` (ascending numeric edges), "
+                "exactly one of the two"
+            )
+        if self.band_names and not self.bands:
+            raise SchemaError(f"{where}: `names` names the bands of `bands`; a value map names its groups itself")
+        for value, _ in self.groups:
+            if not value or value != value.strip():
+                raise SchemaError(
+                    f"{where}: group value {value!r} is empty or has surrounding spaces; values are matched "
+                    "against the CSV cell's text with spaces stripped (and a missing value is always "
+                    f"'{UNDOCUMENTED}')"
+                )
+        values = [v for v, _ in self.groups]
+        if len(set(values)) < len(values):
+            raise SchemaError(f"{where}: a value is mapped to more than one group")
+        edges = self.bands
+        if any(not math.isfinite(e) for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+            raise SchemaError(f"{where}: `bands` must be finite numbers in strictly ascending order, got {list(edges)}")
+        if self.band_names and len(self.band_names) != len(edges) + 1:
+            raise SchemaError(
+                f"{where}: {len(edges)} band edges make {len(edges) + 1} bands, but `names` gives "
+                f"{len(self.band_names)} names"
+            )
+        names = self.names
+        if any(not n.strip() for n in names):
+            raise SchemaError(f"{where}: a group name is empty")
+        if UNDOCUMENTED in (n.strip().lower() for n in names):
+            raise SchemaError(
+                f"{where}: '{UNDOCUMENTED}' is the reserved group of missing and undeclared values: do not declare "
+                "it (leave such values out of the map) and name the other groups differently"
+            )
+        if self.bands and len(set(names)) < len(names):
+            raise SchemaError(f"{where}: band names must differ, got {list(names)}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The declared groups in order (value map: first appearance; bands: ascending), without `undocumented`."""
+        if self.groups:
+            return tuple(dict.fromkeys(name for _, name in self.groups))
+        if self.band_names:
+            return self.band_names
+        edges: list[float | None] = [None, *self.bands, None]
+        return tuple(_band_name(lo, hi) for lo, hi in zip(edges, edges[1:]))
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """Every group a row can fall into: the declared ones, then `undocumented`."""
+        return (*self.names, UNDOCUMENTED)
+
+    @classmethod
+    def from_table(cls, column: str, table: Any) -> Protected:
+        """One `[protected.<column>]` table: `groups = {...}`, or `bands = [...]` with optional `names = [...]`."""
+        where = f"[protected.{column}]"
+        if not isinstance(table, dict):
+            raise SchemaError(f'{where} must be a table with `groups` or `bands`, e.g. groups = {{ "1" = "male" }}')
+        unknown = sorted(set(table) - {"groups", "bands", "names"})
+        if unknown:
+            raise SchemaError(f"{where}: unknown keys {unknown}; valid keys are ['bands', 'groups', 'names']")
+        groups = table.get("groups", {})
+        if not isinstance(groups, dict) or not all(isinstance(n, str) for n in groups.values()):
+            raise SchemaError(
+                f'{where}: `groups` maps values to group names, e.g. groups = {{ "1" = "male", "2" = "female" }} '
+                "(quote the values: 1.0 unquoted would be a dotted key)"
+            )
+        bands = table.get("bands", [])
+        if not isinstance(bands, list) or not all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) for e in bands
+        ):
+            raise SchemaError(f"{where}: `bands` is a list of numbers, e.g. bands = [25, 40, 62]")
+        names = table.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SchemaError(f'{where}: `names` is a list of texts, e.g. names = ["<=24", "25-39", "40-61", ">=62"]')
+        return cls(
+            column=column,
+            groups=tuple((str(v), n) for v, n in groups.items()),
+            bands=tuple(float(e) for e in bands),
+            band_names=tuple(names),
+        )
 
 
 @dataclass(frozen=True)
@@ -35,6 +160,8 @@ class Schema:
     # Category values the consortium agreed on, per categorical column (optional):
     # `fedcredit validate` lists a bank's other values (typos, new codes).
     categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Protected attributes (`[protected.<column>]`): read at the bank for the fairness analysis only.
+    protected: tuple[Protected, ...] = ()
 
     def __post_init__(self) -> None:
         features = list(self.numeric) + list(self.categorical)
@@ -51,6 +178,16 @@ class Schema:
                 raise SchemaError(f"column '{special}' cannot be both a feature and the target/partition column")
         if self.positive_label == self.negative_label:
             raise SchemaError(f"positive and negative label are both '{self.positive_label}'")
+        protected = list(self.protected_columns)
+        if len(set(protected)) < len(protected):
+            raise SchemaError(f"schema declares a protected column twice: {protected}")
+        used = sorted(set(protected) & ({*features, self.target, self.partition} - {None}))
+        if used:
+            raise SchemaError(
+                f"protected column(s) {used} are also listed as a feature, the target or the partition column: "
+                "a protected attribute may never be a model input (nor decide the split); remove it from "
+                "'numeric'/'categorical' (or 'target'/'partition') and keep it under [protected] only"
+            )
 
     @property
     def sha256(self) -> str:
@@ -66,9 +203,38 @@ class Schema:
         return self.numeric + self.categorical
 
     @property
+    def protected_columns(self) -> tuple[str, ...]:
+        """The protected attributes' columns: never features, never sent, never passed through by predict."""
+        return tuple(p.column for p in self.protected)
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        """Every column a bank's file must carry (the partition column is optional)."""
-        return self.features + (self.target,)
+        """Every column a bank's file must carry (the partition column is optional), protected ones last."""
+        return self.features + (self.target,) + self.protected_columns
+
+    def without(self, columns: tuple[str, ...] | list[str]) -> Schema:
+        """The schema less some features (run config `excluded-features`): the model and statistics omit them.
+
+        Its SHA-256 differs from the full schema's (it is another feature set),
+        the same on every side that applies the same run config.
+        """
+        columns = tuple(columns)
+        if not columns:
+            return self
+        for col in columns:
+            if col in self.protected_columns:
+                raise SchemaError(f"'{col}' is a protected attribute, never a feature: there is nothing to exclude")
+        unknown = sorted(set(columns) - set(self.features))
+        if unknown:
+            raise SchemaError(f"{unknown} are not features of the schema; its features are {list(self.features)}")
+        if set(self.features) <= set(columns):
+            raise SchemaError("excluding every feature leaves the model no input: keep at least one")
+        return replace(
+            self,
+            numeric=tuple(c for c in self.numeric if c not in columns),
+            categorical=tuple(c for c in self.categorical if c not in columns),
+            categories=tuple((c, v) for c, v in self.categories if c not in columns),
+        )
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Schema:
@@ -82,6 +248,11 @@ class Schema:
 
         [categories]            # optional: the agreed values per categorical column
         term = ["36 months", "60 months"]
+
+        [protected.SEX]         # optional: protected attributes, never features
+        groups = { "1" = "male", "2" = "female" }
+        [protected.AGE]
+        bands = [25, 40, 62]    # <25, 25-39, 40-61, >=62 (or name them: names = [...])
         """
         path = Path(path)
         try:
@@ -90,7 +261,16 @@ class Schema:
             raise SchemaError(f"schema file {path} does not exist: set 'schema-path' to an existing TOML file") from err
         except tomllib.TOMLDecodeError as err:
             raise SchemaError(f"schema file {path} is not valid TOML: {err}") from err
-        known = {"target", "positive-label", "negative-label", "numeric", "categorical", "partition", "categories"}
+        known = {
+            "target",
+            "positive-label",
+            "negative-label",
+            "numeric",
+            "categorical",
+            "partition",
+            "categories",
+            "protected",
+        }
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SchemaError(f"schema file {path}: unknown keys {unknown}; valid keys are {sorted(known)}")
@@ -108,9 +288,16 @@ class Schema:
                 categories=tuple(
                     (str(c), tuple(str(v) for v in vals)) for c, vals in raw.get("categories", {}).items()
                 ),
+                protected=_protected(raw.get("protected", {})),
             )
         except SchemaError as err:
             raise SchemaError(f"schema file {path}: {err}") from err
+
+
+def _protected(table: Any) -> tuple[Protected, ...]:
+    if not isinstance(table, dict):
+        raise SchemaError('`protected` holds one table per protected column: [protected.SEX] groups = { "1" = "male" }')
+    return tuple(Protected.from_table(str(col), spec) for col, spec in table.items())
 
 
 BUILTIN_SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "lending_club.toml"

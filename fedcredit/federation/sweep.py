@@ -9,6 +9,7 @@ once per split and preprocessing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from logging import INFO, WARNING
 from pathlib import Path
@@ -18,7 +19,9 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from fedcredit.core.banks import schema_of
 from fedcredit.core.config import parse_run_config, sweep_variants
+from fedcredit.core.schema import resolve_schema_path
 from fedcredit.federation import protocol
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
@@ -56,7 +59,8 @@ def serve(
     base = {k: v for k, v in run_config.items() if k != "sweep"}
     variants = sweep_variants(text)
     for overrides in variants:  # every variant's config is checked before the first one runs
-        parse_run_config({**base, **overrides})
+        cfg = parse_run_config({**base, **overrides})
+        schema_of(dataclasses.replace(cfg, schema_path=resolve_schema_path(cfg.schema_path, app_dir)))
     statistics: dict[tuple, Any] = {}
     profiles: dict[tuple, Any] = {}
     histories = []

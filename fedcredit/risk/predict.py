@@ -37,9 +37,14 @@ columns; a row with several of these gets the most serious status
 (out-of-range, then unknown, then missing) and every note.
 
 Columns that are not features (an applicant id, the target) are passed
-through unchanged. This runs at the bank, so a row's problem may quote the
-applicant's value. `write_file` writes the output atomically: a full disk
-leaves the previous file (or none), never a truncated one.
+through unchanged, except the schema's protected attributes
+(`[protected.<column>]`: sex, age, marital status): they are never in the
+output, so a scored file cannot carry them next to the decisions. A model
+trained with `excluded-features` scores without those columns (they are
+neither required nor passed through). This runs at the bank, so a row's
+problem may quote the applicant's value. `write_file` writes the output
+atomically: a full disk leaves the previous file (or none), never a
+truncated one.
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ def load_model(path: str, schema: Schema) -> Any:
     except mdl.ModelFileError as err:  # missing, or not a valid Keras model file: each says so
         raise PredictError(str(err)) from err
     inputs = {t.name for t in model.inputs}
-    if inputs != set(schema.features):
+    if not inputs or not inputs <= set(schema.features):
         raise PredictError(
             f"{path}: the model's inputs {sorted(inputs)} are not the schema's features "
             f"{sorted(schema.features)}: pass the schema the model was trained with (--schema-path)"
@@ -132,8 +137,17 @@ def load_model(path: str, schema: Schema) -> Any:
     return model
 
 
+def model_schema(model: Any, schema: Schema) -> Schema:
+    """The schema as the model uses it: less the features its run left out (`excluded-features`)."""
+    inputs = {t.name for t in model.inputs}
+    return schema.without([c for c in schema.features if c not in inputs])
+
+
 def read_applicants(path: str, schema: Schema) -> Applicants:
-    """The file as text (rows indexed by their line), the non-feature columns passed through, its ragged lines.
+    """The file as text (rows indexed by their line), the columns passed through, its ragged lines.
+
+    Passed through: every column that is neither a feature nor a protected
+    attribute of the schema (a protected column is dropped from the output).
 
     Read as a bank's training file is (`fedcredit.core.loading.read_table`);
     a header naming a column twice or a quote that never closes stops the file.
@@ -147,7 +161,7 @@ def read_applicants(path: str, schema: Schema) -> Applicants:
     if whole_file:
         raise PredictError(f"{path}: " + "; ".join(p.with_examples() for p in whole_file))
     raw = table.frame
-    passthrough = [c for c in raw.columns if c not in schema.features]
+    passthrough = [c for c in raw.columns if c not in schema.features and c not in schema.protected_columns]
     clash = sorted(set(passthrough) & set(OUTPUT_COLUMNS + ["reasons"]))
     if clash:
         raise PredictError(f"{path}: column(s) {clash} clash with output columns: rename them")
