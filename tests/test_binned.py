@@ -1,4 +1,4 @@
-"""Figures of binned scores (`fedcredit.risk.binned`) against row-level definitions."""
+"""Figures of binned scores (`fedcredit.core.binned`) against row-level definitions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from fedcredit.core import binned as bn
 from fedcredit.core import metrics
-from fedcredit.risk import binned as bn
 
 BINS = 2000
 

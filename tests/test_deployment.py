@@ -19,6 +19,7 @@ from fedcredit.deploy.localrun import APP_DIR, config_string
 from fedcredit.deploy.proxy import find_nginx
 from fedcredit.deploy.split import split_builtin
 from fedcredit.federation.scores import read_scores
+from fedcredit.risk.report_html import SECTIONS
 
 # The coordinator's SuperLink sits behind nginx (.ci/run installs it; elsewhere: apt-get install nginx).
 pytestmark = [
@@ -153,18 +154,12 @@ def test_secure_mode_over_tls_trains_the_same_model_as_plain_mode(tmp_path):
         _assert_whole_validation_pack(run_dir, secure_mode)
 
 
-REPORT_SECTIONS = (
-    "verdict", "summary", "data", "model", "performance", "calibration", "distributions", "gains",
-    "rounds", "banks", "baseline", "personalisation", "privacy", "config", "limitations", "signoff",
-)  # fmt: skip
-
-
 def _assert_whole_validation_pack(run_dir, secure_mode: bool) -> None:
     """A deployment's report (no hold-out set): every section filled from the pooled validation loans."""
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     sections = dict(re.findall(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.DOTALL))
-    assert list(sections) == list(REPORT_SECTIONS)
+    assert list(sections) == list(SECTIONS)
     pack = json.loads((run_dir / "report.json").read_text())
     assert pack["holdout"] is None and pack["run"]["mode"] == ("secure" if secure_mode else "plain")
     val = pack["validation"]

@@ -1,4 +1,4 @@
-"""Fair-lending figures (`fedcredit.risk.fairness`) on groups with known outcomes."""
+"""Fair-lending figures (`fedcredit.core.fairness`) on groups with known outcomes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fedcredit.risk import binned as bn
-from fedcredit.risk import fairness
+from fedcredit.core import binned as bn
+from fedcredit.core import fairness
 
 BINS = 10  # bin 0 is PD < 0.1: approved at threshold 0.1
 

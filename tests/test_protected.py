@@ -134,18 +134,24 @@ def test_the_model_never_sees_a_protected_column_and_the_statistics_never_carry_
     assert not any(p in k for p in PROTECTED for k in keys) and not any(p in text for p in PROTECTED)
 
 
-def test_no_message_of_a_run_and_no_output_file_names_a_protected_column(tmp_path):
+def test_protected_attributes_leave_a_bank_only_as_counts_per_group(tmp_path):
     from fedcredit.deploy.inprocess import InProcessGrid, serverapp_identity
     from fedcredit.federation import server
 
     seen: list[str] = []
+    grouped: list[tuple[str, object]] = []
 
     def record(kind, content, msg):
         for rd in (content, msg.content):
             for name, rec in rd.items():
                 seen.append(name)
-                seen.extend(str(k) for k in rec)
-                seen.extend(str(v) for v in rec.values() if isinstance(v, str))
+                for k, v in rec.items():
+                    if str(k).startswith("group:"):  # a protected attribute's per-group counts: set apart, checked below
+                        grouped.append((str(k), v))
+                        continue
+                    seen.append(str(k))
+                    if isinstance(v, str):
+                        seen.append(v)
         return content
 
     run_config = {
@@ -165,9 +171,19 @@ def test_no_message_of_a_run_and_no_output_file_names_a_protected_column(tmp_pat
     assert history["status"] == "completed", history.get("reason")
     assert len(seen) > 50 and any("LIMIT_BAL" in s for s in seen)  # the recorder did see the features
     assert not [s for s in seen if any(p in s for p in PROTECTED)]
+    # The only trace of a protected attribute: its name as the key of whole counts per group, class and score bin
+    # (as many as the schema's groups x 2 x histogram-bins, whatever the bank's rows), never a borrower's value.
+    sizes = {"group:AGE": 5, "group:MARRIAGE": 4, "group:SEX": 3}
+    assert {k for k, _ in grouped} == set(sizes)
+    bins = run_config["histogram-bins"]
+    for key, counts in grouped:
+        assert len(counts) == sizes[key] * 2 * bins and all(float(c).is_integer() and c >= 0 for c in counts)
     (run_dir,) = (tmp_path / "out").iterdir()
-    for path in run_dir.glob("*.json"):
-        assert not any(p in path.read_text() for p in PROTECTED), path.name
+    for name in ("preprocessing.json", "profile.json", "config.json"):
+        assert not any(p in (run_dir / name).read_text() for p in PROTECTED), name
+    for entry in history["rounds"]:  # no bank's own group figures in the history: only the pooled ones
+        for bank in (entry.get("evaluate") or {}).get("banks", {}).values():
+            assert not any(p in key for p in PROTECTED for key in bank)
 
 
 @pytest.fixture(scope="module")

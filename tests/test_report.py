@@ -25,6 +25,7 @@ SECTIONS = (
     "gains",
     "rounds",
     "banks",
+    "fairness",
     "baseline",
     "personalisation",
     "privacy",

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from fedcredit.risk.binned import psi_of_bands
+from fedcredit.core.binned import psi_of_bands
 from fedcredit.risk.curves import PSI_FLOOR
 from fedcredit.risk.stability import POOLED, data_section, feature_stability, z_bands
 

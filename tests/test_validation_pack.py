@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from fedcredit.cli import main
+from fedcredit.core import binned as bn
 from fedcredit.core import metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, load_bank, schema_of
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import server
 from fedcredit.federation.scores import read_scores
-from fedcredit.risk import binned as bn
 from fedcredit.risk import curves, stability
 from fedcredit.risk.rundir import load_run
 

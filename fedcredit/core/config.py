@@ -239,6 +239,15 @@ class RunConfig:
         le=1,
         operational=True,
     )
+    fairness_min_group_size: int = _key(
+        "fairness.min-group-size",
+        30,
+        "fair lending: a protected group with fewer loans is flagged too small to judge, and a bank's own group "
+        "figures below it are never kept",
+        ge=1,
+        le=1_000_000,
+        operational=True,
+    )
     # federation
     fraction_train: float = _key(
         "fraction-train", 1.0, "share of connected banks asked to train each round", gt=0, le=1

@@ -95,7 +95,7 @@ def delong(score_sets: Sequence[np.ndarray], labels: np.ndarray) -> tuple[np.nda
     """(AUCs, their covariance matrix) of models that scored the same loans; DeLong et al. (1988).
 
     Row-level, with midranks for ties (Sun and Xu, 2014): the reference the
-    histogram version (`fedcredit.risk.binned.delong_auc`) is checked against,
+    histogram version (`fedcredit.core.binned.delong_auc`) is checked against,
     and the paired comparison of two models on one hold-out set (their
     errors are correlated, which an unpaired test would ignore).
     """
@@ -161,6 +161,25 @@ def summarise(
         "hist-bad": [int(x) for x in hist_bad],
         "hist-good": [int(x) for x in hist_good],
     }
+
+
+def group_histograms(scores: np.ndarray, labels: np.ndarray, index: np.ndarray, n_groups: int, bins: int) -> list[int]:
+    """Per group (`index`: each row's group), the defaulted then the repaid loans' histogram, flat.
+
+    Counts only: the coordinator learns how many validation loans of each
+    group scored in each bin, never which loan is in which group.
+    """
+    scores, labels = binary_arrays(scores, labels)
+    index = np.asarray(index, dtype=np.int64).ravel()
+    if index.size != scores.size or (index.size and not 0 <= index.min() <= index.max() < n_groups):
+        raise ValueError(f"{index.size} group indices in 0 .. {n_groups - 1} expected, one per score")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = np.zeros((n_groups, 2, bins), dtype=np.int64)
+    for g in range(n_groups):
+        mine = index == g
+        out[g, 0] = np.histogram(scores[mine & labels], bins=edges)[0]
+        out[g, 1] = np.histogram(scores[mine & ~labels], bins=edges)[0]
+    return [int(x) for x in out.ravel()]
 
 
 def _report(totals: Mapping[str, int | float], auc: float, ks: float) -> dict[str, float | int]:

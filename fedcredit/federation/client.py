@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
-from fedcredit.core import metrics
+from fedcredit.core import groups, metrics
 from fedcredit.core.banks import BankData, holdout_set, load_bank, schema_of
 from fedcredit.core.config import BankLimits, ConfigError, RunConfig, parse_run_config
 from fedcredit.core.loading import DataValidationError
@@ -183,22 +183,38 @@ def evaluate(
     bank = load_bank(cfg, node_config)
     key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     model.set_weights(list(weights))
-    labels = bank.val[schema_of(cfg).target].to_numpy()
-    return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels)
+    schema = schema_of(cfg)
+    labels = bank.val[schema.target].to_numpy()
+    return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels, groups.group_index(bank.val, schema))
 
 
 # The three models each bank compares after the last round, in order of preference on ties.
 CANDIDATES = protocol.CANDIDATES
 
 
-def _summary(cfg: RunConfig, model: Any, inputs: Any, labels: np.ndarray) -> dict[str, Any]:
-    """What a bank may share of a model's scores: the summary, its loss and its exact AUC."""
+def _summary(
+    cfg: RunConfig, model: Any, inputs: Any, labels: np.ndarray, group_index: Mapping[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """What a bank may share of a model's scores: the summary, its loss and its exact AUC.
+
+    `group_index` (protected attribute -> each row's group): also each
+    group's histograms, for the fair-lending figures; counts only.
+    """
     from fedcredit.core import model as mdl
 
     scores = mdl.predict(model, inputs)
     summary = metrics.summarise(scores, labels, cfg.threshold, cfg.histogram_bins)
     summary["loss"] = summary["sum-logloss"] / max(summary["num-examples"], 1)
     summary["auc"] = metrics.exact_auc(scores, labels)
+    names = groups.group_names(schema_of(cfg)) if group_index else {}
+    for attr in sorted(group_index or {}):
+        summary[protocol.GROUP_PREFIX + attr] = metrics.group_histograms(
+            scores,
+            labels,
+            group_index[attr],
+            len(names[attr]),
+            cfg.histogram_bins,  # type: ignore[index]
+        )
     return summary
 
 

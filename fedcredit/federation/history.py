@@ -226,6 +226,8 @@ class RoundEntry:
     seconds: float | None = None
     privacy: dict[str, Any] | None = None  # the epsilon spent up to this round, with differential privacy
     checkpoint_sha256: str | None = None  # of checkpoints/round-NNN.npz: resume refuses a file that differs
+    # protected attribute -> pooled validation approval rate per group, worst adverse impact ratio, four-fifths flag
+    fairness: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -264,6 +266,7 @@ class RoundEntry:
             seconds=keys.take("seconds", _or_null(_number), None),
             privacy=keys.take("privacy", _or_null(_object), None),
             checkpoint_sha256=keys.take("checkpoint-sha256", _or_null(_str), None),
+            fairness=keys.take("fairness", _or_null(_object), None),
             extra=keys.rest,
         )
 
@@ -277,6 +280,7 @@ class RoundEntry:
             ("seconds", self.seconds),
             ("privacy", self.privacy),
             ("checkpoint-sha256", self.checkpoint_sha256),
+            ("fairness", self.fairness),
         ):
             if value is not None:
                 out[key] = value.to_json() if isinstance(value, PhaseRecord) else value

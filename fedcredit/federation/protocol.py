@@ -437,15 +437,54 @@ def _consistent(
 
 
 def read_evaluate_reply(
-    content: RecordDict, bins: int, validation_rows: tuple[float, float] | None = None, threshold: float | None = None
+    content: RecordDict,
+    bins: int,
+    validation_rows: tuple[float, float] | None = None,
+    threshold: float | None = None,
+    groups: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """A checked evaluation summary: counts that add up, histograms of `bins` counts, finite sums.
 
     With `threshold` (the run's), the confusion counts and the score sum must
-    also agree with the histograms.
+    also agree with the histograms; with `groups`, the per-group histograms
+    must split them.
     """
     _records(content, set(), {METRICS}, set())
-    return read_summary(content.metric_records[METRICS], bins, validation_rows, threshold)
+    return read_summary(content.metric_records[METRICS], bins, validation_rows, threshold, groups=groups)
+
+
+GROUP_PREFIX = "group:"  # a summary's per-group histograms: one key per protected attribute
+
+
+def group_keys(groups: Mapping[str, int]) -> list[str]:
+    """The summary keys of the protected attributes, in one order every side uses (sorted names)."""
+    return [GROUP_PREFIX + attr for attr in sorted(groups)]
+
+
+def group_histograms(values: np.ndarray, bins: int) -> np.ndarray:
+    """A flat group list (each group: defaulted histogram, then repaid) as a (groups, 2, bins) array."""
+    return np.asarray(values, dtype=np.int64).reshape(-1, 2, bins)
+
+
+def _read_groups(record: Mapping[str, Any], groups: Mapping[str, int], bins: int, n: int, hists: dict) -> dict:
+    """Each attribute's per-group histograms: whole counts that split the bank's own histograms exactly.
+
+    Every validation loan is in exactly one group of each attribute (missing
+    or unknown values in `undocumented`), so the groups' histograms must add
+    up, bin by bin, to the summary's: a bank cannot move loans between
+    groups without moving them in its overall figures too.
+    """
+    out = {}
+    total = np.asarray([hists["hist-bad"], hists["hist-good"]], dtype=np.int64)
+    for attr, key in zip(sorted(groups), group_keys(groups), strict=True):
+        values = record[key]
+        if not isinstance(values, list) or len(values) != groups[attr] * 2 * bins:
+            raise ProtocolError(f"{key} must be a list of {groups[attr]} groups x 2 classes x {bins} bins")
+        counts = [_count(v, key, n) for v in values]
+        if not np.array_equal(group_histograms(np.asarray(counts), bins).sum(axis=0), total):
+            raise ProtocolError(f"{key}: the groups' histograms do not add up to the bank's own histograms")
+        out[key] = counts
+    return out
 
 
 def read_summary(
@@ -454,9 +493,14 @@ def read_summary(
     validation_rows: tuple[float, float] | None = None,
     threshold: float | None = None,
     what: str = "evaluate metrics",
+    groups: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One score summary (see `read_evaluate_reply`), wherever it travels."""
-    _keys(record, EVALUATE_KEYS, what)
+    """One score summary (see `read_evaluate_reply`), wherever it travels.
+
+    `groups` (protected attribute -> number of groups, from the schema):
+    the summary must also carry each attribute's per-group histograms.
+    """
+    _keys(record, [*EVALUATE_KEYS, *group_keys(groups or {})], what)
     counts = {k: _count(record[k], k) for k in metrics.COUNT_KEYS}
     n, bad = counts["num-examples"], counts["num-bad"]
     if validation_rows is not None and not validation_rows[0] <= n <= validation_rows[1]:
@@ -492,7 +536,8 @@ def read_summary(
             raise ProtocolError(
                 f"auc={auc:.4f} does not fit its own score histograms (they allow {low:.4f} to {high:.4f})"
             )
-    return {**counts, **hists, **sums, "loss": loss, "auc": auc, UNIT_WEIGHT: 1}
+    grouped = _read_groups(record, groups, bins, n, hists) if groups else {}
+    return {**counts, **hists, **sums, "loss": loss, "auc": auc, UNIT_WEIGHT: 1, **grouped}
 
 
 # --- personalisation after the last round --------------------------------------------------
@@ -812,23 +857,28 @@ def read_train_sum(
     return out, {"train-loss": float(weighted_loss / weight), "num-examples": int(rows)}
 
 
-def summary_length(bins: int) -> int:
-    return len(metrics.COUNT_KEYS) + len(metrics.SUM_KEYS) + 2 * bins
+def summary_length(bins: int, groups: Mapping[str, int] | None = None) -> int:
+    return len(metrics.COUNT_KEYS) + len(metrics.SUM_KEYS) + 2 * bins * (1 + sum((groups or {}).values()))
 
 
 def summary_vector(summary: Mapping[str, Any], bins: int) -> np.ndarray:
-    """Counts, sums, then both histograms: everything pooled metrics need, nothing per bank."""
+    """Counts, sums, both histograms, then the per-group ones it carries: what pooled figures need, nothing per bank."""
     values = [float(summary[k]) for k in (*metrics.COUNT_KEYS, *metrics.SUM_KEYS)]
     values += [float(x) for k in metrics.HIST_KEYS for x in summary[k]]
     if len(values) != summary_length(bins):
         raise ValueError(f"the summary's histograms do not have histogram-bins={bins} bins")
+    values += [float(x) for k in sorted(k for k in summary if k.startswith(GROUP_PREFIX)) for x in summary[k]]
     return np.asarray(values, dtype=np.float64)
 
 
-def read_summary_sum(vector: np.ndarray, bins: int, threshold: float | None, banks: int) -> dict[str, Any]:
+def read_summary_sum(
+    vector: np.ndarray, bins: int, threshold: float | None, banks: int, groups: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """The pooled summary from the banks' secure sum, checked as one bank's summary is."""
-    if vector.shape != (summary_length(bins),):
+    if vector.shape != (summary_length(bins, groups),):
         raise ProtocolError("the summed evaluation summary has the wrong length")
+    base = summary_length(bins)
+    grouped, vector = vector[base:], vector[:base]
     n_counts, n_sums = len(metrics.COUNT_KEYS), len(metrics.SUM_KEYS)
     counts = _whole(vector[:n_counts], "evaluation counts", MAX_ROWS * banks)
     hists = _whole(vector[n_counts + n_sums :], "histogram counts", MAX_ROWS * banks)
@@ -839,7 +889,12 @@ def read_summary_sum(vector: np.ndarray, bins: int, threshold: float | None, ban
     bad, good = np.asarray(hists[:bins]), np.asarray(hists[bins:])
     auc = metrics.histogram_auc_ks(bad, good)[0] if bad.sum() and good.sum() else float("nan")
     record.update({"loss": float(max(record["sum-logloss"], 0.0) / n), "auc": float(auc), UNIT_WEIGHT: 1})
-    return read_summary(record, bins, None, threshold, what="summed evaluation summary")
+    start = 0
+    for attr, key in zip(sorted(groups or {}), group_keys(groups or {}), strict=True):
+        size = (groups or {})[attr] * 2 * bins
+        record[key] = [float(x) for x in _whole(grouped[start : start + size], f"{key} counts", MAX_ROWS * banks)]
+        start += size
+    return read_summary(record, bins, None, threshold, what="summed evaluation summary", groups=groups)
 
 
 def personalise_length(bins: int) -> int:

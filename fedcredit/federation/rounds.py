@@ -10,6 +10,7 @@ part waits one round (`finish`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from fedcredit.core import metrics
+from fedcredit.core import fairness, groups, metrics
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import holdout_set, schema_of
 from fedcredit.core.config import RunConfig
@@ -108,9 +109,14 @@ class RoundReporter:
         self.started = time.monotonic()
         self.holdout = None
         self.holdout_hists: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # run round -> its hold-out histograms
+        self.holdout_groups: dict[int, np.ndarray] = {}  # run round -> its hold-out loans' per-group histograms
+        schema = schema_of(cfg)
+        self.group_names = groups.group_names(schema)
+        self.holdout_index: dict[str, np.ndarray] = {}
         if cfg.holdout_eval:
             test = holdout_set(cfg)
-            self.holdout = (mdl.to_inputs(test, model), test[schema_of(cfg).target].to_numpy())
+            self.holdout = (mdl.to_inputs(test, model), test[schema.target].to_numpy())
+            self.holdout_index = groups.group_index(test, schema)
 
     def _bank(self, node: int) -> str:
         return self.names.get(node, f"node-{node}")
@@ -142,6 +148,20 @@ class RoundReporter:
             entry.holdout = metrics.exact(scores, self.holdout[1], self.cfg.threshold)
             binned = metrics.summarise(scores, self.holdout[1], self.cfg.threshold, self.cfg.histogram_bins)
             self.holdout_hists[run_round] = (np.asarray(binned["hist-bad"]), np.asarray(binned["hist-good"]))
+            if self.group_names:
+                self.holdout_groups[run_round] = np.concatenate(
+                    [
+                        protocol.group_histograms(
+                            np.asarray(
+                                metrics.group_histograms(
+                                    scores, self.holdout[1], self.holdout_index[a], len(n), self.cfg.histogram_bins
+                                )
+                            ),
+                            self.cfg.histogram_bins,
+                        )
+                        for a, n in sorted(self.group_names.items())
+                    ]
+                )
         holdout = entry.holdout
         if server_round > 0:
             entry.aggregated = server_round in self.tracker.aggregated  # `RecordsAggregation` knows
@@ -153,7 +173,7 @@ class RoundReporter:
             entry.checkpoint_sha256 = sha256_of(self.out.save_checkpoint(run_round, weights))
             if not self.folded:
                 entry.evaluate = self._phase_record("evaluate", server_round)
-                self._keep_scores(server_round)
+                entry.fairness = self._fairness(self._keep_scores(server_round))
                 self._evaluated(run_round, entry, weights)
         elif not self.folded and not self.offset:
             self._keep_scores(server_round)  # the initial model: hold-out histograms only
@@ -175,7 +195,7 @@ class RoundReporter:
         server_round, entry, weights = self.pending
         self.pending = None
         entry.evaluate = self._phase_record("evaluate", server_round)
-        self._keep_scores(server_round)
+        entry.fairness = self._fairness(self._keep_scores(server_round))
         run_round = server_round + self.offset
         if entry.train is not None:
             self._evaluated(run_round, entry, weights)
@@ -188,7 +208,7 @@ class RoundReporter:
             )
         save_history(self.out, self.history)
 
-    def _keep_scores(self, server_round: int) -> None:
+    def _keep_scores(self, server_round: int) -> RoundScores | None:
         """scores/round-NNN.npz: the round's pooled (and, in plain mode, per-bank) and hold-out histograms."""
         run_round = server_round + self.offset
         phase = self.tracker.evaluate.get(server_round)
@@ -203,8 +223,60 @@ class RoundReporter:
         }
         holdout = self.holdout_hists.pop(run_round, None)
         if pooled is None and holdout is None:
-            return
-        write_scores(self.out.dir, RoundScores(run_round, pooled, banks, holdout))  # type: ignore[arg-type]
+            return None
+        scores = RoundScores(run_round, pooled, banks, holdout)  # type: ignore[arg-type]
+        if self.group_names:
+            scores = self._with_groups(scores, phase)
+        write_scores(self.out.dir, scores)
+        return scores
+
+    def _fairness(self, scores: RoundScores | None) -> dict[str, Any] | None:
+        """The round's pooled fair-lending figures per protected attribute, as history.json and TensorBoard keep them."""
+        if scores is None or scores.groups is None:
+            return None
+        out = {}
+        for attr, names in sorted(self.group_names.items()):
+            rows = [i for i, label in enumerate(scores.group_labels) if label.split("=", 1)[0] == attr]
+            table = fairness.attribute(
+                fairness.split_groups(scores.groups[rows], list(names)),
+                self.cfg.threshold,
+                self.cfg.fairness_min_group_size,
+            )
+            out[attr] = {
+                "approval-rate": {g["group"]: g["approval-rate"]["value"] for g in table["groups"]},
+                "air": {g["group"]: g["air"]["value"] for g in table["groups"] if "air" in g},
+                "worst-air": (table["worst-air"] or {}).get("value"),
+                "worst-group": table["worst-group"],
+                "four-fifths-flag": table["four-fifths-flag"],
+                "too-small": table["too-small"],
+            }
+        return out
+
+    def _with_groups(self, scores: RoundScores, phase: Any) -> RoundScores:
+        """The per-group histograms of the round: pooled, each bank's groups of at least the minimum size, hold-out."""
+        bins = self.cfg.histogram_bins
+        keys = protocol.group_keys({a: len(n) for a, n in self.group_names.items()})
+
+        def stacked(summary: dict[str, Any]) -> np.ndarray:
+            return np.concatenate([protocol.group_histograms(np.asarray(summary[k]), bins) for k in keys])
+
+        pooled = None
+        if phase is not None and phase.summaries and all(keys[0] in s for s in phase.summaries):
+            pooled = np.sum([stacked(s) for s in phase.summaries], axis=0)
+        bank_groups, kept = {}, {}
+        for node, summary in phase.bank_summaries.items() if phase is not None else ():
+            own = stacked(summary)
+            kept[self._bank(node)] = own.sum(axis=(1, 2)) >= self.cfg.fairness_min_group_size
+            bank_groups[self._bank(node)] = own * kept[self._bank(node)][:, None, None]
+        labels = tuple(f"{a}={g}" for a, names in sorted(self.group_names.items()) for g in names)
+        return dataclasses.replace(
+            scores,
+            group_labels=labels,
+            groups=pooled,
+            bank_groups=bank_groups,
+            bank_groups_kept=kept,
+            holdout_groups=self.holdout_groups.pop(scores.round, None),
+        )
 
     def _evaluated(self, run_round: int, entry: RoundEntry, weights: list[np.ndarray]) -> None:
         """Log line, TensorBoard scalars and best model of a round whose evaluation is in."""
@@ -218,6 +290,13 @@ class RoundReporter:
                 "holdout": entry.holdout,
                 "train": entry.train.pooled,
                 **{f"bank/{name}": m for name, m in entry.evaluate.banks.items()},
+                **{
+                    f"fairness/{attr}": {
+                        **{f"approval-rate/{g}": v for g, v in f["approval-rate"].items()},
+                        **{f"air/{g}": v for g, v in f["air"].items()},
+                    }
+                    for attr, f in (entry.fairness or {}).items()
+                },
             },
         )
         phase = self.tracker.phase("evaluate", run_round - self.offset)

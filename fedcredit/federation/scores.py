@@ -15,11 +15,17 @@ written once (NumPy's compressed `.npz`; read with `allow_pickle=False`):
   secure mode, where the coordinator sees only the sum); `bank_names`: (k,)
   their names as in history.json;
 * `holdout`: int64 (2, bins) of the coordinator's hold-out set (simulation
-  only; (0, bins) otherwise).
+  only; (0, bins) otherwise);
+* with protected attributes in the schema: `group_labels` (g,) as
+  "attribute=group", `groups` int64 (g, 2, bins) the pooled histograms of
+  each group, `bank_groups` (k, g, 2, bins) each bank's (plain mode) with
+  `bank_groups_kept` (k, g) bool: a group below `fairness.min-group-size`
+  loans at that bank is not kept (zeros), `holdout_groups` (g, 2, bins).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ import numpy as np
 DIR = "scores"
 _NAME = re.compile(r"round-(\d+)\.npz")
 MAX_BINS = 1_000_000
+GROUP_ARRAYS = ("group_labels", "groups", "group_bank_names", "bank_groups", "bank_groups_kept", "holdout_groups")
 
 
 class ScoresError(ValueError):
@@ -44,6 +51,11 @@ class RoundScores:
     pooled: tuple[np.ndarray, np.ndarray] | None
     banks: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     holdout: tuple[np.ndarray, np.ndarray] | None = None
+    group_labels: tuple[str, ...] = ()  # "attribute=group"
+    groups: np.ndarray | None = None  # (g, 2, bins) pooled
+    bank_groups: Mapping[str, np.ndarray] = field(default_factory=dict)  # bank -> (g, 2, bins), zeros where not kept
+    bank_groups_kept: Mapping[str, np.ndarray] = field(default_factory=dict)  # bank -> (g,) bool
+    holdout_groups: np.ndarray | None = None
 
     @property
     def bins(self) -> int:
@@ -79,6 +91,23 @@ def write_scores(run_dir: Path, scores: RoundScores) -> Path:
         "bank_names": np.asarray(names, dtype=np.str_),
         "holdout": _pair(scores.holdout, bins),
     }
+    g = len(scores.group_labels)
+    if g:
+        banked = sorted(scores.bank_groups)
+        arrays.update(
+            {
+                "group_labels": np.asarray(scores.group_labels, dtype=np.str_),
+                "groups": _grouped(scores.groups, g, bins),
+                "group_bank_names": np.asarray(banked, dtype=np.str_),
+                "bank_groups": np.asarray(
+                    [_grouped(scores.bank_groups[b], g, bins) for b in banked], dtype=np.int64
+                ).reshape(len(banked), g, 2, bins),
+                "bank_groups_kept": np.asarray([scores.bank_groups_kept[b] for b in banked], dtype=bool).reshape(
+                    len(banked), g
+                ),
+                "holdout_groups": _grouped(scores.holdout_groups, g, bins),
+            }
+        )
     path = path_of(run_dir, scores.round)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -87,6 +116,14 @@ def write_scores(run_dir: Path, scores: RoundScores) -> Path:
             np.savez_compressed(f, **arrays)
 
     return write_atomically(path, save)
+
+
+def _grouped(value: np.ndarray | None, g: int, bins: int) -> np.ndarray:
+    return (
+        np.zeros((0, 2, bins), dtype=np.int64)
+        if value is None
+        else np.asarray(value, dtype=np.int64).reshape(g, 2, bins)
+    )
 
 
 def _counts(value: np.ndarray, shape: tuple[int, ...], what: str, path: Path) -> np.ndarray:
@@ -101,6 +138,7 @@ def read_scores_file(path: Path) -> RoundScores:
     try:
         with np.load(path, allow_pickle=False) as data:
             parts = {k: data[k] for k in ("round", "bins", "pooled", "banks", "bank_names", "holdout")}
+            grouped = {k: data[k] for k in GROUP_ARRAYS if k in data.files}
     except KeyError as err:
         raise ScoresError(f"{path}: missing array {err}; is it a fedcredit scores file?") from err
     except (OSError, ValueError, EOFError) as err:
@@ -114,11 +152,33 @@ def read_scores_file(path: Path) -> RoundScores:
     banks = _counts(parts["banks"], (len(names), 2, bins), "banks", path)
     holdout = parts["holdout"]
     holdout = None if holdout.size == 0 else _counts(holdout, (2, bins), "holdout", path)
-    return RoundScores(
+    scores = RoundScores(
         int(parts["round"]),
         None if pooled is None else (pooled[0], pooled[1]),
         {n: (banks[i, 0], banks[i, 1]) for i, n in enumerate(names)},
         None if holdout is None else (holdout[0], holdout[1]),
+    )
+    if not grouped:
+        return scores
+    if set(grouped) != set(GROUP_ARRAYS):
+        raise ScoresError(f"{path}: group arrays {sorted(grouped)}, expected all of {list(GROUP_ARRAYS)}")
+    labels = tuple(str(x) for x in grouped["group_labels"])
+    g, banked = len(labels), [str(n) for n in grouped["group_bank_names"]]
+    pooled_groups = grouped["groups"]
+    holdout_groups = grouped["holdout_groups"]
+    kept = grouped["bank_groups_kept"]
+    if kept.dtype != bool or kept.shape != (len(banked), g):
+        raise ScoresError(f"{path}: 'bank_groups_kept' is {kept.dtype} {kept.shape}, expected bool {(len(banked), g)}")
+    bank_groups = _counts(grouped["bank_groups"], (len(banked), g, 2, bins), "bank_groups", path)
+    return dataclasses.replace(
+        scores,
+        group_labels=labels,
+        groups=None if pooled_groups.size == 0 else _counts(pooled_groups, (g, 2, bins), "groups", path),
+        bank_groups={b: bank_groups[i] for i, b in enumerate(banked)},
+        bank_groups_kept={b: kept[i] for i, b in enumerate(banked)},
+        holdout_groups=None
+        if holdout_groups.size == 0
+        else _counts(holdout_groups, (g, 2, bins), "holdout_groups", path),
     )
 
 

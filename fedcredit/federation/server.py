@@ -30,6 +30,7 @@ from flwr.supercore import log
 from fedcredit.core import model as mdl
 from fedcredit.core.banks import schema_of
 from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides, ignored_keys, parse_run_config
+from fedcredit.core.groups import group_names
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, preprocessing_from_stats
 from fedcredit.federation import protocol, resume
@@ -264,7 +265,7 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
         folded=folded,
     )
     prep_json = prep.to_json()
-    tracking = _tracking_grid(grid, cfg, tracker, federation, prep_json, folded)
+    tracking = _tracking_grid(grid, cfg, state.schema, tracker, federation, prep_json, folded)
     # The configs carry only the preprocessing's digest; TrackingGrid adds the preprocessing itself.
     # round-offset: a resumed run's banks seed each message by the run's round, not Flower's.
     digest = ConfigRecord({protocol.PREPROCESSING_SHA: protocol.digest(prep_json), protocol.ROUND_OFFSET: offset})
@@ -286,7 +287,13 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
 
 
 def _tracking_grid(
-    grid: Grid, cfg: RunConfig, tracker: Tracker, federation: Federation, prep_json: str, folded: bool
+    grid: Grid,
+    cfg: RunConfig,
+    schema: Schema,
+    tracker: Tracker,
+    federation: Federation,
+    prep_json: str,
+    folded: bool,
 ) -> TrackingGrid:
     """The Grid the strategy talks through: only the run's banks, every reply checked against what they sent."""
     banks = federation.banks
@@ -301,6 +308,7 @@ def _tracking_grid(
         # Client-side DP noises each update at the bank, so an honest one may point anywhere: record only.
         exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES and not cfg.privacy_mode.startswith("client-"),
         folded=folded,
+        groups={attr: len(names) for attr, names in group_names(schema).items()},
     )
     secure = (
         SecureSettings(cfg.privacy_secure_threshold, cfg.privacy_max_update_norm, weight_key(cfg))

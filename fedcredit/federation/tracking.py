@@ -60,6 +60,7 @@ class ReplyRules:
     update_direction: str = "exclude"  # exclude | record | off: updates pointing away from the others'
     exclude_away: bool = False  # exclude applies (FedAvg family: the robust strategies resist on their own)
     folded: bool = False  # train replies carry the summary of the incoming model (the previous round's)
+    groups: Mapping[str, int] = field(default_factory=dict)  # protected attribute -> groups: per-group histograms
 
 
 @dataclass
@@ -291,7 +292,7 @@ class TrackingGrid:
         for msg in messages:
             msg.content[protocol.PREPROCESSING] = protocol.preprocessing_record(self.preprocessing or "")
         reference = messages[0].content[protocol.ARRAYS]
-        bins = self.rules.bins or 0
+        bins, groups = self.rules.bins or 0, self.rules.groups
         scored = self.tracker.phase("evaluate", server_round - 1) if self._folded(kind) else None
         if kind == "train":
             length = sum(int(np.prod(a.shape)) for a in reference.values()) + 3
@@ -300,18 +301,19 @@ class TrackingGrid:
                 protocol.MAX_UPDATE_NORM: self.secure.max_update_norm,
             }
         else:
-            length, collect = protocol.summary_length(bins), {}
-        extra = protocol.summary_length(bins) if scored is not None else 0  # folded: the summary rides along
+            length, collect = protocol.summary_length(bins, groups), {}
+        extra = protocol.summary_length(bins, groups) if scored is not None else 0  # folded: the summary rides along
 
         def read(total: np.ndarray, banks: int) -> tuple[Any, Any, Any]:
             """(folded summary, train weights or the evaluation summary, train figures), checked."""
-            folded = protocol.read_summary_sum(total[length:], bins, self.rules.threshold, banks) if extra else None
+            threshold = self.rules.threshold
+            folded = protocol.read_summary_sum(total[length:], bins, threshold, banks, groups) if extra else None
             if kind == "train":
                 weights, figures = protocol.read_train_sum(
                     total[:length], reference, self.secure.max_update_norm, banks
                 )
                 return folded, weights, figures
-            return folded, protocol.read_summary_sum(total, bins, self.rules.threshold, banks), None
+            return folded, protocol.read_summary_sum(total, bins, threshold, banks, groups), None
 
         checked = checked_secure_sum(self._grid, messages, length + extra, self.secure.fraction, timeout, read, collect)
         outcome = checked.outcome
@@ -366,7 +368,9 @@ class TrackingGrid:
             if rows is not None and self.rules.val_fraction is not None
             else None
         )
-        return protocol.read_summary(record, self.rules.bins or 0, bounds, self.rules.threshold, what="evaluation")
+        return protocol.read_summary(
+            record, self.rules.bins or 0, bounds, self.rules.threshold, what="evaluation", groups=self.rules.groups
+        )
 
     def _check(
         self, kind: str, node: int, msg: Message, reference: ArrayRecord, updates: dict[int, list[np.ndarray]]
@@ -385,4 +389,4 @@ class TrackingGrid:
             if rows is not None and self.rules.val_fraction is not None
             else None
         )
-        return protocol.read_evaluate_reply(msg.content, self._bins, bounds, self.rules.threshold)
+        return protocol.read_evaluate_reply(msg.content, self._bins, bounds, self.rules.threshold, self.rules.groups)

@@ -10,18 +10,16 @@ loan; scores are probabilities of default.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from fedcredit.core import binned as bn
 from fedcredit.core import metrics
 
-# Shares below this count as this in PSI: an empty bin would make the index infinite.
-PSI_FLOOR = 1e-4
-# Conventional PSI reading (credit-scoring practice): below 0.1 stable, 0.1-0.25 shifted, above 0.25 unstable.
-PSI_STABLE, PSI_UNSTABLE = 0.1, 0.25
+# The PSI floor and readings are the binned figures' (one definition for scores and features).
+PSI_FLOOR, PSI_STABLE, PSI_UNSTABLE, psi_reading = bn.PSI_FLOOR, bn.PSI_STABLE, bn.PSI_UNSTABLE, bn.psi_reading
 
 
 # The ROC kernel shared with the pooled and exact metrics (re-exported: the report plots it).
@@ -133,14 +131,6 @@ def psi(reference: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     r = np.maximum(bin_shares(reference, edges), PSI_FLOOR)
     a = np.maximum(bin_shares(actual, edges), PSI_FLOOR)
     return float(np.sum((a - r) * np.log(a / r)))
-
-
-def psi_reading(value: float) -> str:
-    if not math.isfinite(value):
-        return "n/a"
-    if value < PSI_STABLE:
-        return "stable"
-    return "shifted: monitor" if value < PSI_UNSTABLE else "unstable: investigate"
 
 
 def gains_table(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> pd.DataFrame:

@@ -4,7 +4,7 @@ Built from the run directory alone (history.json, config.json,
 scores/round-NNN.npz, profile.json, baseline.json, and what report.py reads
 of model-final.keras), so a deployment's report has the same sections as a
 simulation's: ROC, KS, calibration, gains and thresholds come from the
-pooled validation histograms the banks sent (`fedcredit.risk.binned`),
+pooled validation histograms the banks sent (`fedcredit.core.binned`),
 with the hold-out set's beside them where the run had one. Every figure
 says which rows it describes and carries a 95 % interval. In secure mode
 the coordinator never saw a bank's own figures, so the per-bank parts say
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcredit.core import metrics
+from fedcredit.core import binned as bn
+from fedcredit.core import fairness, metrics
+from fedcredit.core.binned import PSI_STABLE, PSI_UNSTABLE, psi_reading
 from fedcredit.federation.scores import RoundScores
-from fedcredit.risk import binned as bn
 from fedcredit.risk import stability
-from fedcredit.risk.curves import PSI_STABLE, PSI_UNSTABLE, psi_reading
 from fedcredit.risk.rundir import Run
 
 SECURE_NOTE = (
@@ -244,11 +244,53 @@ def banks(run: Run, scores: Mapping[int, RoundScores], final: int | None) -> dic
     return {"hidden": None, "banks": out, "rows": f"each bank's validation loans, final model (round {final})"}
 
 
+def fair_lending(run: Run, scores: Mapping[int, RoundScores], final: int | None) -> dict[str, Any]:
+    """Per protected attribute: each group's outcomes on the pooled validation loans (and hold-out, and per bank)."""
+    s = scores.get(final) if final is not None else None
+    if s is None or s.groups is None or not s.group_labels:
+        return {
+            "attributes": {},
+            "why": "The schema declares no protected attribute (or the run kept no group histograms): no "
+            "fair-lending figures. Declare them in the schema's [protected] tables.",
+        }
+    threshold, min_rows = run.cfg.threshold, run.cfg.fairness_min_group_size
+    by_attr: dict[str, list[int]] = {}
+    for i, label in enumerate(s.group_labels):
+        by_attr.setdefault(label.split("=", 1)[0], []).append(i)
+    out: dict[str, Any] = {}
+    for attr, rows in by_attr.items():
+        names = [s.group_labels[i].split("=", 1)[1] for i in rows]
+        part: dict[str, Any] = {
+            "pooled": fairness.attribute(fairness.split_groups(s.groups[rows], names), threshold, min_rows)
+        }
+        if s.holdout_groups is not None:
+            part["holdout"] = fairness.attribute(
+                fairness.split_groups(s.holdout_groups[rows], names), threshold, min_rows
+            )
+        if not secure(run):  # each bank's groups of at least fairness.min-group-size loans; the others were never kept
+            part["banks"] = {}
+            for bank, counts in s.bank_groups.items():
+                kept = s.bank_groups_kept[bank][rows]
+                own = fairness.split_groups(counts[rows], names)
+                part["banks"][bank] = fairness.attribute(
+                    {n: g for (n, g), keep in zip(own.items(), kept) if keep}, threshold, min_rows
+                )
+        out[attr] = part
+    return {
+        "attributes": out,
+        "rows": f"pooled validation loans, final model (round {final}); approved: PD below {threshold:g}",
+        "min-group-size": min_rows,
+        "why": SECURE_NOTE if secure(run) else None,
+    }
+
+
 def _status(ok_point: bool, ok_interval: bool) -> str:
     return "pass" if ok_point and ok_interval else ("borderline" if ok_point else "fail")
 
 
-def verdict(run: Run, val: dict[str, Any] | None, per_bank: dict[str, Any]) -> dict[str, Any]:
+def verdict(
+    run: Run, val: dict[str, Any] | None, per_bank: dict[str, Any], fair: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The headline: each threshold the consortium set, its figure with interval, pass / borderline / fail.
 
     Pass: the whole 95 % interval is on the right side; borderline: the
@@ -302,6 +344,23 @@ def verdict(run: Run, val: dict[str, Any] | None, per_bank: dict[str, Any]) -> d
                 "rule": f"at most {cfg.validation_max_psi:g} (validation.max-psi)",
                 "status": "not judged",
                 "why": per_bank.get("hidden") or "fewer than two banks",
+            }
+        )
+    worst = [
+        (attr, part["pooled"]["worst-group"], part["pooled"]["worst-air"])
+        for attr, part in (fair or {}).get("attributes", {}).items()
+        if part["pooled"]["worst-air"] is not None
+    ]
+    if worst:
+        attr, group, air = min(worst, key=lambda w: w[2]["value"])
+        checks.append(
+            {
+                "check": "adverse impact",
+                "figure": f"lowest adverse impact ratio: {attr} = {group} against the most-approved group",
+                "rule": f"at least {fairness.FOUR_FIFTHS:g} (the four-fifths rule)",
+                **air,
+                "status": _status(air["value"] >= fairness.FOUR_FIFTHS, air["low"] >= fairness.FOUR_FIFTHS),
+                "rows": (fair or {}).get("rows", ""),
             }
         )
     judged = [c["status"] for c in checks if c["status"] != "not judged"]
@@ -461,6 +520,7 @@ def build(
     final = final_round(run, scores)
     val, hold = validation(run, scores, final), holdout(run, scores, final)
     per_bank = banks(run, scores, final)
+    fair = fair_lending(run, scores, final)
     return {
         "run": {
             "run-id": run.history.run_id,
@@ -476,7 +536,8 @@ def build(
             "validation.max-calibration-gap": run.cfg.validation_max_calibration_gap,
             "psi-readings": {"stable-below": PSI_STABLE, "unstable-above": PSI_UNSTABLE},
         },
-        "verdict": verdict(run, val, per_bank),
+        "verdict": verdict(run, val, per_bank, fair),
+        "fair-lending": fair,
         "validation": val,
         "holdout": hold,
         "rounds": rounds(run, scores),

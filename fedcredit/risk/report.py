@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcredit.core.binned import Binned
 from fedcredit.federation.outputs import write_json
 from fedcredit.federation.scores import RoundScores, ScoresError, read_scores
 from fedcredit.risk import pack
@@ -33,7 +34,6 @@ from fedcredit.risk import report_figures as figures
 from fedcredit.risk import report_sections as sections
 from fedcredit.risk import report_tables as tables
 from fedcredit.risk import report_validation as views
-from fedcredit.risk.binned import Binned
 from fedcredit.risk.report_figures import PNG_NAMES
 from fedcredit.risk.report_html import page
 from fedcredit.risk.rundir import Run, RunDirError, load_final_model, target_of
@@ -178,6 +178,7 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path], dict[str, Any]]:
         *pack_sections(the_pack, scores, out_dir),
         rounds(run, out_dir, the_pack),
         Section(views.banks_section(the_pack, psi_png, csi), (psi_png,) if psi_png else ()),
+        Section(views.fairness_section(the_pack)),
         baseline(run),
         Section(sections.personalisation_section(run, the_pack["personalisation"])),
         Section(sections.privacy_section(run)),

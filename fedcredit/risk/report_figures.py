@@ -21,8 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from fedcredit.risk.binned import Binned
-from fedcredit.risk.curves import PSI_STABLE, PSI_UNSTABLE
+from fedcredit.core.binned import PSI_STABLE, PSI_UNSTABLE, Binned
 
 PNG_NAMES = ("rounds.png", "bank_auc.png", "roc.png", "ks.png", "calibration.png", "distributions.png", "psi.png")
 BAD, GOOD = "#c0392b", "#2471a3"  # defaulted / repaid loans, the same colours in every plot

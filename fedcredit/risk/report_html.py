@@ -28,6 +28,7 @@ SECTIONS = (  # the ids of the sections in page order: the links at the top of t
     "gains",
     "rounds",
     "banks",
+    "fairness",
     "baseline",
     "personalisation",
     "privacy",

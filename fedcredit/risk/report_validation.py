@@ -428,6 +428,85 @@ def banks_section(pack: dict[str, Any], psi_png: Path | None, csi: list[dict[str
     return section("banks", title, body)
 
 
+def fairness_section(pack: dict[str, Any]) -> str:
+    fair = pack["fair-lending"]
+    title = "Fair lending: outcomes by protected group"
+    if not fair["attributes"]:
+        return section("fairness", title, note(fair["why"]))
+    body = (
+        f"<p>Rows: {html.escape(fair['rows'])}. Each bank counted its validation loans per group of each protected "
+        "attribute (declared in the schema, never a model input, never sent as a value); the coordinator summed "
+        "the counts. AIR: a group's approval rate over the most-approved group's; below 0.8 the four-fifths rule "
+        "(29 CFR 1607.4(D)) sees evidence of adverse impact. Equal opportunity: the difference in approval rate "
+        "among repaid loans (creditworthy applicants) against the most-approved group; equalised odds: the larger "
+        "of that and the same difference among defaulted loans. Intervals: Wilson (rates), Katz (AIR), Wald "
+        f"(differences), DeLong (AUC). Groups under {fair['min-group-size']} loans "
+        "(fairness.min-group-size) and the undocumented group are shown, never judged.</p>"
+    )
+    if fair.get("why"):
+        body += note(fair["why"])
+    for attr, part in fair["attributes"].items():
+        table = part["pooled"]
+        body += f"<h3>{html.escape(attr)}</h3>" + note(table["reading"])
+        body += _group_table(table)
+        if part.get("holdout"):
+            body += "<p>Hold-out set:</p>" + _group_table(part["holdout"])
+        if part.get("banks"):
+            body += "<p>Per bank (groups of at least the minimum size only):</p>" + html_table(
+                ["bank", "least-approved group", "AIR (95 % interval)", "four-fifths flag", "groups too small"],
+                [
+                    [
+                        bank,
+                        t["worst-group"] or "n/a",
+                        ci(t["worst-air"], 3) if t["worst-air"] else "n/a",
+                        "FLAG" if t["four-fifths-flag"] else "no",
+                        ", ".join(t["too-small"]) or "none",
+                    ]
+                    for bank, t in part["banks"].items()
+                ],
+            )
+    body += note(
+        "What this cannot show: a model without protected inputs can still use proxies for them (region, income, "
+        "employment length); small groups give wide intervals; the undocumented group mixes whoever did not answer. "
+        "Compare variants without suspect features (excluded-features, fedcredit compare) before concluding."
+    )
+    return section("fairness", title, body)
+
+
+def _group_table(table: dict[str, Any]) -> str:
+    return html_table(
+        [
+            "group",
+            "loans (defaults)",
+            "default rate",
+            "approval rate",
+            "AIR (Katz)",
+            "four-fifths",
+            "approval among repaid",
+            "equal opportunity diff.",
+            "equalised odds diff.",
+            "AUC (DeLong)",
+            "observed - mean PD",
+        ],
+        [
+            [
+                g["group"] + (" (reference)" if g["reference"] else "") + (" (too small)" if g["too-small"] else ""),
+                f"{g['loans']} ({g['defaults']})",
+                pci(g["default-rate"]),
+                pci(g["approval-rate"]),
+                ci(g.get("air"), 3),
+                "FLAG" if g.get("four-fifths") else ("not judged" if not g["judged"] else "no"),
+                pci(g["approval-among-repaid"]),
+                ci(g.get("equal-opportunity-difference"), 3),
+                fmt(g.get("equalised-odds-difference"), 3),
+                ci(g["auc"], 3),
+                ci(g["calibration-gap"], 3),
+            ]
+            for g in table["groups"]
+        ],
+    )
+
+
 def _markdown(text: str) -> str:
     """The little Markdown of the intended-use file: headings, bullets, paragraphs (escaped)."""
     out, items = [], []

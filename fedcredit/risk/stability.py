@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcredit.risk.binned import psi_of_bands
-from fedcredit.risk.curves import psi_reading
+from fedcredit.core.binned import psi_of_bands, psi_reading
 
 N_BANDS = 10
 POOLED = "(pooled)"  # the data section's row of all banks together
@@ -62,7 +61,7 @@ def _band_counts(feature: Mapping[str, Any], bands: list[list[int]] | None) -> n
 def feature_stability(profile: Mapping[str, Any], split: str = "train", n_bands: int = N_BANDS) -> pd.DataFrame:
     """CSI of every bank's feature distribution against all other banks' rows, with its bootstrap interval.
 
-    Columns bank, feature, csi, low, high (`fedcredit.risk.binned.psi_of_bands`), reading.
+    Columns bank, feature, csi, low, high (`fedcredit.core.binned.psi_of_bands`), reading.
     Empty when the profile has no per-bank counts (secure mode); a bank with
     no other bank to compare with gets NaN ("n/a").
     """

@@ -34,11 +34,14 @@ import numpy as np
 import pandas as pd
 
 from fedcredit.core import metrics
-from fedcredit.risk.curves import PSI_FLOOR
 
 Z95 = 1.959963984540054
 BOOTSTRAP_REPLICATES = 1000
 BOOTSTRAP_SEED = 20  # fixed: the report is a pure function of the run directory
+# Shares below this count as this in PSI: an empty band would make the index infinite.
+PSI_FLOOR = 1e-4
+# Conventional PSI reading (credit-scoring practice): below 0.1 stable, 0.1-0.25 shifted, above 0.25 unstable.
+PSI_STABLE, PSI_UNSTABLE = 0.1, 0.25
 # PD cut-offs of the threshold trade-off table (the run's `threshold` is added).
 CUTOFFS = (0.02, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
@@ -425,3 +428,11 @@ def difference(a: Estimate, b: Estimate) -> dict[str, float | bool]:
     se = math.sqrt(a.se**2 + b.se**2) if math.isfinite(a.se) and math.isfinite(b.se) else math.nan
     diff = a.value - b.value
     return {"difference": diff, "se": se, "beyond_se": bool(math.isfinite(se) and abs(diff) > se)}
+
+
+def psi_reading(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    if value < PSI_STABLE:
+        return "stable"
+    return "shifted: monitor" if value < PSI_UNSTABLE else "unstable: investigate"

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fedcredit.risk import binned as bn
+from fedcredit.core import binned as bn
 
 FOUR_FIFTHS = 0.8
 UNDOCUMENTED = "undocumented"
