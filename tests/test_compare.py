@@ -91,3 +91,27 @@ def test_an_unquoted_text_in_set_is_refused_with_how_to_quote_it(tmp_path, capsy
     code = main(["compare", "--strategies", "fedavg", "--out", str(tmp_path), "--set", "strategy.name=fedprox"])
     assert code == 2 and "text values need TOML quotes" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing ran
+
+
+def test_feature_sets_are_variants_and_the_trade_off_front_is_marked():
+    todo = plan(_args("--strategies", "fedavg", "--exclude", "", "int_rate", "int_rate+sub_grade"))
+    assert [label for label, _ in todo] == [
+        "fedavg all features",
+        "fedavg without int_rate",
+        "fedavg without int_rate+sub_grade",
+    ]
+    assert [c["excluded-features"] for _, c in todo] == ["", "int_rate", "int_rate+sub_grade"]
+    with pytest.raises(ConfigError):
+        plan(_args("--strategies", "fedavg", "--exclude", "int_rate,int_rate"))
+    from fedcredit.deploy.compare import sweep_text, trade_off_front, worst_air
+
+    assert "; excluded-features=,int_rate,int_rate+sub_grade; seed=42" in sweep_text(todo, [42], {})
+    assert worst_air({"SEX": {"worst-air": 0.9}, "AGE": {"worst-air": 0.7}, "X": {"worst-air": None}}) == 0.7
+    means = pd.DataFrame(
+        {
+            "variant": ["a", "b", "c", "d"],
+            "pooled val AUC": [0.75, 0.73, 0.70, 0.74],
+            "worst AIR": [0.70, 0.85, 0.80, 0.70],
+        }
+    )
+    assert trade_off_front(means).tolist() == [True, True, False, False]  # c and d are beaten in both by b and a

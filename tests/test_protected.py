@@ -146,7 +146,9 @@ def test_protected_attributes_leave_a_bank_only_as_counts_per_group(tmp_path):
             for name, rec in rd.items():
                 seen.append(name)
                 for k, v in rec.items():
-                    if str(k).startswith("group:"):  # a protected attribute's per-group counts: set apart, checked below
+                    if str(k).startswith(
+                        "group:"
+                    ):  # a protected attribute's per-group counts: set apart, checked below
                         grouped.append((str(k), v))
                         continue
                     seen.append(str(k))

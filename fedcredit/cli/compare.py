@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="privacy.noise-multiplier values to compare, with --privacy (default: the run config's one value)",
     )
     parser.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="FEATURES",
+        help="excluded-features values to compare, '' for all features, a+b to drop two (less discriminatory alternatives)",
+    )
+    parser.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -74,7 +81,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """The variants the arguments ask for; ConfigError before any run when one is wrong."""
-    return compare.variants(args.strategies, args.privacy, args.noise, common_config(args))
+    return compare.variants(args.strategies, args.privacy, args.noise, common_config(args), args.exclude)
 
 
 def run(args: argparse.Namespace) -> int:

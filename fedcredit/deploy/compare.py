@@ -4,7 +4,9 @@ Every variant runs inside one `flwr run` on a private local SuperLink (a
 `sweep`: the banks stay warm, statistics are gathered once per split), each
 exactly as a run of its own would, on the same partitions for the same seed, and the table compares what a
 consortium would look at: pooled validation AUC and KS, hold-out AUC,
-rounds, wall time, and epsilon when differential privacy is on. Writes
+rounds, wall time, epsilon when differential privacy is on, and with
+protected attributes in the schema the worst adverse impact ratio, with
+the variants on the AUC / fairness trade-off front marked. Writes
 comparison.md, comparison.csv and comparison.png (AUC per round). The
 command line is `fedcredit.cli.compare`.
 """
@@ -29,8 +31,13 @@ def variants(
     privacy: str = "none",
     noise: Sequence[float] = (),
     extra: Mapping[str, Any] | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(label, run config) for every strategy x noise level, checked before anything runs."""
+    """(label, run config) for every strategy x noise level x feature set, checked before anything runs.
+
+    `exclude`: values of `excluded-features` to compare ("" keeps every
+    feature; "a+b" drops two), for less discriminatory alternatives.
+    """
     if noise and privacy == "none":
         raise ConfigError(
             "--noise needs --privacy (e.g. --privacy server-fixed): without it every noise level would be the same run"
@@ -38,16 +45,20 @@ def variants(
     out = []
     for name in strategies:
         for level in noise or [None]:
-            config = {**(extra or {}), "strategy.name": name}
-            label = name
-            if privacy != "none":
-                config["privacy.mode"] = privacy
-                label = f"{name} {privacy}"
-                if level is not None:
-                    config["privacy.noise-multiplier"] = level
-                    label = f"{name} {privacy} z={level:g}"
-            parse_run_config(config)  # a typo fails now, not after an hour of runs
-            out.append((label, config))
+            for dropped in exclude or [None]:
+                config = {**(extra or {}), "strategy.name": name}
+                label = name
+                if privacy != "none":
+                    config["privacy.mode"] = privacy
+                    label = f"{name} {privacy}"
+                    if level is not None:
+                        config["privacy.noise-multiplier"] = level
+                        label = f"{name} {privacy} z={level:g}"
+                if dropped is not None:
+                    config["excluded-features"] = dropped
+                    label += f" without {dropped}" if dropped else " all features"
+                parse_run_config(config)  # a typo fails now, not after an hour of runs
+                out.append((label, config))
     return out
 
 
@@ -63,9 +74,31 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
         "rounds": len(rounds),
         "strategy s": history.seconds,
         "epsilon": history.epsilon,
+        "worst AIR": worst_air(last.fairness) if last else None,
         "auc per round": [r.pooled_auc for r in rounds],
         "hold-out per round": [r.holdout_auc for r in rounds],
     }
+
+
+def worst_air(fairness: Mapping[str, Any] | None) -> float | None:
+    """The lowest adverse impact ratio over the protected attributes of a round (None: none judged)."""
+    values = [f["worst-air"] for f in (fairness or {}).values() if f.get("worst-air") is not None]
+    return min(values) if values else None
+
+
+def trade_off_front(means: pd.DataFrame) -> pd.Series:
+    """Whether each variant is on the front of pooled AUC against worst AIR: no other is as good in both and better in one."""
+    if "worst AIR" not in means or means["worst AIR"].isna().all():
+        return pd.Series([None] * len(means), index=means.index, dtype=object)
+    auc, air = means["pooled val AUC"], means["worst AIR"]
+    on = []
+    for i in means.index:
+        others = means.index != i
+        dominated = (
+            (auc[others] >= auc[i]) & (air[others] >= air[i]) & ((auc[others] > auc[i]) | (air[others] > air[i]))
+        ).any()
+        on.append(bool(pd.notna(auc[i]) and pd.notna(air[i]) and not dominated))
+    return pd.Series(on, index=means.index)
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -177,14 +210,21 @@ def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequenc
             "hold-out AUC",
             "rounds",
             "epsilon",
+            "worst AIR",
             "strategy s",
             "run",
         )
         if c in table
     ]
     table[columns].to_csv(out / "comparison.csv", index=False)
-    numeric = [c for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "epsilon", "strategy s") if c in table]
+    numeric = [
+        c
+        for c in ("pooled val AUC", "pooled val KS", "hold-out AUC", "worst AIR", "epsilon", "strategy s")
+        if c in table
+    ]
     means = table.groupby("variant", sort=False)[numeric].mean().round(4).reset_index()
+    if "worst AIR" in means and means["worst AIR"].notna().any():
+        means["on AUC-AIR front"] = trade_off_front(means)
     (out / "comparison.md").write_text(
         "# Strategy comparison\n\nEvery variant ran inside one `flwr run` of the app (a sweep over the same "
         f"banks; {table.attrs.get('flwr run s', '?')} s in all), federation `{federation_config}`, "
@@ -192,7 +232,13 @@ def write(table: pd.DataFrame, out: Path, federation_config: str, seeds: Sequenc
         + table[columns].round(4).to_markdown(index=False)
         + "\n\n## Mean over seeds\n\n"
         + means.to_markdown(index=False)
-        + "\n"
+        + (
+            "\n\nworst AIR: the lowest adverse impact ratio of any protected group against the most-approved group "
+            "of its attribute (pooled validation loans, final round; below 0.8 the four-fifths rule flags it). On the "
+            "front: no other variant has both a higher pooled AUC and a higher worst AIR.\n"
+            if "on AUC-AIR front" in means
+            else "\n"
+        )
     )
     if "auc per round" in table:
         plot(table, out / "comparison.png")
