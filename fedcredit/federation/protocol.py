@@ -114,7 +114,8 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
     },
     "evaluate": {
         METRICS: "on its validation rows: score histograms per class, confusion counts at the threshold, "
-        "Brier/log-loss/score sums, its own AUC and loss",
+        "Brier/log-loss/score sums, its own AUC and loss; with protected attributes in the schema also, per "
+        "attribute, the same class histograms for each group (counts only, adding up to the bank's own)",
     },
     "personalise": {
         "personalisation": "which of its three models the bank keeps (global, personalised or local-only)",
