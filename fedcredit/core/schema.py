@@ -176,14 +176,7 @@ class Schema:
 
     def reason_text(self, feature: str) -> str:
         """The statement a notice prints when `feature` is a reason: the schema's, else one made from the name."""
-        text = dict(self.reasons).get(feature)
-        if text:
-            return text
-        label = feature.replace("_", " ").strip().capitalize()
-        direction = self.directions.get(feature)
-        if direction is None:
-            return f"{label} raises the estimated risk"
-        return f"{label} is {'high' if direction > 0 else 'low'}"
+        return dict(self.reasons).get(feature) or default_reason_text(feature, self.directions.get(feature))
 
     def bound(self, feature: str) -> tuple[float, float]:
         """(lowest, highest) value a numeric feature can take; (-inf, inf) unless [bounds] says otherwise."""
@@ -265,6 +258,14 @@ class Schema:
             )
         except SchemaError as err:
             raise SchemaError(f"schema file {path}: {err}") from err
+
+
+def default_reason_text(feature: str, direction: int | None) -> str:
+    """A plain statement made from the column name: "Int rate is high", or one that claims no direction."""
+    label = feature.replace("_", " ").strip().capitalize()
+    if not direction:
+        return f"{label} raises the estimated risk"
+    return f"{label} is {'high' if direction > 0 else 'low'}"
 
 
 def _table(raw: dict[str, Any], name: str, kind: type) -> dict[str, Any]:
