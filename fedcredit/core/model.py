@@ -313,6 +313,7 @@ def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
                 concave=units // 2,
                 activation="relu",
                 kernel_regularizer=reg,
+                kernel_initializer=_monotone_init(FIRST_INIT_SCALE if i == 0 else LATER_INIT_SCALE),
                 name=f"hidden_{i}",
             )(x)
         else:
@@ -325,10 +326,24 @@ def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
         if spec.hidden_units:
             rows = [True] * spec.hidden_units[-1] + constrained
             x = keras.layers.Concatenate(name="hidden_and_features")([x, features])
-        out = MonotoneDense(1, constrained=rows, activation="sigmoid", name="pd")(x)
+        out = MonotoneDense(
+            1, constrained=rows, activation="sigmoid", kernel_initializer=_monotone_init(LATER_INIT_SCALE), name="pd"
+        )(x)
     else:
         out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
     return keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+
+
+# Initial weight scales of the monotone head, as multiples of Glorot's variance. With |w| every path adds
+# with the same sign, so Glorot's scale (made for weights of random sign) starts the PDs spread over
+# [0.02, 1]; scaled down, the model starts near-flat as the plain MLP does and trains to a higher hold-out
+# AUC within the default 15 epochs (benchmarks/README.md#monotone-constraints).
+FIRST_INIT_SCALE = 0.3
+LATER_INIT_SCALE = 0.1
+
+
+def _monotone_init(scale: float) -> keras.initializers.Initializer:
+    return keras.initializers.VarianceScaling(scale, mode="fan_avg", distribution="uniform")
 
 
 def _ordered(
