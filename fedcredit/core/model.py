@@ -27,11 +27,13 @@ in the declared direction, whatever values its weights hold:
 
 A composition of non-decreasing maps with non-negative weights is
 non-decreasing, so for any fixed value of the other features the PD is
-non-decreasing in each constrained slot, hence monotone in the feature in its
-declared direction. The absolute value is taken inside the forward pass, so the
-argument holds for every weight vector: a FedAvg mean, a robust aggregate, a
-FedAdam step, a bank's DP noise or a fine-tuned head can turn a stored weight
-negative, and the model still computes with its absolute value. Nothing needs
+non-decreasing in each constrained slot (the free inputs do not depend on a
+constrained feature); moving a feature along its declared direction raises
+each of its slots or leaves it, so the PD moves that way too. The absolute
+value is taken inside the forward pass, so the argument holds for every
+weight vector: a FedAvg mean, a robust aggregate, a FedAdam step, a bank's DP
+noise or a fine-tuned head can turn a stored weight negative, and the model
+still computes with its absolute value. Nothing needs
 projecting, neither at the bank (on set_weights) nor at the coordinator (before
 evaluating or saving), and the saved `.keras` file stays monotone. The concave
 half (min(z, 0)) lets the network bend both ways; with ReLU alone it could only
@@ -104,12 +106,13 @@ class OrdinalSteps(keras.layers.Layer):
 
     step_j = direction * (1[index >= thresholds[j]] - 1/2) is non-decreasing
     along the order (times the direction, +1 or -1; 0: unconstrained); each
-    step's weight is the PD move between two neighbouring levels, learned as
-    fast as a one-hot level's (steps scaled down by their count trained too
-    slowly in 15 epochs: benchmarks/monotone.py). A level without a
-    threshold of its own (too rare in the federation to be learned) shares the
-    code of the nearest lower level that has one, so it keeps its place in the
-    order; an unknown value has the lowest level's steps and its own indicator, which is not constrained.
+    step carries the move between two neighbouring levels and learns as fast
+    as a one-hot level (steps scaled down by their count trained too slowly
+    in 15 epochs: benchmarks/README.md#monotone-constraints). A level without
+    a threshold of its own (too rare in the federation to be learned) shares
+    the code of the nearest lower level that has one, so it keeps its place in
+    the order; an unknown value has the lowest level's steps and its own
+    indicator, which is not constrained.
     """
 
     def __init__(self, thresholds: Sequence[int], direction: int = 0, **kwargs) -> None:
