@@ -55,7 +55,11 @@ def _options(epochs, seed, proximal_mu=0.0):
 def test_spec_follows_the_run_config_and_schema():
     cfg = parse_run_config({"hidden-units": "8,4", "dropout": 0.1, "l2": 0.0, "learning-rate": 0.01, "seed": 3})
     spec = mdl.ModelSpec.of(cfg, S)
-    assert spec == mdl.ModelSpec(S.numeric, S.categorical, (8, 4), 0.1, 0.0, 0.01, 3)
+    assert spec == mdl.ModelSpec(
+        S.numeric, S.categorical, (8, 4), 0.1, 0.0, 0.01, 3, order=S.order, monotone=tuple(S.directions.items())
+    )
+    plain = mdl.ModelSpec.of(parse_run_config({"monotone-constraints": False}), S)
+    assert plain.order == () and plain.monotone == ()
 
 
 def test_identical_statistics_give_identical_models(prep):

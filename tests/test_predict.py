@@ -64,7 +64,7 @@ def test_top_reason_at_its_reference_lowers_the_score(model_path, applicants, wr
     assert out["reason_1"].notna().sum() >= 30
     with_reason = out[out["reason_1_impact"] > 1e-4]  # well above the output's 6 decimals
     assert len(with_reason) >= 20
-    impacts = out[["reason_1_impact", "reason_2_impact", "reason_3_impact"]].to_numpy()
+    impacts = out[[f"reason_{k}_impact" for k in range(1, 5)]].to_numpy()
     assert (np.nan_to_num(impacts[:, :-1], nan=0) >= np.nan_to_num(impacts[:, 1:], nan=0)).all()  # largest first
     assert (impacts[~np.isnan(impacts)] > 0).all()
     # Set each applicant's top reason feature to its reference value: the PD drops by the stated impact.
@@ -85,25 +85,28 @@ def test_numeric_references_are_the_global_means(loaded, tiny_run):  # noqa: F81
     assert set(refs.numeric) == set(LENDING_CLUB.numeric)
     for col, mean in prep["mean"].items():
         assert refs.numeric[col] == pytest.approx(mean, rel=1e-6)  # float32 in the layer
-    assert refs.categorical["sub_grade"] == prep["vocabulary"]["sub_grade"]
+    assert refs.categorical["verification_status"] == prep["vocabulary"]["verification_status"]
+    # An ordered column keeps its whole order, rare levels included (they score as their lower neighbour).
+    assert refs.categorical["sub_grade"] == list(LENDING_CLUB.orders["sub_grade"])
 
 
-def test_categorical_reference_is_the_middle_category(loaded, applicants):
-    refs = explain.references(loaded)
+def test_categorical_reference_is_the_lowest_risk_category(loaded, applicants):
+    """Ordered and monotone: the first level for everybody; unordered: the category giving this applicant the least PD."""
+    refs = explain.references(loaded, LENDING_CLUB)
     frame = predict.validate_rows(applicants, LENDING_CLUB, "x")[0]
     base, reasons = explain.explain(loaded, frame, refs)
-    checked = 0
+    checked = set()
     for i, why in enumerate(reasons):
         for r in (r for r in why if r.feature in refs.categorical):
             vocab = refs.categorical[r.feature]
             pds = mdl.score(loaded, pd.concat([frame.iloc[[i]].assign(**{r.feature: v}) for v in vocab]))
-            middle = int(np.argsort(pds, kind="stable")[(len(vocab) - 1) // 2])
-            assert r.reference == vocab[middle]
-            assert r.impact == pytest.approx(base[i] - pds[middle], abs=1e-6)
-            checked += 1
-        if checked >= 8:
-            break
-    assert checked >= 3
+            if r.feature in refs.direction:
+                assert r.reference == vocab[0 if refs.direction[r.feature] > 0 else -1]
+            else:
+                assert r.reference == vocab[int(np.argmin(pds))]
+            assert r.impact == pytest.approx(base[i] - pds.min(), abs=2e-6)
+            checked.add(r.feature)
+    assert "sub_grade" in checked and len(checked) >= 2
 
 
 def test_invalid_rows_are_flagged_not_dropped(model_path, applicants, write_csv, tmp_path, capsys):
@@ -145,8 +148,11 @@ def test_target_column_is_optional_and_ignored(model_path, raw_frame, write_csv,
     code, out = _predict(model_path, write_csv(a), tmp_path, fmt="jsonl")
     assert code == 0
     assert [r["Class"] for r in out] == a["Class"].tolist()
-    assert all(r["status"] == "scored" and 0 < r["pd"] < 1 and len(r["reasons"]) <= 3 for r in out)
-    assert all(set(reason) == {"feature", "value", "reference", "impact"} for r in out for reason in r["reasons"])
+    assert all(r["status"] == "scored" and 0 < r["pd"] < 1 and len(r["reasons"]) <= 4 for r in out)
+    assert all(
+        set(reason) == {"feature", "text", "value", "reference", "impact"} for r in out for reason in r["reasons"]
+    )
+    assert all(reason["text"] == LENDING_CLUB.reason_text(reason["feature"]) for r in out for reason in r["reasons"])
 
 
 def test_file_level_problems_stop_with_one_line(model_path, applicants, write_csv, tmp_path, capsys):

@@ -195,6 +195,13 @@ class RunConfig:
     hidden_units: str = _key("hidden-units", "64,32", "hidden layer sizes, separated by commas")
     dropout: float = _key("dropout", 0.2, "dropout after each hidden layer", ge=0, lt=1)
     l2: float = _key("l2", 1e-4, "L2 penalty on hidden weights", ge=0)
+    monotone_constraints: bool = _key(
+        "monotone-constraints",
+        True,
+        "build the schema's category orders and monotone constraints (`[order]`, `[monotone]`) into the model: "
+        "its PD can only move in each declared direction; false: the plain MLP with one-hot categories "
+        "(to measure what the constraints cost)",
+    )
     learning_rate: float = _key("learning-rate", 1e-3, "Adam learning rate", gt=0)
     batch_size: int = _key("batch-size", 64, "local batch size", ge=1, le=1_000_000)
     local_epochs: int = _key("local-epochs", 3, "epochs per bank per round", ge=1, le=1_000)

@@ -4,6 +4,40 @@ Normalization (global mean and variance) and StringLookup (global vocabulary)
 layers are part of the model, so the saved `.keras` file scores raw applicant
 columns. The layers are built from the merged federation statistics, which
 makes every bank's model identical without any bank seeing another's rows.
+
+Monotone by construction. The schema's `[monotone]` features (and `[order]`
+columns) enter the model so that its probability of default (PD) can only move
+in the declared direction, whatever values its weights hold:
+
+1. Every constrained feature becomes input slots that are non-decreasing along
+   its declared direction: a numeric column is standardised (a positive scale)
+   and multiplied by its direction (+1 or -1, `Orient`); an ordered category is
+   a set of steps 1[level >= threshold] along its order, times its direction
+   (`OrdinalSteps`). A missing value (the mean) or an unknown category (its own
+   unconstrained indicator) is not a point of the order.
+2. The first hidden layer uses |w| for the weights of those slots and free
+   weights for every other input (`MonotoneDense`): each unit's pre-activation
+   is non-decreasing in every constrained slot.
+3. Every later hidden layer uses |w| for all its weights. The output layer
+   sees the last hidden layer (|w|) and the features themselves (|w| for the
+   constrained slots, free weights for the others: a monotone linear part
+   beside the network). The activations (ReLU, min(z, 0) for the concave half
+   of the units, the output's sigmoid) are non-decreasing; dropout is the
+   identity when scoring.
+
+A composition of non-decreasing maps with non-negative weights is
+non-decreasing, so for any fixed value of the other features the PD is
+non-decreasing in each constrained slot (the free inputs do not depend on a
+constrained feature); moving a feature along its declared direction raises
+each of its slots or leaves it, so the PD moves that way too. The absolute
+value is taken inside the forward pass, so the argument holds for every
+weight vector: a FedAvg mean, a robust aggregate, a FedAdam step, a bank's DP
+noise or a fine-tuned head can turn a stored weight negative, and the model
+still computes with its absolute value. Nothing needs
+projecting, neither at the bank (on set_weights) nor at the coordinator (before
+evaluating or saving), and the saved `.keras` file stays monotone. The concave
+half (min(z, 0)) lets the network bend both ways; with ReLU alone it could only
+be convex in the constrained features.
 """
 
 from __future__ import annotations
@@ -43,6 +77,98 @@ class FillMissing(keras.layers.Layer):
 
     def call(self, inputs):
         return keras.ops.where(keras.ops.isnan(inputs), keras.ops.zeros_like(inputs), inputs)
+
+
+@keras.saving.register_keras_serializable(package="fedcredit")
+class Orient(keras.layers.Layer):
+    """Multiply each standardised numeric column by its monotone direction, so the PD must not fall along any.
+
+    `directions`: per numeric column +1 (PD increasing in it), -1 (decreasing),
+    0 (unconstrained: passed as is). The model's record of which numeric
+    columns are constrained, and how (`monotone_directions`).
+    """
+
+    def __init__(self, directions: Sequence[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.directions = [int(d) for d in directions]
+
+    def call(self, inputs):
+        signs = keras.ops.convert_to_tensor([float(d or 1) for d in self.directions], dtype=inputs.dtype)
+        return inputs * signs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "directions": self.directions}
+
+
+@keras.saving.register_keras_serializable(package="fedcredit")
+class OrdinalSteps(keras.layers.Layer):
+    """An ordered category's index (StringLookup: 0 unknown, 1.. its order) as [unknown, step_1, .., step_m].
+
+    step_j = direction * (1[index >= thresholds[j]] - 1/2) is non-decreasing
+    along the order (times the direction, +1 or -1; 0: unconstrained); each
+    step carries the move between two neighbouring levels and learns as fast
+    as a one-hot level (steps scaled down by their count trained too slowly
+    in 15 epochs: benchmarks/README.md#monotone-constraints). A level without
+    a threshold of its own (too rare in the federation to be learned) shares
+    the code of the nearest lower level that has one, so it keeps its place in
+    the order; an unknown value has the lowest level's steps and its own
+    indicator, which is not constrained.
+    """
+
+    def __init__(self, thresholds: Sequence[int], direction: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = [int(t) for t in thresholds]
+        self.direction = int(direction)
+
+    def call(self, index):
+        index = keras.ops.cast(index, "int32")
+        unknown = keras.ops.cast(keras.ops.equal(index, 0), "float32")
+        if not self.thresholds:  # one known level (or none): nothing to step over
+            return unknown
+        at_least = keras.ops.greater_equal(index, keras.ops.convert_to_tensor([self.thresholds], dtype="int32"))
+        steps = (keras.ops.cast(at_least, "float32") - 0.5) * float(self.direction or 1)
+        return keras.ops.concatenate([unknown, steps], axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "thresholds": self.thresholds, "direction": self.direction}
+
+
+@keras.saving.register_keras_serializable(package="fedcredit")
+class MonotoneDense(keras.layers.Dense):
+    """A Dense layer that computes with |w| for its constrained input rows and has a concave half.
+
+    `constrained`: per input row, whether its weights act as their absolute
+    value (None: every row). `concave`: the last `concave` units apply
+    -activation(-z) (for ReLU: min(z, 0)) instead of activation(z); both are
+    non-decreasing. The stored kernel may hold any values (an aggregate, DP
+    noise): the absolute value is taken here, on every call.
+    """
+
+    def __init__(self, units: int, constrained: Sequence[bool] | None = None, concave: int = 0, **kwargs) -> None:
+        super().__init__(units, **kwargs)
+        self.constrained = None if constrained is None else [bool(c) for c in constrained]
+        self.concave = int(concave)
+
+    def effective_kernel(self):
+        """The kernel the layer computes with: |w| in the constrained rows."""
+        if self.constrained is None:
+            return keras.ops.abs(self.kernel)
+        mask = keras.ops.convert_to_tensor([[c] for c in self.constrained], dtype="bool")
+        return keras.ops.where(mask, keras.ops.abs(self.kernel), self.kernel)
+
+    def call(self, inputs, training=None):
+        x = keras.ops.matmul(inputs, self.effective_kernel())
+        if self.bias is not None:
+            x = keras.ops.add(x, self.bias)
+        if self.activation is None:
+            return x
+        if not self.concave:
+            return self.activation(x)
+        convex = self.units - self.concave
+        return keras.ops.concatenate([self.activation(x[:, :convex]), -self.activation(-x[:, convex:])], axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "constrained": self.constrained, "concave": self.concave}
 
 
 class _Anchor:
@@ -96,6 +222,9 @@ class ModelSpec:
     l2: float
     learning_rate: float
     seed: int
+    # Ordered categorical columns (values lowest first) and monotone features (+1 / -1): empty, the plain MLP.
+    order: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    monotone: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(cls, cfg: RunConfig, schema: Schema) -> ModelSpec:
@@ -104,9 +233,11 @@ class ModelSpec:
         Protected attributes are never among them (the schema refuses a
         protected column that is also a feature). `schema` may be the whole
         schema or `banks.schema_of(cfg)`, which already leaves the excluded
-        features out: either gives the same spec.
+        features out: either gives the same spec. `monotone-constraints` =
+        false: without orders or directions.
         """
         excluded = set(cfg.excluded)
+        constrained = cfg.monotone_constraints
         return cls(
             numeric=tuple(c for c in schema.numeric if c not in excluded),
             categorical=tuple(c for c in schema.categorical if c not in excluded),
@@ -115,6 +246,8 @@ class ModelSpec:
             l2=cfg.l2,
             learning_rate=cfg.learning_rate,
             seed=cfg.seed,
+            order=tuple((c, v) for c, v in schema.order if c not in excluded) if constrained else (),
+            monotone=tuple((c, d) for c, d in schema.directions.items() if c not in excluded) if constrained else (),
         )
 
 
@@ -130,11 +263,17 @@ class FitOptions:
 
 
 def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
-    """An MLP over standardised numerics and one-hot categoricals (unknown values share one slot)."""
+    """An MLP over standardised numerics, one-hot categoricals (unknown values share one slot) and ordered steps.
+
+    With monotone features in the spec, the head is the construction of the
+    module docstring; without, a plain ReLU MLP.
+    """
     keras.utils.set_random_seed(spec.seed)
     numeric, categorical = spec.numeric, spec.categorical
+    orders, directions = dict(spec.order), dict(spec.monotone)
     inputs: dict[str, keras.KerasTensor] = {}
     parts = []
+    constrained: list[bool] = []  # per feature slot: does the PD have to be non-decreasing in it?
     if numeric:
         for col in numeric:
             inputs[col] = keras.Input(shape=(1,), name=col, dtype="float32")
@@ -148,34 +287,123 @@ def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
             variance=[prep.variance[c] for c in numeric],
             name="standardise",
         )(x)
-        parts.append(FillMissing(name="impute_mean")(x))
+        x = FillMissing(name="impute_mean")(x)
+        if any(c in directions for c in numeric):
+            x = Orient([directions.get(c, 0) for c in numeric], name="orient")(x)
+        parts.append(x)
+        constrained += [c in directions for c in numeric]
     for col in categorical:
         inputs[col] = keras.Input(shape=(1,), name=col, dtype="string")
+        if col in orders:
+            part, slots = _ordered(inputs[col], col, orders[col], set(prep.vocabulary[col]), directions.get(col, 0))
+            parts.append(part)
+            constrained += slots
+            continue
+        vocabulary = list(prep.vocabulary[col]) or ["<none>"]  # "<none>": every category is rare, only unknown
         lookup = keras.layers.StringLookup(
-            vocabulary=list(prep.vocabulary[col]) or None,
-            num_oov_indices=1,
-            output_mode="one_hot",
-            name=f"onehot_{col}",
+            vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}"
         )
-        if not prep.vocabulary[col]:
-            # Every category is rare: the column carries only the unknown slot.
-            lookup = keras.layers.StringLookup(
-                vocabulary=["<none>"], num_oov_indices=1, output_mode="one_hot", name=f"onehot_{col}"
-            )
         parts.append(lookup(inputs[col]))
+        constrained += [False] * (len(vocabulary) + 1)
     # The trainable head starts at the layer named "features".
     x = (
         keras.layers.Concatenate(name="features")(parts)
         if len(parts) > 1
         else keras.layers.Identity(name="features")(parts[0])
     )
+    if x.shape[-1] != len(constrained):  # cannot happen: one flag per slot
+        raise AssertionError(f"{x.shape[-1]} feature slots but {len(constrained)} constraint flags")
     reg = keras.regularizers.L2(spec.l2) if spec.l2 > 0 else None
+    monotone = any(constrained)
+    features = x
     for i, units in enumerate(spec.hidden_units):
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")(x)
+        if monotone:
+            x = MonotoneDense(
+                units,
+                constrained=constrained if i == 0 else None,
+                concave=units // 2,
+                activation="relu",
+                kernel_regularizer=reg,
+                kernel_initializer=_monotone_init(FIRST_INIT_SCALE if i == 0 else LATER_INIT_SCALE),
+                name=f"hidden_{i}",
+            )(x)
+        else:
+            x = keras.layers.Dense(units, activation="relu", kernel_regularizer=reg, name=f"hidden_{i}")(x)
         if spec.dropout > 0:
             x = keras.layers.Dropout(spec.dropout, name=f"dropout_{i}")(x)
-    out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
+    if monotone:
+        # The output sees the last hidden layer and, beside it, the features themselves: a monotone linear part.
+        rows = constrained
+        if spec.hidden_units:
+            rows = [True] * spec.hidden_units[-1] + constrained
+            x = keras.layers.Concatenate(name="hidden_and_features")([x, features])
+        out = MonotoneDense(
+            1, constrained=rows, activation="sigmoid", kernel_initializer=_monotone_init(LATER_INIT_SCALE), name="pd"
+        )(x)
+    else:
+        out = keras.layers.Dense(1, activation="sigmoid", name="pd")(x)
     return keras.Model(inputs=inputs, outputs=out, name="fedcredit")
+
+
+# Initial weight scales of the monotone head, as multiples of Glorot's variance. With |w| every path adds
+# with the same sign, so Glorot's scale (made for weights of random sign) starts the PDs spread over
+# [0.02, 1]; scaled down, the model starts near-flat as the plain MLP does and trains to a higher hold-out
+# AUC within the default 15 epochs (benchmarks/README.md#monotone-constraints).
+FIRST_INIT_SCALE = 0.3
+LATER_INIT_SCALE = 0.1
+
+
+def _monotone_init(scale: float) -> keras.initializers.Initializer:
+    return keras.initializers.VarianceScaling(scale, mode="fan_avg", distribution="uniform")
+
+
+def _ordered(
+    column: keras.KerasTensor, col: str, levels: Sequence[str], kept: set[str], direction: int
+) -> tuple[keras.KerasTensor, list[bool]]:
+    """An ordered column's steps and their constraint flags: one step per level the federation knows, but the first.
+
+    A level too rare to be in the vocabulary gets no step of its own and
+    scores as the nearest lower level that has one (the model holds nothing
+    learned from its few rows); a value outside the order scores as unknown.
+    """
+    lookup = keras.layers.StringLookup(
+        vocabulary=list(levels), num_oov_indices=1, output_mode="int", name=f"ordinal_{col}"
+    )
+    thresholds = [i + 1 for i, level in enumerate(levels) if level in kept][1:]
+    steps = OrdinalSteps(thresholds, direction, name=f"steps_{col}")(lookup(column))
+    return steps, [False] + [direction != 0] * len(thresholds)
+
+
+def numeric_columns(model: keras.Model) -> list[str]:
+    """The model's numeric inputs in the order its `standardise` layer holds their means."""
+    try:
+        return [t.name for t in model.get_layer("numeric").input]
+    except ValueError:  # at most one numeric column: no Concatenate layer
+        return [t.name for t in model.inputs if t.dtype != "string"]
+
+
+def monotone_directions(model: keras.Model) -> dict[str, int]:
+    """Feature -> +1 / -1 for every monotone constraint the model holds by construction (empty: none)."""
+    directions: dict[str, int] = {}
+    try:
+        orient = model.get_layer("orient")
+    except ValueError:
+        orient = None
+    if orient is not None:
+        directions.update({c: d for c, d in zip(numeric_columns(model), orient.directions, strict=True) if d})
+    for layer in model.layers:
+        if isinstance(layer, OrdinalSteps) and layer.direction:
+            directions[layer.name.removeprefix("steps_")] = layer.direction
+    return directions
+
+
+def ordered_levels(model: keras.Model) -> dict[str, list[str]]:
+    """Ordered categorical column -> its levels, lowest first, as the model reads them."""
+    return {
+        layer.name.removeprefix("ordinal_"): [str(v) for v in layer.get_vocabulary()[1:]]
+        for layer in model.layers
+        if isinstance(layer, keras.layers.StringLookup) and layer.name.startswith("ordinal_")
+    }
 
 
 class Trainer:

@@ -11,6 +11,16 @@ A schema may also declare protected attributes (`[protected.<column>]`: sex,
 age, marital status): columns a bank's file must carry for the fair-lending
 analysis of outcomes by group, and which may never be a model input, so they
 can be neither a feature nor the target or partition column.
+
+Besides the columns, a schema may declare what the model must respect and how
+its reasons read (all optional): `[order]` ranks a categorical column's values
+(the model reads them as steps along that order, not as unrelated labels),
+`[monotone]` says in which direction the probability of default must move as a
+feature rises (the model holds it by construction, `fedcredit.core.model`),
+`[reasons]` gives each feature the plain statement a notice prints when it is a
+reason (`fedcredit.risk.explain`), and `[bounds]` the values a numeric feature
+can take, which bound the range reasons and the monotonicity check compare
+against.
 """
 
 from __future__ import annotations
@@ -25,6 +35,10 @@ from typing import Any
 
 # The group of a protected attribute's rows whose value is missing or not a declared group: always the last one.
 UNDOCUMENTED = "undocumented"
+DIRECTIONS = {"increasing": 1, "decreasing": -1}  # [monotone] values: +1 PD rises with the feature, -1 it falls
+MAX_REASON_TEXT = 120  # characters of one reason statement: a line of a notice
+# Fields added after the first schemas: left out of the digest while empty, so older schemas keep theirs.
+_OPTIONAL_FIELDS = ("order", "monotone", "reasons", "bounds", "protected")
 
 
 class SchemaError(ValueError):
@@ -162,6 +176,14 @@ class Schema:
     categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Protected attributes (`[protected.<column>]`): read at the bank for the fairness analysis only.
     protected: tuple[Protected, ...] = ()
+    # Categorical columns whose values are ranked, lowest first: the model encodes them as steps.
+    order: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Feature -> "increasing" / "decreasing": how the PD must move as the feature rises (or goes up its order).
+    monotone: tuple[tuple[str, str], ...] = ()
+    # Feature -> the statement a notice prints when the feature is a reason ("Annual income is low").
+    reasons: tuple[tuple[str, str], ...] = ()
+    # Numeric feature -> (lowest, highest) value it can take (-inf / inf: unbounded).
+    bounds: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def __post_init__(self) -> None:
         features = list(self.numeric) + list(self.categorical)
@@ -188,15 +210,111 @@ class Schema:
                 "a protected attribute may never be a model input (nor decide the split); remove it from "
                 "'numeric'/'categorical' (or 'target'/'partition') and keep it under [protected] only"
             )
+        self._check_order()
+        self._check_monotone()
+        self._check_reasons()
+        self._check_bounds()
+
+    def _not_features(self, table: str, columns: Any) -> None:
+        stray = sorted(set(columns) - set(self.features))
+        if stray:
+            raise SchemaError(
+                f"[{table}] names {stray}, which are not feature columns: features are {list(self.features)}"
+            )
+
+    def _check_order(self) -> None:
+        orders = dict(self.order)
+        if len(orders) != len(self.order):
+            raise SchemaError("[order] lists a column more than once")
+        self._not_features("order", orders)
+        numeric = sorted(set(orders) & set(self.numeric))
+        if numeric:
+            raise SchemaError(f"[order] names numeric columns {numeric}: only categorical columns take an order")
+        declared = dict(self.categories)
+        for col, levels in orders.items():
+            if not levels:
+                raise SchemaError(f"[order] {col} is empty: list its values, lowest first")
+            twice = sorted({v for v in levels if levels.count(v) > 1})
+            if twice:
+                raise SchemaError(f"[order] {col} lists {twice} more than once")
+            if col in declared and set(levels) != set(declared[col]):
+                missing = sorted(set(declared[col]) - set(levels))
+                extra = sorted(set(levels) - set(declared[col]))
+                raise SchemaError(
+                    f"[order] {col} must list exactly its [categories] values, each once: "
+                    f"missing {missing}, not among its categories {extra}"
+                )
+
+    def _check_monotone(self) -> None:
+        directions = dict(self.monotone)
+        if len(directions) != len(self.monotone):
+            raise SchemaError("[monotone] lists a feature more than once")
+        self._not_features("monotone", directions)
+        for col, direction in directions.items():
+            if direction not in DIRECTIONS:
+                raise SchemaError(
+                    f"[monotone] {col} = {direction!r}: give one of {list(DIRECTIONS)} "
+                    "(how the probability of default moves as the feature rises)"
+                )
+        unordered = sorted(c for c in directions if c in self.categorical and c not in dict(self.order))
+        if unordered:
+            raise SchemaError(
+                f"[monotone] names categorical columns {unordered} without an [order]: "
+                "a direction needs the order of their values, lowest first"
+            )
+
+    def _check_reasons(self) -> None:
+        texts = dict(self.reasons)
+        if len(texts) != len(self.reasons):
+            raise SchemaError("[reasons] lists a feature more than once")
+        self._not_features("reasons", texts)
+        for col, text in texts.items():
+            if not text.strip() or len(text) > MAX_REASON_TEXT or any(ord(ch) < 32 for ch in text):
+                raise SchemaError(
+                    f"[reasons] {col}: give one line of at most {MAX_REASON_TEXT} characters "
+                    f"(no tabs or line breaks), got {text!r}"
+                )
+
+    def _check_bounds(self) -> None:
+        bounds = dict(self.bounds)
+        if len(bounds) != len(self.bounds):
+            raise SchemaError("[bounds] lists a column more than once")
+        self._not_features("bounds", bounds)
+        categorical = sorted(set(bounds) & set(self.categorical))
+        if categorical:
+            raise SchemaError(f"[bounds] names categorical columns {categorical}: only numeric columns take bounds")
+        for col, (low, high) in bounds.items():
+            if math.isnan(low) or math.isnan(high) or not low < high:
+                raise SchemaError(f"[bounds] {col} = [{low}, {high}]: give [lowest, highest] with lowest < highest")
 
     @property
     def sha256(self) -> str:
         """Digest of the parsed schema: the same contract gives the same digest, whatever the comments."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode("utf-8")).hexdigest()
+        fields = {k: v for k, v in asdict(self).items() if k not in _OPTIONAL_FIELDS or v}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest()
 
     @property
     def known_categories(self) -> dict[str, tuple[str, ...]]:
-        return dict(self.categories)
+        """The agreed values per categorical column: its [categories], else its [order]."""
+        return {**dict(self.order), **dict(self.categories)}
+
+    @property
+    def orders(self) -> dict[str, tuple[str, ...]]:
+        """Ordered categorical column -> its values, lowest first."""
+        return dict(self.order)
+
+    @property
+    def directions(self) -> dict[str, int]:
+        """Monotone feature -> +1 (PD rises with it) or -1 (PD falls as it rises)."""
+        return {col: DIRECTIONS[d] for col, d in self.monotone}
+
+    def reason_text(self, feature: str) -> str:
+        """The statement a notice prints when `feature` is a reason: the schema's, else one made from the name."""
+        return dict(self.reasons).get(feature) or default_reason_text(feature, self.directions.get(feature))
+
+    def bound(self, feature: str) -> tuple[float, float]:
+        """(lowest, highest) value a numeric feature can take; (-inf, inf) unless [bounds] says otherwise."""
+        return dict(self.bounds).get(feature, (-math.inf, math.inf))
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -234,6 +352,10 @@ class Schema:
             numeric=tuple(c for c in self.numeric if c not in columns),
             categorical=tuple(c for c in self.categorical if c not in columns),
             categories=tuple((c, v) for c, v in self.categories if c not in columns),
+            order=tuple((c, v) for c, v in self.order if c not in columns),
+            monotone=tuple((c, d) for c, d in self.monotone if c not in columns),
+            reasons=tuple((c, t) for c, t in self.reasons if c not in columns),
+            bounds=tuple((c, b) for c, b in self.bounds if c not in columns),
         )
 
     @classmethod
@@ -253,6 +375,18 @@ class Schema:
         groups = { "1" = "male", "2" = "female" }
         [protected.AGE]
         bands = [25, 40, 62]    # <25, 25-39, 40-61, >=62 (or name them: names = [...])
+        [order]                 # optional: ranked categorical columns, lowest first
+        term = ["36 months", "60 months"]
+
+        [monotone]              # optional: how the PD must move as the feature rises
+        int_rate = "increasing"
+        term = "increasing"     # a categorical column needs an [order]
+
+        [reasons]               # optional: what a notice says when the feature is a reason
+        int_rate = "Interest rate on the loan is high"
+
+        [bounds]                # optional: the values a numeric feature can take
+        int_rate = [0, 100]     # inf for no upper bound
         """
         path = Path(path)
         try:
@@ -269,7 +403,7 @@ class Schema:
             "categorical",
             "partition",
             "categories",
-            "protected",
+            *_OPTIONAL_FIELDS,
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -289,6 +423,10 @@ class Schema:
                     (str(c), tuple(str(v) for v in vals)) for c, vals in raw.get("categories", {}).items()
                 ),
                 protected=_protected(raw.get("protected", {})),
+                order=tuple((str(c), tuple(str(v) for v in vals)) for c, vals in _table(raw, "order", list).items()),
+                monotone=tuple((str(c), str(d)) for c, d in _table(raw, "monotone", str).items()),
+                reasons=tuple((str(c), str(t)) for c, t in _table(raw, "reasons", str).items()),
+                bounds=tuple((str(c), _pair(c, b)) for c, b in _table(raw, "bounds", list).items()),
             )
         except SchemaError as err:
             raise SchemaError(f"schema file {path}: {err}") from err
@@ -298,6 +436,32 @@ def _protected(table: Any) -> tuple[Protected, ...]:
     if not isinstance(table, dict):
         raise SchemaError('`protected` holds one table per protected column: [protected.SEX] groups = { "1" = "male" }')
     return tuple(Protected.from_table(str(col), spec) for col, spec in table.items())
+
+
+def default_reason_text(feature: str, direction: int | None) -> str:
+    """A plain statement made from the column name: "Int rate is high", or one that claims no direction."""
+    label = feature.replace("_", " ").strip().capitalize()
+    if not direction:
+        return f"{label} raises the estimated risk"
+    return f"{label} is {'high' if direction > 0 else 'low'}"
+
+
+def _table(raw: dict[str, Any], name: str, kind: type) -> dict[str, Any]:
+    """An optional `[name]` table whose every value is of `kind` (a SchemaError names the first that is not)."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise SchemaError(f"'{name}' must be a table ([{name}] with one line per column)")
+    for col, value in table.items():
+        if not isinstance(value, kind):
+            what = "a list" if kind is list else "a string in quotes"
+            raise SchemaError(f"[{name}] {col} must be {what}, got {value!r}")
+    return table
+
+
+def _pair(col: str, value: list[Any]) -> tuple[float, float]:
+    if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise SchemaError(f"[bounds] {col} must be [lowest, highest] (two numbers, inf for none), got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 BUILTIN_SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "lending_club.toml"

@@ -54,9 +54,9 @@ def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[st
     """(key, model, its Trainer) for this preprocessing and architecture: built on first use, then reused."""
     from fedcredit.core import model as mdl
 
-    key = hashlib.sha256(
-        f"{prep_json}|{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}".encode()
-    ).hexdigest()
+    # The schema's digest: the same columns with other orders or monotone constraints build another model.
+    architecture = f"{cfg.hidden_units}|{cfg.dropout}|{cfg.l2}|{cfg.learning_rate}|{cfg.monotone_constraints}"
+    key = hashlib.sha256(f"{prep_json}|{architecture}|{schema_of(cfg).sha256}".encode()).hexdigest()
     if key not in _MODELS:
         if simulation:
             _single_threaded()

@@ -1,115 +1,182 @@
-"""Reason codes: which of an applicant's features raised the probability of default (PD) most.
+"""Reasons fit for a notice: which of an applicant's features raise the probability of default (PD).
 
-Rule: replace one feature at a time by its reference value and rescore; the
-feature's impact is PD(applicant) - PD(applicant with that feature at its
-reference). The features with the largest positive impacts are the reasons,
-largest first; a feature that does not raise the PD is never a reason, so
-an applicant may have fewer than three.
+Rule: a feature is a reason when the applicant's value gives a higher PD than
+the feature's lowest-risk value would, all other features kept; the reasons
+are the (at most `TOP_REASONS`) largest such increases, largest first. Each
+reason carries the schema's plain statement for the feature (`[reasons]`,
+e.g. "Interest rate on the loan is high"), the applicant's value, the
+lowest-risk value it was compared with and the increase (impact).
 
-* Numeric reference: the federation's global mean, read from the model's
-  `standardise` Normalization layer (also what a missing value is imputed
-  with, so a missing value is never a reason).
-* Categorical reference: the middle category for this applicant. Every
-  known category (the model's vocabulary) is tried in turn; ranked by the
-  PD it gives, the median one is the reference (the lower of the two middle
-  ones for an even count). It is the categorical counterpart of the mean
-  (a middle-of-the-road value, not the best possible one, which would make
-  almost every category a reason) and needs nothing but the model: the
-  model carries no category frequencies, so the most common category
-  cannot be known, and the unknown slot is trained on almost no rows. A
-  missing or unknown category can be a reason.
+Lowest-risk value of a feature:
 
-A row whose PD is not finite (a value so large that it overflows inside the
-model) gets no reasons: every impact compared with NaN is false.
+* Monotone feature (the model holds a direction, `fedcredit.core.model`): the
+  end of its range in the low-risk direction, the same for every applicant.
+  The range is what the model knows of the federation's values, its
+  Normalization layer's mean +- `RANGE_SD` standard deviations, clipped to the
+  schema's `[bounds]` (so the lowest-risk number of inquiries is 0, never a
+  negative count). An ordered category's end is its first (or last) level.
+  A value at or beyond that end is never a reason: the model cannot give it a
+  higher PD than the end (monotone by construction).
+* Other numeric feature: the value of a `GRID_POINTS` grid over its range that
+  gives this applicant the lowest PD; other categorical feature: the known
+  category that does.
+
+Either way a feature at its lowest-risk value is never a reason (its impact is
+0), and a missing value or a category the model does not know (the unknown
+slot, trained on almost no rows) is never one either: the applicant did not
+state it, which a notice cannot hold against them. Ties between equal
+impacts (to the output's 6 decimals) go to the schema's feature order, so the
+same applicant always gets the same reasons. A row whose PD is not finite (a
+value so large that it overflows inside the model) gets no reasons.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-TOP_REASONS = 3
-CHUNK_ROWS = 1000  # applicants explained per batch: bounds memory (each is rescored ~70 times)
+from fedcredit.core.schema import default_reason_text
+
+if TYPE_CHECKING:
+    from fedcredit.core.schema import Schema
+
+TOP_REASONS = 4
+CHUNK_ROWS = 250  # applicants explained per batch: bounds memory (each is rescored ~90 times)
 MIN_IMPACT = 1e-6  # PD changes below this are float noise (and the output's precision), not reasons
+# The federation's known range of a numeric feature: mean +- RANGE_SD standard deviations, within its bounds.
+RANGE_SD = 2.0
+GRID_POINTS = 21  # values tried over the range of a numeric feature without a direction
 
 
 @dataclass(frozen=True)
 class References:
-    """Reference values of the model's features (see the module docstring)."""
+    """What the model knows of each feature, for reasons and the monotonicity check (module docstring)."""
 
     numeric: dict[str, float]  # column -> global mean
-    categorical: dict[str, list[str]]  # column -> the model's known categories
+    categorical: dict[str, list[str]]  # column -> the model's known categories (ordered columns: lowest first)
     spread: dict[str, float] = field(default_factory=dict)  # column -> global standard deviation
+    direction: dict[str, int] = field(default_factory=dict)  # feature -> +1 / -1: the model's monotone constraints
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # numeric column -> the schema's bounds
+    texts: dict[str, str] = field(default_factory=dict)  # feature -> the statement a notice prints
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def text(self, feature: str) -> str:
+        return self.texts.get(feature) or default_reason_text(feature, self.direction.get(feature))
+
+    def span(self, col: str, sd: float = RANGE_SD) -> tuple[float, float]:
+        """A numeric column's known range: its mean +- `sd` standard deviations, within its bounds."""
+        lo, hi = self.bounds.get(col, (-math.inf, math.inf))
+        mean, spread = self.numeric[col], self.spread.get(col, 0.0)
+        return float(min(max(mean - sd * spread, lo), hi)), float(max(min(mean + sd * spread, hi), lo))
+
+    def grid(self, col: str, points: int = GRID_POINTS, sd: float = RANGE_SD) -> list[Any]:
+        """A numeric feature's range on `points` values, an ordered category's levels in order, or the categories."""
+        if col in self.categorical:
+            return list(self.categorical[col])
+        lo, hi = self.span(col, sd)
+        return sorted({float(v) for v in np.linspace(lo, hi, points)}) if hi > lo else [lo]
+
+    def lowest_risk_candidates(self, col: str) -> list[Any]:
+        """The values a feature's lowest-risk value is chosen from: its low-risk end, if it has a direction."""
+        values = self.grid(col)
+        sign = self.direction.get(col)
+        if not sign or not values:
+            return values
+        return [values[0] if sign > 0 else values[-1]]
+
+
+def references(model: Any, schema: Schema | None = None) -> References:
+    """Means, ranges and directions from the model's own layers; bounds and reason texts from the schema.
+
+    A reason text that claims a direction ("... is high") is used only when
+    the model holds that direction: a model trained with
+    `monotone-constraints = false` gets the plain "... raises the estimated risk".
+    """
+    from fedcredit.core import model as mdl
+
+    names = {t.name: t.dtype for t in model.inputs}
+    numeric: dict[str, float] = {}
+    spread: dict[str, float] = {}
+    if any(dtype != "string" for dtype in names.values()):
+        layer = model.get_layer("standardise")
+        mean = np.asarray(layer.mean, dtype=np.float64).ravel()
+        variance = np.asarray(layer.variance, dtype=np.float64).ravel()
+        for col, m, v in zip(mdl.numeric_columns(model), mean, variance, strict=True):
+            numeric[col], spread[col] = float(m), float(np.sqrt(max(v, 0.0)))
+    ordered = mdl.ordered_levels(model)
+    categorical = {}
+    for col, dtype in names.items():
+        if dtype == "string":
+            if col in ordered:
+                categorical[col] = ordered[col]
+                continue
+            vocab = [str(v) for v in model.get_layer(f"onehot_{col}").get_vocabulary()[1:]]  # [0]: the unknown slot
+            categorical[col] = [] if vocab == ["<none>"] else vocab  # "<none>": every category was rare
+    direction = mdl.monotone_directions(model)
+    bounds = {col: schema.bound(col) for col in numeric} if schema is not None else {}
+    texts = {}
+    if schema is not None:
+        declared = schema.directions
+        texts = {
+            c: schema.reason_text(c)
+            if declared.get(c) == direction.get(c)
+            else default_reason_text(c, direction.get(c))
+            for c in names
+        }
+    return References(numeric, categorical, spread, direction, bounds, texts)
 
 
 @dataclass(frozen=True)
 class Reason:
     feature: str
-    value: Any  # the applicant's value (None: missing)
-    reference: Any
-    impact: float  # PD points the feature's value adds over its reference
+    value: Any  # the applicant's value
+    reference: Any  # the feature's lowest-risk value it was compared with
+    impact: float  # PD points the applicant's value adds over the lowest-risk value
+    text: str = ""  # the statement a notice prints
 
 
-def references(model: Any) -> References:
-    """Global means (and standard deviations) from the Normalization layer, vocabularies from the lookup layers."""
-    names = {t.name: t.dtype for t in model.inputs}
-    numeric_cols = [n for n, dtype in names.items() if dtype != "string"]
-    if numeric_cols:
-        try:
-            concat = model.get_layer("numeric")
-            order = [t.name for t in concat.input]
-        except ValueError:  # one numeric column: no Concatenate layer
-            order = numeric_cols
-        layer = model.get_layer("standardise")
-        mean = np.asarray(layer.mean, dtype=np.float64).ravel()
-        variance = np.asarray(layer.variance, dtype=np.float64).ravel()
-        numeric = {col: float(m) for col, m in zip(order, mean, strict=True)}
-        spread = {col: float(np.sqrt(max(v, 0.0))) for col, v in zip(order, variance, strict=True)}
-    else:
-        numeric, spread = {}, {}
-    categorical = {}
-    for col, dtype in names.items():
-        if dtype == "string":
-            vocab = [str(v) for v in model.get_layer(f"onehot_{col}").get_vocabulary()[1:]]  # [0] is the unknown slot
-            categorical[col] = [] if vocab == ["<none>"] else vocab  # "<none>": every category was rare
-    return References(numeric, categorical, spread)
+def _known(frame: pd.DataFrame, col: str, refs: References) -> np.ndarray:
+    """Rows whose value of `col` is stated and known to the model (never a reason otherwise)."""
+    if col in refs.categorical:
+        return frame[col].isin(refs.categorical[col]).to_numpy()
+    return np.isfinite(pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64))
 
 
 def _explain_chunk(model: Any, frame: pd.DataFrame, refs: References) -> tuple[np.ndarray, list[list[Reason]]]:
     from fedcredit.core import model as mdl
 
     n = len(frame)
-    variants = [frame]
-    for col, mean in refs.numeric.items():
-        variants.append(frame.assign(**{col: mean}))
-    for col, vocab in refs.categorical.items():
-        variants += [frame.assign(**{col: v}) for v in vocab]
+    candidates = {col: refs.lowest_risk_candidates(col) for col in refs.features}
+    candidates = {col: values for col, values in candidates.items() if values}
+    variants = [frame] + [frame.assign(**{col: v}) for col, values in candidates.items() for v in values]
     scores = mdl.score(model, pd.concat(variants, ignore_index=True)).reshape(len(variants), n)
     base, rows = scores[0], np.arange(n)
     impacts: dict[str, np.ndarray] = {}
-    ref_values: dict[str, np.ndarray] = {}
+    lowest: dict[str, np.ndarray] = {}
     at = 1
-    for col, mean in refs.numeric.items():
-        impacts[col] = base - scores[at]
-        ref_values[col] = np.full(n, mean)
-        at += 1
-    for col, vocab in refs.categorical.items():
-        if not vocab:
-            continue
-        block = scores[at : at + len(vocab)]
-        middle = np.argsort(block, axis=0, kind="stable")[(len(vocab) - 1) // 2]
-        impacts[col] = base - block[middle, rows]
-        ref_values[col] = np.asarray(vocab, dtype=object)[middle]
-        at += len(vocab)
+    for col, values in candidates.items():
+        block = scores[at : at + len(values)]
+        at += len(values)
+        best = np.argmin(block, axis=0)  # the first of equal minima: deterministic
+        impact = np.round(base - block[best, rows], 6)
+        impacts[col] = np.where(_known(frame, col, refs), impact, 0.0)
+        lowest[col] = np.asarray(values, dtype=object)[best]
+    order = {col: k for k, col in enumerate(refs.features)}
     reasons = []
     for i in range(n):
-        ranked = sorted(((impacts[c][i], c) for c in impacts if impacts[c][i] > MIN_IMPACT), reverse=True)
+        found = [(-impacts[c][i], order[c], c) for c in impacts if impacts[c][i] > MIN_IMPACT]
         reasons.append(
-            [Reason(c, _value(frame[c].iloc[i]), _plain(ref_values[c][i]), float(d)) for d, c in ranked[:TOP_REASONS]]
+            [
+                Reason(c, _value(frame[c].iloc[i]), _plain(lowest[c][i]), float(-d), refs.text(c))
+                for d, _, c in sorted(found)[:TOP_REASONS]
+            ]
         )
     return base, reasons
 
@@ -125,7 +192,7 @@ def _plain(v: Any) -> Any:
 
 
 def explain(model: Any, frame: pd.DataFrame, refs: References | None = None) -> tuple[np.ndarray, list[list[Reason]]]:
-    """(PD of each row, its reason codes) for a validated frame of the model's features."""
+    """(PD of each row, its reasons) for a validated frame of the model's features."""
     refs = refs or references(model)
     scores, reasons = [], []
     for start in range(0, len(frame), CHUNK_ROWS):

@@ -2,8 +2,8 @@
 
 Raw applicant columns go in (the model file carries its own preprocessing).
 For every row out: the probability of default (PD), the decision at the
-threshold ("decline" when PD >= threshold, else "approve") and up to three
-reason codes (see `fedcredit.risk.explain`).
+threshold ("decline" when PD >= threshold, else "approve") and up to four
+reasons, each with the schema's statement for it (see `fedcredit.risk.explain`).
 
 Rows are checked as a bank's training file is (`fedcredit.core.loading`:
 the same numbers, the same missing values, the same line numbers). Rows that
@@ -112,7 +112,8 @@ class Applicants:
 
 
 def reason_columns() -> list[str]:
-    return [f"reason_{k}{part}" for k in range(1, TOP_REASONS + 1) for part in ("", "_value", "_reference", "_impact")]
+    parts = ("", "_text", "_value", "_reference", "_impact")
+    return [f"reason_{k}{part}" for k in range(1, TOP_REASONS + 1) for part in parts]
 
 
 OUTPUT_COLUMNS = ["line", "status", "pd", "decision", *reason_columns(), "problem"]
@@ -351,6 +352,7 @@ def records(
                 reasons=[
                     {
                         "feature": r.feature,
+                        "text": r.text,
                         "value": _finite(r.value),
                         "reference": _finite(r.reference),
                         "impact": round(r.impact, 6),
@@ -367,7 +369,7 @@ def score_applicants(model: Any, applicants: Applicants, schema: Schema, path: s
     """Validate, score, explain and flag (out of range, unknown, missing) every row of an applicants file."""
     raw, passthrough = applicants.raw, applicants.passthrough
     frame, bad, notes = validate_rows(raw, schema, path, applicants.ragged)
-    refs = references(model)
+    refs = references(model, schema)
     scores, reasons = explain(model, frame, refs)
     flags = row_flags(frame, schema, refs)
     return Scored(records(raw, passthrough, bad, scores, reasons, threshold, flags), passthrough, notes)
@@ -384,6 +386,7 @@ def flat(rec: dict[str, Any]) -> dict[str, Any]:
         row.update(
             {
                 f"reason_{k}": r.get("feature"),
+                f"reason_{k}_text": r.get("text"),
                 f"reason_{k}_value": r.get("value"),
                 f"reason_{k}_reference": r.get("reference"),
                 f"reason_{k}_impact": r.get("impact"),
