@@ -85,7 +85,14 @@ class Phase:
         return [n for n in self.sampled if n not in answered]
 
     def pooled(self) -> dict[str, Any] | None:
-        """Pooled evaluation metrics of the banks that replied (None: nobody did)."""
+        """Pooled evaluation metrics of the banks that replied (None: nobody did).
+
+        Summed in node order (plain mode), whatever order the replies came
+        in: float sums then do not depend on it, so the same replies always
+        give the same figures, bit for bit.
+        """
+        if self.bank_summaries:
+            return metrics.pooled([self.bank_summaries[n] for n in sorted(self.bank_summaries)])
         return metrics.pooled(self.summaries) if self.summaries else None
 
     def mean_train_loss(self) -> dict[str, Any] | None:
