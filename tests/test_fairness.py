@@ -31,6 +31,7 @@ def test_a_known_adverse_impact_ratio_is_recovered_with_katz_interval():
     table = fairness.attribute(GROUPS, 0.1, min_rows=30)
     rows = {r["group"]: r for r in table["groups"]}
     assert rows["male"]["reference"] and table["reference"] == "male"
+    assert rows["male"]["air"] == {"value": 1.0, "low": 1.0, "high": 1.0, "se": 0.0, "method": "reference"}
     assert rows["female"]["approval-rate"]["value"] == pytest.approx(0.60)
     assert rows["female"]["air"]["value"] == pytest.approx(0.75)
     se = math.sqrt(1 / 60 - 1 / 100 + 1 / 80 - 1 / 100)

@@ -86,7 +86,11 @@ def group_rows(groups: Mapping[str, bn.Binned], threshold: float, min_rows: int)
         }
         if reference is not None:
             _, rb, r_bad, r_good, _ = reference
-            row["air"] = air_interval(approved, b.rows, r_bad + r_good, rb.rows).to_json()
+            row["air"] = (
+                bn.Estimate(1.0, 1.0, 1.0, 0.0, "reference").to_json()  # compared with itself: exactly 1
+                if row["reference"]
+                else air_interval(approved, b.rows, r_bad + r_good, rb.rows).to_json()
+            )
             row["equal-opportunity-difference"] = rate_difference(approved_good, b.n_good, r_good, rb.n_good).to_json()
             defaulted = rate_difference(approved_bad, b.n_bad, r_bad, rb.n_bad)
             row["equalised-odds-difference"] = max(
