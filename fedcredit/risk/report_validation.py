@@ -409,18 +409,26 @@ def banks_section(pack: dict[str, Any], psi_png: Path | None, csi: list[dict[str
         ],
     )
     if csi:
+        banks = list(dict.fromkeys(c["bank"] for c in csi))
+        cells = {(c["feature"], c["bank"]): c for c in csi}
+        features = sorted({c["feature"] for c in csi}, key=lambda f: -max(_csi(cells.get((f, b))) for b in banks))
         body += (
             "<h3>Feature stability (CSI): each bank's training loans against the other banks', per feature</h3>"
             "<p>The PSI formula on each feature's distribution, over about ten bands of equal pooled mass (numeric) or "
             "the vocabulary (categorical), missing values as one more band; same readings and bootstrap interval as "
-            "PSI. Features read unstable first.</p>"
+            "PSI. Least stable features first.</p>"
             + html_table(
-                ["bank", "feature", "CSI (95 % interval)", "reading"],
+                ["feature", *banks],
                 [
-                    [c["bank"], c["feature"], ci({"value": c["csi"], "low": c["low"], "high": c["high"]}), c["reading"]]
-                    for c in sorted(csi, key=lambda c: -(c["csi"] if c["csi"] == c["csi"] else -1))
+                    [
+                        f,
+                        *(
+                            f"{ci(_est_of(cells[(f, b)]))} {cells[(f, b)]['reading']}" if (f, b) in cells else "n/a"
+                            for b in banks
+                        ),
+                    ]
+                    for f in features
                 ],
-                numeric_from=2,
             )
         )
     else:
@@ -505,6 +513,15 @@ def _group_table(table: dict[str, Any]) -> str:
             for g in table["groups"]
         ],
     )
+
+
+def _csi(cell: dict[str, Any] | None) -> float:
+    value = (cell or {}).get("csi")
+    return value if isinstance(value, float) and value == value else -1.0
+
+
+def _est_of(cell: dict[str, Any]) -> dict[str, Any]:
+    return {"value": cell["csi"], "low": cell["low"], "high": cell["high"]}
 
 
 def _markdown(text: str) -> str:
