@@ -409,7 +409,7 @@ def banks_section(pack: dict[str, Any], psi_png: Path | None, csi: list[dict[str
         ],
     )
     if csi:
-        banks = list(dict.fromkeys(c["bank"] for c in csi))
+        banks = sorted({c["bank"] for c in csi})
         cells = {(c["feature"], c["bank"]): c for c in csi}
         features = sorted({c["feature"] for c in csi}, key=lambda f: -max(_csi(cells.get((f, b))) for b in banks))
         body += (
