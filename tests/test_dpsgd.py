@@ -43,6 +43,7 @@ def test_each_rows_gradient_is_its_own_and_is_clipped_to_the_norm():
     x = rng.normal(scale=3.0, size=(16, 4)).astype(np.float32)
     y = (rng.random(16) < 0.5).astype(np.float32)
     model = _linear(4)
+    model.set_weights([rng.normal(size=(4, 1)).astype(np.float32), np.array([0.3], np.float32)])  # whatever ran before
     grads, _ = per_example_gradients(model, tf.constant(x), tf.constant(y), tf.ones(16), model.trainable_variables)
     p = np.asarray(model(x)).ravel()
     by_hand = np.concatenate([(p - y)[:, None] * x, (p - y)[:, None]], axis=1)
@@ -136,3 +137,34 @@ def test_secure_and_plain_dp_sgd_complete_with_the_same_epsilon(tmp_path):
     cfg = parse_run_config(DP)
     assert eps[0][1] == pytest.approx(max(accounting.bank_epsilon(cfg, b["rows"], 2) for b in rows.values()), abs=1e-6)
     assert {b: v["rows"] for b, v in secure["privacy"]["banks"].items()} == {b: v["rows"] for b, v in rows.items()}
+
+
+def test_dp_sgd_trains_the_monotone_model_reproducibly_and_fedprox_still_pulls_it_back():
+    from fedcredit.core import model as mdl
+    from fedcredit.core.loading import load_csv
+    from fedcredit.core.schema import LENDING_CLUB
+    from fedcredit.core.stats import compute_stats, preprocessing_from_stats
+
+    bank = load_csv("", LENDING_CLUB).head(600)
+    cfg = parse_run_config({**DP, "hidden-units": "8"})
+    spec = mdl.ModelSpec.of(cfg, LENDING_CLUB)
+    assert spec.monotone  # the monotone head: per-example gradients flow through |w|
+    model = mdl.build_model(preprocessing_from_stats(compute_stats(bank, LENDING_CLUB), 10), spec)
+    trainer = mdl.Trainer(model, 1e-2)
+    w0 = model.get_weights()
+    inputs, labels = mdl.to_inputs(bank, model), bank["Class"].to_numpy()
+
+    def fit(seed: int, mu: float = 0.0) -> list[np.ndarray]:
+        dp = DpSgd(cfg.privacy_example_clipping_norm, cfg.privacy_example_noise_multiplier)
+        trainer.fit(w0, inputs, labels, mdl.FitOptions(2, 64, 1.0, seed, mu, dp=dp))
+        return model.get_weights()
+
+    first, again, other = fit(1), fit(1), fit(2)
+    assert all(np.isfinite(w).all() for w in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))  # same seed, same noise and batches
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+    def distance(weights: list[np.ndarray]) -> float:
+        return sum(float(np.sum((a - b) ** 2)) for a, b in zip(weights, w0, strict=True))
+
+    assert distance(fit(1, mu=100.0)) < distance(first)

@@ -184,7 +184,7 @@ def _federation(grid: Grid, state: _Run, statistics: dict[tuple, Federation] | N
     nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
     federation = gather(grid, cfg, state.schema, nodes, statistics)
     banks = federation.banks
-    history.banks = {b.name: BankRecord(str(n), b.stats.rows if b.stats else None) for n, b in banks.items()}
+    history.banks = {b.name: BankRecord(str(n), b.rows) for n, b in banks.items()}
     history.statistics_failed = {f"node-{n}": r for n, r in federation.failed.items()}
     if len(banks) < cfg.min_banks or federation.merged is None:
         raise FederationError(too_few_banks(len(banks) if federation.merged else 0, federation.failed, cfg.min_banks))
