@@ -232,7 +232,15 @@ def test_a_key_for_another_strategy_parses_but_is_refused_as_a_command_line_over
 
 def test_every_name_in_the_config_table_has_a_flower_class():
     assert tuple(STRATEGY_CLASSES) == STRATEGIES == tuple(STRATEGY_PARAMS)
-    assert tuple(PRIVACY_CLASSES) == PRIVACY_MODES[1:]  # "none" wraps nothing
+    # "none" wraps nothing; "dp-sgd" is at each bank (fedcredit.core.dpsgd), not a wrapper.
+    assert tuple(PRIVACY_CLASSES) == tuple(m for m in PRIVACY_MODES if m not in ("none", "dp-sgd"))
+
+
+def test_dp_sgd_wraps_no_strategy_and_leaves_accounting_to_the_banks_rows():
+    cfg = parse_run_config({"privacy.mode": "dp-sgd", "personalize.epochs": 0})
+    strategy, accountant = make_strategy(cfg, 2)
+    assert type(strategy).__name__ == "FedAvg" and accountant is None
+    assert privacy_summary(cfg, None) is None  # fedcredit.federation.accounting.summary states its epsilon
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -250,7 +258,7 @@ def test_strategy_keys_reach_the_flower_constructor(name):
             assert getattr(strategy, spec.flower) == raw[spec.name], spec.name
 
 
-@pytest.mark.parametrize("mode", PRIVACY_MODES[1:])
+@pytest.mark.parametrize("mode", tuple(PRIVACY_CLASSES))
 def test_every_privacy_mode_wraps_with_its_keys(mode):
     raw = {
         "privacy.mode": mode,

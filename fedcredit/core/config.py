@@ -41,7 +41,7 @@ STRATEGIES = (
     "bulyan",
     "qfedavg",
 )
-PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
+PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "dp-sgd")
 _FEDOPT = ("fedadam", "fedyogi", "fedadagrad")
 _ADAM = ("fedadam", "fedyogi")
 # Strategies whose aggregate is the FedAvg weighted mean of the banks' updates (the robust ones replace it).
@@ -49,8 +49,10 @@ _MEAN_FAMILY = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavg
 _FIXED = ("server-fixed", "client-fixed")
 # Secure aggregation hides each bank's update: only strategies and DP modes that need nothing but the sum.
 SECURE_STRATEGIES = _MEAN_FAMILY
-SECURE_PRIVACY_MODES = ("none", "client-fixed")
+# dp-sgd noises at the bank, before anything leaves it: secure mode only hides the noised update.
+SECURE_PRIVACY_MODES = ("none", "client-fixed", "dp-sgd")
 _ADAPTIVE = ("server-adaptive", "client-adaptive")
+_DP_SGD = ("dp-sgd",)
 
 
 class ConfigError(ValueError):
@@ -437,7 +439,11 @@ class RunConfig:
     )
     # differential privacy (keys "privacy.*")
     privacy_mode: str = _key(
-        "privacy.mode", "none", "differential privacy: Flower's wrapper around the strategy", choices=PRIVACY_MODES
+        "privacy.mode",
+        "none",
+        "differential privacy: Flower's wrapper around the strategy (one bank is the unit), or `dp-sgd`: every bank "
+        "trains with per-example clipping and noise (one borrower is the unit; no wrapper)",
+        choices=PRIVACY_MODES,
     )
     privacy_noise_multiplier: float = _key(
         "privacy.noise-multiplier",
@@ -475,13 +481,43 @@ class RunConfig:
     privacy_clip_norm_lr: float = _key(
         "privacy.clip-norm-lr", 0.2, "how fast the clipping norm adapts", gt=0, modes=_ADAPTIVE, flower="clip_norm_lr"
     )
-    privacy_delta: float = _key("privacy.delta", 1e-5, "delta of the reported epsilon", gt=0, lt=1, modes=_FIXED)
+    privacy_delta: float = _key(
+        "privacy.delta",
+        1e-5,
+        "delta of the reported epsilon; `dp-sgd`: each bank uses min(privacy.delta, 1/(10 x its training rows))",
+        gt=0,
+        lt=1,
+        modes=_FIXED + _DP_SGD,
+    )
+    privacy_example_clipping_norm: float = _key(
+        "privacy.example-clipping-norm",
+        1.0,
+        "`dp-sgd`: each training row's gradient (L2 over all trainable weights) is clipped to this norm",
+        gt=0,
+        modes=_DP_SGD,
+    )
+    privacy_example_noise_multiplier: float = _key(
+        "privacy.example-noise-multiplier",
+        1.0,
+        "`dp-sgd`: Gaussian noise added to each step's sum of clipped gradients, in multiples of the clipping norm",
+        ge=0.1,
+        le=100,
+        modes=_DP_SGD,
+    )
+    privacy_target_epsilon: float = _key(
+        "privacy.target-epsilon",
+        0.0,
+        "`dp-sgd`: the budget: a run whose last round would take any bank beyond this epsilon is refused before "
+        "round 1 (and a bank refuses such a round itself); 0: no budget",
+        ge=0,
+        modes=_DP_SGD,
+    )
     # secure aggregation (SecAgg+): the coordinator learns only sums
     privacy_secure_aggregation: bool = _key(
         "privacy.secure-aggregation",
         False,
         "SecAgg+: the coordinator sees only the sums of the banks' statistics, updates and evaluation "
-        "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none` or `client-fixed`)",
+        "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none`, `client-fixed` or `dp-sgd`)",
         strategies=SECURE_STRATEGIES,
         modes=SECURE_PRIVACY_MODES,
         statistics=True,
@@ -640,6 +676,12 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         )
     if cfg.privacy_secure_aggregation:
         check_secure(cfg)
+    if cfg.privacy_mode == "dp-sgd" and cfg.personalize_epochs > 0:
+        raise ConfigError(
+            f"privacy.mode = 'dp-sgd' with personalize.epochs = {cfg.personalize_epochs}: personalisation trains "
+            "two more models on each bank's rows without DP-SGD and its summaries would leave the bank outside the "
+            "privacy accounting; set personalize.epochs = 0"
+        )
     if cfg.evaluation == "folded" and cfg.privacy_mode == "client-adaptive":
         raise ConfigError(
             "evaluation = 'folded' cannot run with privacy.mode = 'client-adaptive': Flower's adaptive clipping mod "

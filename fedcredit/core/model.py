@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from fedcredit.core.dpsgd import DpSgd, DpSgdLoop
 from fedcredit.core.stats import Preprocessing
 
 # Keras 3.15 reads variables with np.array(), which NumPy 2.4 flags on every weight read and save;
@@ -253,13 +254,19 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How one `Trainer.fit` trains: epochs, batch size, class weight, seed and FedProx's mu."""
+    """How one `Trainer.fit` trains: epochs, batch size, class weight, seed, FedProx's mu and DP-SGD.
+
+    `dp`: train with DP-SGD (`fedcredit.core.dpsgd`: Poisson-sampled batches of
+    expected size `batch_size`, per-example clipping and noise); None: Keras's
+    own fit with shuffled batches.
+    """
 
     epochs: int
     batch_size: int
     positive_weight: float = 1.0
     seed: int = 0
     proximal_mu: float = 0.0
+    dp: DpSgd | None = None
 
 
 def build_model(prep: Preprocessing, spec: ModelSpec) -> keras.Model:
@@ -440,6 +447,15 @@ class Trainer:
         # moments, the configured learning rate) for `reset`.
         self.head.optimizer.build(self.head.trainable_variables)
         self._optimizer_init = [np.array(v.numpy()) for v in self.head.optimizer.variables]
+        self._dp_loop: DpSgdLoop | None = None  # built on the first DP-SGD fit
+
+    def weights_only_loss(self) -> tf.Tensor:
+        """The loss terms that depend on the weights only: L2 penalties and FedProx's proximal term."""
+        terms = [tf.convert_to_tensor(loss) for loss in self.head.losses]
+        distance = tf.add_n(
+            [tf.reduce_sum(tf.square(w - a)) for w, a in zip(self.head.trainable_variables, self._anchor.weights)]
+        )
+        return tf.add_n([*terms, 0.5 * self._anchor.mu * distance])
 
     def reset(self, seed: int) -> None:
         """Forget everything a previous fit left behind in this process.
@@ -478,13 +494,28 @@ class Trainer:
 
         `inputs` are raw model inputs (`to_inputs`) or their `features`. With
         proximal_mu > 0 (FedProx) the loss also pulls the weights towards the
-        given (global) ones: mu/2 * ||w - w_global||^2.
+        given (global) ones: mu/2 * ||w - w_global||^2. With `options.dp`, the
+        same loss trained by DP-SGD (the proximal and L2 terms unclipped: they
+        hold no row's data).
         """
         self.model.set_weights(list(weights))
         self.reset(options.seed)
         self._anchor.mu.assign(float(options.proximal_mu))
         for a, w in zip(self._anchor.weights, self.head.trainable_variables):
             a.assign(w)
+        if options.dp is not None:
+            if self._dp_loop is None:
+                self._dp_loop = DpSgdLoop(self.head, self.weights_only_loss)
+            features = tf.convert_to_tensor(self.features(inputs))
+            return self._dp_loop.fit(
+                features,
+                labels,
+                options.epochs,
+                options.batch_size,
+                options.dp,
+                options.positive_weight,
+                options.seed,
+            )
         class_weight = {0: 1.0, 1: float(options.positive_weight)} if options.positive_weight != 1.0 else None
         hist = self.head.fit(
             self.features(inputs),

@@ -158,22 +158,46 @@ def train(
 ) -> tuple[list[np.ndarray], float, int]:
     """(new weights, last epoch's loss, training rows): local training from the global weights.
 
-    FedProx's `proximal-mu` adds the proximal term.
+    FedProx's `proximal-mu` adds the proximal term. `privacy.mode = dp-sgd`:
+    DP-SGD, and the bank itself refuses a round that would take its own
+    borrowers beyond `privacy.target-epsilon` (it does not rely on the
+    coordinator's check); its epsilon goes to its own log.
     """
     from fedcredit.core import model as mdl
+    from fedcredit.core.dpsgd import DpSgd
 
     bank = load_bank(cfg, node_config)
-    key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
+    dp = None
+    if cfg.privacy_mode == "dp-sgd":
+        dp = DpSgd(cfg.privacy_example_clipping_norm, cfg.privacy_example_noise_multiplier)
+        spent = _dp_sgd_epsilon(cfg, bank.name, len(labels), server_round)
+    key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
     options = mdl.FitOptions(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
         positive_weight=cfg.positive_weight,
         seed=message_seed(cfg, server_round, bank.name),
         proximal_mu=proximal_mu,
+        dp=dp,
     )
     loss = trainer.fit(weights, _inputs(key, bank, "train", trainer), labels, options)
+    if dp is not None:
+        print(f"fedcredit bank {bank.name}: DP-SGD round {server_round}, epsilon {spent:.4g} so far", flush=True)
     return model.get_weights(), loss, len(labels)
+
+
+def _dp_sgd_epsilon(cfg: RunConfig, name: str, rows: int, server_round: int) -> float:
+    """This bank's epsilon after `server_round` rounds; a ConfigError if that is beyond the run's budget."""
+    from fedcredit.federation import accounting
+
+    spent = accounting.bank_epsilon(cfg, rows, server_round)
+    if cfg.privacy_target_epsilon > 0 and spent > cfg.privacy_target_epsilon:
+        raise ConfigError(
+            f"bank {name}: DP-SGD round {server_round} would take its epsilon to {spent:.3g}, beyond "
+            f"privacy.target-epsilon = {cfg.privacy_target_epsilon:g}: it does not train"
+        )
+    return spent
 
 
 def evaluate(

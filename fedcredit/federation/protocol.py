@@ -68,6 +68,8 @@ BANK_ROWS = "bank"
 PREPROCESSING_SHA = "preprocessing-sha256"
 ROUND_OFFSET = "round-offset"  # rounds a resumed run already had: the bank's round is server-round + this
 SCHEMA_SHA = "schema-sha256"
+# privacy.mode = dp-sgd: a bank's training rows in its bank info, in the clear also in secure mode (its epsilon).
+DP_ROWS = "dp-sgd-training-rows"
 # In a sweep (several variants in one Flower run) every message carries its variant's run-config overrides:
 # the bank applies them over the run's config, so each variant trains exactly as a run of its own.
 RUN_CONFIG = "run-config"
@@ -93,7 +95,8 @@ MAX_NAME_LENGTH = 64
 # What leaves a bank, message by message (checked against docs/deployment.md by a test).
 LEAVES_A_BANK: dict[str, dict[str, str]] = {
     "statistics": {
-        BANK_INFO: "the bank's name, whether it reads a file or a simulated slice, the SHA-256 of its schema",
+        BANK_INFO: "the bank's name, whether it reads a file or a simulated slice, the SHA-256 of its schema; "
+        "with privacy.mode `dp-sgd` also its number of training rows (what its epsilon is computed from)",
         NUMERIC_STATS: "per numeric column: count, sum and sum of squares of its training rows",
         CATEGORY_COUNTS: (
             "per categorical column: how many training rows carry each category (only the values the schema "
@@ -141,17 +144,32 @@ class BankStatistics:
     source: str
     schema_sha256: str
     stats: Stats | None  # None in secure mode: the coordinator has only the sum
+    disclosed_rows: int | None = None  # privacy.mode = dp-sgd: training rows, also in secure mode (accounting)
+
+    @property
+    def rows(self) -> int | None:
+        """The bank's training rows, where the coordinator knows them."""
+        return self.stats.rows if self.stats is not None else self.disclosed_rows
 
 
 def statistics_request() -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord({"action": STATISTICS})})
 
 
-def statistics_reply(name: str, source: str, schema_sha256: str, stats: Stats) -> RecordDict:
-    """Counts and sums only; categories travel as names with their counts."""
+def statistics_reply(
+    name: str, source: str, schema_sha256: str, stats: Stats, disclose_rows: bool = False
+) -> RecordDict:
+    """Counts and sums only; categories travel as names with their counts.
+
+    `disclose_rows` (privacy.mode = dp-sgd): the bank info also carries the
+    training row count, which secure mode would otherwise hide, since the
+    coordinator accounts each bank's epsilon at its own rows.
+    """
     numeric = MetricRecord({col: [float(n), float(s), float(ss)] for col, (n, s, ss) in stats.numeric.items()})
     cats = ConfigRecord({col: json.dumps(counts, sort_keys=True) for col, counts in stats.categorical.items()})
-    info = ConfigRecord({"name": name, "source": source, SCHEMA_SHA: schema_sha256})
+    info = ConfigRecord(
+        {"name": name, "source": source, SCHEMA_SHA: schema_sha256, **({DP_ROWS: stats.rows} if disclose_rows else {})}
+    )
     return RecordDict(
         {BANK_INFO: info, NUMERIC_STATS: numeric, CATEGORY_COUNTS: cats, BANK_ROWS: MetricRecord({"rows": stats.rows})}
     )
@@ -272,13 +290,19 @@ def _categories(col: str, text: Any, rows: int, limits: Limits, agreed: frozense
 def read_bank_info(content: RecordDict) -> tuple[str, str, str]:
     """(name, source, schema SHA-256) of a statistics reply."""
     info = content.config_records[BANK_INFO]
-    _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO)
+    _keys(info, ("name", "source", SCHEMA_SHA), BANK_INFO, optional=(DP_ROWS,))
     name, source, sha = info["name"], info["source"], info[SCHEMA_SHA]
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise ProtocolError(f"the bank name must be printable text of 1 to {MAX_NAME_LENGTH} characters")
     if source not in SOURCES or not isinstance(sha, str):
         raise ProtocolError(f"bank-info: source must be one of {list(SOURCES)} and schema-sha256 text")
     return name.strip(), source, sha
+
+
+def read_disclosed_rows(content: RecordDict) -> int | None:
+    """A statistics reply's training rows disclosed for DP-SGD accounting (None: not disclosed)."""
+    info = content.config_records[BANK_INFO]
+    return _count(info[DP_ROWS], f"bank-info {DP_ROWS}") if DP_ROWS in info else None
 
 
 def check_schema(sha256: str, schema: Schema) -> None:
@@ -310,7 +334,10 @@ def read_statistics(content: RecordDict, schema: Schema, limits: Limits) -> Bank
     numeric = {col: _numeric(col, numeric_rec[col], rows) for col in schema.numeric}
     agreed = {col: frozenset(values) for col, values in schema.known_categories.items()}
     categorical = {col: _categories(col, cats_rec[col], rows, limits, agreed.get(col)) for col in schema.categorical}
-    return BankStatistics(name, source, sha, Stats(numeric, categorical, rows))
+    disclosed = read_disclosed_rows(content)
+    if disclosed is not None and disclosed != rows:
+        raise ProtocolError(f"bank-info says {disclosed} training rows, its statistics {rows}")
+    return BankStatistics(name, source, sha, Stats(numeric, categorical, rows), disclosed)
 
 
 # --- train and evaluate ------------------------------------------------------------------

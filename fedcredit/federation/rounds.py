@@ -90,7 +90,7 @@ class RoundReporter:
         out: RunOutputs,
         history: History,
         bank_names: dict[int, str],
-        privacy: Any = lambda: None,
+        privacy: Any = lambda run_round: None,
         offset: int = 0,
         folded: bool = False,
     ) -> None:
@@ -167,7 +167,7 @@ class RoundReporter:
             entry.aggregated = server_round in self.tracker.aggregated  # `RecordsAggregation` knows
             entry.train = self._phase_record("train", server_round)
             entry.seconds = round(time.monotonic() - self.started, 2)
-            if (privacy := self.privacy()) is not None:
+            if (privacy := self.privacy(run_round)) is not None:  # the epsilon spent up to this run round
                 entry.privacy = privacy
                 self.history.privacy = privacy
             entry.checkpoint_sha256 = sha256_of(self.out.save_checkpoint(run_round, weights))

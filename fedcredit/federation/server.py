@@ -33,7 +33,7 @@ from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides
 from fedcredit.core.groups import group_names
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, preprocessing_from_stats
-from fedcredit.federation import protocol, resume
+from fedcredit.federation import accounting, protocol, resume
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import BankRecord, History, ResumedFrom, StrategyRecord
@@ -101,6 +101,7 @@ def run(
         _record_ignored_keys(state)
         _pick_up(state)
         federation = _federation(grid, state, statistics)
+        _check_dp_budget(state, federation)
         prep = _preprocessing(state, federation)
         _profile(grid, state, federation, prep, profiles)
         model = mdl.build_model(prep, mdl.ModelSpec.of(state.cfg, state.schema))
@@ -183,7 +184,7 @@ def _federation(grid: Grid, state: _Run, statistics: dict[tuple, Federation] | N
     nodes = wait_for_banks(grid, cfg.min_banks, cfg.node_wait_timeout)
     federation = gather(grid, cfg, state.schema, nodes, statistics)
     banks = federation.banks
-    history.banks = {b.name: BankRecord(str(n), b.stats.rows if b.stats else None) for n, b in banks.items()}
+    history.banks = {b.name: BankRecord(str(n), b.rows) for n, b in banks.items()}
     history.statistics_failed = {f"node-{n}": r for n, r in federation.failed.items()}
     if len(banks) < cfg.min_banks or federation.merged is None:
         raise FederationError(too_few_banks(len(banks) if federation.merged else 0, federation.failed, cfg.min_banks))
@@ -206,6 +207,45 @@ def _federation(grid: Grid, state: _Run, statistics: dict[tuple, Federation] | N
         history.config = state.cfg.to_flower()
         state.out.save_json("config.json", history.config)
     return federation
+
+
+def dp_sgd_rows(federation: Federation) -> dict[str, int]:
+    """{bank name: training rows} for DP-SGD accounting; every bank states them under dp-sgd."""
+    rows = {b.name: b.rows for b in federation.banks.values()}
+    unknown = sorted(name for name, n in rows.items() if n is None)
+    if unknown:
+        raise FederationError(
+            f"privacy.mode = 'dp-sgd' accounts each bank at its training rows, but {unknown} did not state them "
+            "(a sweep reusing the statistics of a variant without dp-sgd in secure mode): run dp-sgd on its own"
+        )
+    return {name: int(n) for name, n in rows.items() if n is not None}
+
+
+def _check_dp_budget(state: _Run, federation: Federation) -> None:
+    """DP-SGD: refuse, before round 1, a run whose last round would take a bank beyond privacy.target-epsilon."""
+    cfg = state.cfg
+    if cfg.privacy_mode != "dp-sgd":
+        return
+    rows = dp_sgd_rows(federation)
+    accounting.check_budget(cfg, rows)
+    planned = accounting.summary(cfg, rows, cfg.num_server_rounds)
+    log(
+        INFO,
+        "fedcredit: DP-SGD (borrower level): after %d round(s) the largest epsilon is %.3g (bank %s, delta %.3g)%s",
+        cfg.num_server_rounds,
+        planned["epsilon"],
+        planned["bank"],
+        planned["delta"],
+        f", within privacy.target-epsilon = {cfg.privacy_target_epsilon:g}" if cfg.privacy_target_epsilon else "",
+    )
+
+
+def _privacy(cfg: RunConfig, accountant: Any, federation: Federation) -> Any:
+    """The round reporter's privacy record: (run round) -> the epsilon spent up to it, or None."""
+    if cfg.privacy_mode == "dp-sgd":
+        rows = dp_sgd_rows(federation)
+        return lambda run_round: accounting.summary(cfg, rows, run_round)
+    return lambda run_round: privacy_summary(cfg, accountant)
 
 
 def _preprocessing(state: _Run, federation: Federation) -> Preprocessing:
@@ -260,7 +300,7 @@ def _train(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing,
         state.out,
         state.history,
         {n: b.name for n, b in banks.items()},
-        lambda: privacy_summary(cfg, accountant),
+        _privacy(cfg, accountant, federation),
         offset=offset,
         folded=folded,
     )
@@ -320,7 +360,8 @@ def _tracking_grid(
         tracker,
         banks=banks,
         min_banks=cfg.min_banks,
-        all_or_nothing=cfg.privacy_mode != "none",
+        # Noise added at the coordinator is calibrated to the sampled banks; DP-SGD's is at each bank.
+        all_or_nothing=cfg.privacy_mode not in ("none", "dp-sgd"),
         wait_timeout=cfg.node_wait_timeout,
         rules=rules,
         preprocessing=prep_json,

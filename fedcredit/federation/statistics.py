@@ -111,10 +111,10 @@ def collect_secure_statistics(
     """Secure mode: ({node: its name and schema}, {node: why not}, the summed statistics or None)."""
     layout = secure_statistics_layout(schema)
 
-    def bank_info(content: Any) -> tuple[str, str]:
+    def bank_info(content: Any) -> tuple[str, str, int | None]:
         name, source, sha = protocol.read_bank_info(content)
         protocol.check_schema(sha, schema)
-        return name, source
+        return name, source, protocol.read_disclosed_rows(content)
 
     length = protocol.statistics_length(layout)
     collect = {protocol.LAYOUT: json.dumps(layout)}
@@ -127,7 +127,7 @@ def collect_secure_statistics(
     failed = {**outcome.reasons(), **checked.left_out}
     names = unique_names({node: outcome.info[node][0] for node in outcome.contributors})
     banks = {
-        node: protocol.BankStatistics(names[node], outcome.info[node][1], schema.sha256, None)
+        node: protocol.BankStatistics(names[node], outcome.info[node][1], schema.sha256, None, outcome.info[node][2])
         for node in outcome.contributors
     }
     if checked.value is None:

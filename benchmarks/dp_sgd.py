@@ -1,0 +1,97 @@
+"""What does borrower-level DP (privacy.mode = dp-sgd) cost in hold-out AUC, and in training time?
+
+For each seed, the default federation (Flower's default 2 banks, region
+split, 5 rounds x 3 local epochs, batch size 64; personalisation off, which
+dp-sgd requires) runs through the real ServerApp logic and ClientApp handlers
+in this process (`fedcredit.deploy.inprocess`): once without DP, then once per
+target epsilon with the noise multiplier that reaches it after the last round
+at the bank that spends most (the smaller one), found by bisection on
+`fedcredit.federation.accounting.bank_epsilon` (dp-accounting RDP) with the
+banks' row counts of the run without DP. The clipping norm is the default 1.0.
+
+    python benchmarks/dp_sgd.py [--seeds 42 1 2] [--epsilons 1 3 8]
+
+Prints Markdown: per variant the noise multiplier, the epsilon the run
+recorded (history.json `privacy`), hold-out AUC per seed and their mean, and
+the mean seconds per round (each round's own wall time, training and aggregation, on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from fedcredit.core.config import parse_run_config
+from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
+from fedcredit.federation import accounting, server
+
+BASE = {"personalize.epochs": 0}
+
+
+def noise_for(epsilon: float, rows: dict[str, int], base: dict[str, Any]) -> float:
+    """The noise multiplier whose largest epsilon over the banks after the run's rounds is `epsilon`."""
+    low, high = 0.3, 50.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        cfg = parse_run_config({**base, "privacy.mode": "dp-sgd", "privacy.example-noise-multiplier": mid})
+        spent = max(accounting.bank_epsilon(cfg, n, cfg.num_server_rounds) for n in rows.values())
+        low, high = (mid, high) if spent > epsilon else (low, mid)
+    return round(high, 4)
+
+
+def run(config: dict[str, Any], name: str, banks: int, out: str) -> tuple[float, float | None, float]:
+    """(hold-out AUC, recorded epsilon, seconds per round) of one in-process run."""
+    history = server.run(InProcessGrid({**config, "output-dir": out}, banks), config, name, APP_DIR)
+    return history.rounds[-1].holdout["auc"], (history.privacy or {}).get("epsilon"), seconds_per_round(history)
+
+
+def seconds_per_round(history: Any) -> float:
+    """The mean of the rounds' own seconds (training and aggregation, `RoundEntry.seconds`)."""
+    return float(np.mean([r.seconds for r in history.rounds if r.round > 0 and r.seconds is not None]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0, 3.0, 8.0])
+    parser.add_argument("--banks", type=int, default=2, help="simulated banks (Flower's default federation: 2)")
+    args = parser.parse_args()
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    results: dict[str, dict[str, list]] = {}
+    noise: dict[str, float | None] = {"no DP": None}
+    with serverapp_identity(), tempfile.TemporaryDirectory() as out:
+        for seed in args.seeds:
+            config = {**BASE, "seed": seed}
+            history = server.run(
+                InProcessGrid({**config, "output-dir": out}, args.banks), config, f"none-{seed}", APP_DIR
+            )
+            rows = {name: bank.training_rows for name, bank in history.banks.items()}
+            plain = (history.rounds[-1].holdout["auc"], None, seconds_per_round(history))
+            results.setdefault("no DP", {}).setdefault("runs", []).append(plain)
+            for eps in args.epsilons:
+                label = f"epsilon {eps:g}"
+                sigma = noise_for(eps, rows, config)
+                noise[label] = sigma
+                dp = {**config, "privacy.mode": "dp-sgd", "privacy.example-noise-multiplier": sigma}
+                results.setdefault(label, {}).setdefault("runs", []).append(run(dp, f"{label}-{seed}", args.banks, out))
+                print(f"seed {seed} {label}: noise {sigma}, {results[label]['runs'][-1]}", flush=True)
+    seeds = " | ".join(f"seed {s}" for s in args.seeds)
+    print(f"\n| variant | noise multiplier | recorded epsilon | {seeds} | mean AUC | seconds per round |")
+    print("| --- | ---: | ---: |" + " ---: |" * len(args.seeds) + " ---: | ---: |")
+    for label, entry in results.items():
+        runs = entry["runs"]
+        aucs = " | ".join(f"{auc:.4f}" for auc, _, _ in runs)
+        eps = runs[0][1]
+        sigma = noise[label]
+        print(
+            f"| {label} | {'-' if sigma is None else sigma} | {'-' if eps is None else f'{eps:.3f}'} | {aucs} | "
+            f"{np.mean([a for a, _, _ in runs]):.4f} | {np.mean([s for _, _, s in runs]):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
