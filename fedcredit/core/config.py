@@ -341,7 +341,7 @@ class RunConfig:
         "update-direction",
         "exclude",
         "a bank's update that points away from the others' (cosine below 0 with the coordinate-wise median of "
-        "their updates) is recorded as `suspicious` and, with `exclude`, three banks or more and no client-side DP, "
+        "their updates) is recorded as `suspicious` and, with `exclude`, three banks or more and no noise at the banks (client-side DP, DP-SGD), "
         "left out of the round (a round where half or more point away is not aggregated); `record` only records it",
         choices=("record", "exclude", "off"),
     )

@@ -345,8 +345,9 @@ def _tracking_grid(
         update_clip=cfg.update_clip if cfg.strategy_name in BOUNDED_STRATEGIES else 0.0,
         extra_train_keys=(protocol.NORM_BIT,) if cfg.privacy_mode == "client-adaptive" else (),
         update_direction=cfg.update_direction,
-        # Client-side DP noises each update at the bank, so an honest one may point anywhere: record only.
-        exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES and not cfg.privacy_mode.startswith("client-"),
+        # Client-side DP and DP-SGD noise each update at the bank, so an honest one may point anywhere: record only.
+        exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES
+        and not (cfg.privacy_mode.startswith("client-") or cfg.privacy_mode == "dp-sgd"),
         folded=folded,
         groups={attr: len(names) for attr, names in group_names(schema).items()},
     )
