@@ -1,4 +1,4 @@
-"""What a bank does when the ServerApp asks: statistics, feature profile, training, evaluation.
+"""What a bank does when the ServerApp asks: statistics, feature profile, training, evaluation, reasons.
 
 The Keras model is built once per process and reused across messages (and
 across banks in a simulation worker); `Trainer.fit` resets its optimizer and
@@ -186,6 +186,38 @@ def evaluate(
     schema = schema_of(cfg)
     labels = bank.val[schema.target].to_numpy()
     return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels, groups.group_index(bank.val, schema))
+
+
+def reasons(
+    cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str
+) -> dict[str, int | list[int]]:
+    """Counts for `protocol.reasons_reply`: the final model's reasons among this bank's declined validation loans,
+    and how many of (at most `MONOTONE_ROWS` of) its validation rows break each declared monotone constraint.
+
+    The counts add up over banks, so the coordinator can pool them (in secure
+    mode it sees only the sum); no loan, score or reason of a loan leaves the bank.
+    """
+    from fedcredit.risk import monotone, reason_counts
+    from fedcredit.risk.explain import references
+
+    bank = load_bank(cfg, node_config)
+    _, model, _ = _model(cfg, prep_json, "partition-id" in node_config)
+    model.set_weights(list(weights))
+    schema = schema_of(cfg)
+    layout, refs = protocol.ReasonLayout.of(schema), references(model, schema)
+    counts: dict[str, Any] = reason_counts.count_reasons(model, bank.val, cfg.threshold, layout.features, refs)
+    sample = bank.val.sample(n=min(protocol.MONOTONE_ROWS, len(bank.val)), random_state=cfg.seed)
+    table = monotone.check_monotone(model, sample, schema, refs, typical=sample.iloc[:0])  # its own rows only
+    broken = dict(zip(table["feature"], table["violations"], strict=True))
+    counts["monotone-rows"] = len(sample)
+    counts["monotone-violations"] = [int(broken[c]) for c in layout.constraints]
+    print(
+        f"fedcredit bank {bank.name}: {counts['declined']} of {counts['rows']} validation loans declined at PD >= "
+        f"{cfg.threshold:g}, {counts['no-reason']} without a reason; monotone constraints broken on "
+        f"{sum(counts['monotone-violations'])} (row, constraint) pairs of {len(sample)} rows",
+        flush=True,
+    )
+    return counts
 
 
 # The three models each bank compares after the last round, in order of preference on ties.
