@@ -96,9 +96,17 @@ def test_secure_mode_trains_the_same_model_as_plain_mode(runs):
 
 def test_the_coordinator_never_receives_one_banks_numbers(runs):
     _, _, plain_spy, secure_spy = runs
-    revealing = {protocol.ARRAYS, protocol.METRICS, protocol.NUMERIC_STATS, protocol.CATEGORY_COUNTS, "global"}
+    revealing = {
+        protocol.ARRAYS,
+        protocol.METRICS,
+        protocol.NUMERIC_STATS,
+        protocol.CATEGORY_COUNTS,
+        "global",
+        protocol.REASON_COUNTS,
+    }
     kinds = {kind for kind, _, _ in secure_spy.seen}
-    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.SECAGG_QUERY} <= kinds
+    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.REASONS} <= kinds
+    assert protocol.SECAGG_QUERY in kinds
     for kind, node, records in secure_spy.seen:
         assert set(records) <= {protocol.SECAGG, protocol.BANK_INFO}, (kind, node, set(records))
         assert not set(records) & revealing

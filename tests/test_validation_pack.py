@@ -24,7 +24,7 @@ from fedcredit.core.banks import holdout_set, load_bank, schema_of
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import server
 from fedcredit.federation.scores import read_scores
-from fedcredit.risk import curves, stability
+from fedcredit.risk import curves, explain, stability
 from fedcredit.risk.rundir import load_run
 
 BANKS = 4
@@ -201,3 +201,57 @@ def _bank_rows(value):
     elif isinstance(value, list):
         for v in value:
             yield from _bank_rows(v)
+
+
+def _explained(run_dir: Path) -> dict[str, dict]:
+    """Each simulated bank's reason counts computed here: its validation rows explained with the final model."""
+    run = load_run(run_dir)
+    model = mdl.load(run_dir / "model-final.keras")
+    schema = schema_of(run.cfg)
+    refs = explain.references(model, schema)
+    out = {}
+    for i in range(BANKS):
+        bank = load_bank(run.cfg, {"partition-id": i, "num-partitions": BANKS})
+        scores, reasons = explain.explain(model, bank.val[refs.features], refs)
+        declined = [why for s, why in zip(scores, reasons, strict=True) if s >= run.cfg.threshold]
+        out[bank.name] = {
+            "rows": len(bank.val),
+            "declined": len(declined),
+            "no-reason": sum(not why for why in declined),
+            "first": {f: sum(bool(why) and why[0].feature == f for why in declined) for f in schema.features},
+            "any": {f: sum(f in {r.feature for r in why} for why in declined) for f in schema.features},
+        }
+    return out
+
+
+def _total(parts: list[dict]) -> dict:
+    return {
+        k: {f: sum(p[k][f] for p in parts) for f in parts[0][k]}
+        if isinstance(parts[0][k], dict)
+        else sum(p[k] for p in parts)
+        for k in parts[0]
+    }
+
+
+def test_reason_counts_are_the_banks_validation_loans_explained_with_the_final_model(plain):
+    record = json.loads((plain / "reasons.json").read_text())
+    direct = _explained(plain)
+    assert record["mode"] == "plain" and record["refused"] == {} and record["failed"] == {}
+    assert sorted(record["banks"]) == sorted(record["pooled-over"]) == sorted(direct)
+    for name, counts in direct.items():
+        assert {k: record["banks"][name][k] for k in counts} == counts, name
+        assert record["banks"][name]["monotone-rows"] == min(100, counts["rows"])
+        assert set(record["banks"][name]["monotone-violations"].values()) == {0}  # monotone by construction
+    pooled = record["pooled"]
+    assert {k: pooled[k] for k in direct["bank-0"]} == _total(list(direct.values()))
+    assert pooled["declined"] > 50 and sum(pooled["any"].values()) > sum(pooled["first"].values())
+    assert record["features"] == list(schema_of(load_run(plain).cfg).features)
+    assert record["texts"]["int_rate"] == "Interest rate on the loan is high"
+
+
+def test_secure_mode_keeps_only_the_pooled_reason_counts(secure):
+    record = json.loads((secure / "reasons.json").read_text())
+    assert record["mode"] == "secure" and record["banks"] == {} and record["refused"] == {}
+    assert sorted(record["pooled-over"]) == sorted(load_run(secure).history.banks)
+    direct = _explained(secure)
+    assert {k: record["pooled"][k] for k in direct["bank-0"]} == _total(list(direct.values()))
