@@ -181,7 +181,7 @@ def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
     check = next(c for c in pack["verdict"]["checks"] if c["check"] == "stability")
     assert check["status"] == "not judged"
     page = (secure / "report.html").read_text()
-    banks = page[page.index('<section id="banks">') : page.index('<section id="baseline">')]
+    banks = page[page.index('<section id="banks">') : page.index('<section id="fairness">')]
     assert "Secure aggregation was on" in banks and "<table" not in banks
     for name in history.banks:
         assert name not in banks
@@ -189,6 +189,12 @@ def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
     rows = [r for r in _bank_rows(pack) if r["bank"] != stability.POOLED]
     assert rows and all(v is None for row in rows for k, v in row.items() if k != "bank"), rows
     assert pack["data"]["profile"]["table"] and not pack["data"]["profile"]["csi"]  # pooled data only
+    assert pack["reasons"]["validation"]["rows"]["declined"] and pack["reasons"]["banks"] == []
+    assert pack["monotonicity"]["banks"]["per-bank"] == {} and pack["monotonicity"]["banks"]["rows"] == 4 * 100
+    decisions = page[page.index('<section id="reasons">') : page.index('<section id="baseline">')]
+    assert "Secure mode: only the securely summed counts" in decisions
+    for name in history.banks:
+        assert name not in decisions
 
 
 def _bank_rows(value):
@@ -255,3 +261,25 @@ def test_secure_mode_keeps_only_the_pooled_reason_counts(secure):
     assert sorted(record["pooled-over"]) == sorted(load_run(secure).history.banks)
     direct = _explained(secure)
     assert {k: record["pooled"][k] for k in direct["bank-0"]} == _total(list(direct.values()))
+
+
+def test_the_report_shows_the_pooled_reason_frequencies_and_the_banks_monotonicity_checks(plain):
+    pack = json.loads((plain / "report.json").read_text())
+    direct = _total(list(_explained(plain).values()))
+    part = pack["reasons"]["validation"]
+    assert part["rows"] == {"loans": direct["rows"], "declined": direct["declined"], "no-reason": direct["no-reason"]}
+    for row in part["table"]:
+        assert row["first"] == direct["first"][row["feature"]] and row["any"] == direct["any"][row["feature"]]
+        assert row["first-share"]["value"] == pytest.approx(row["first"] / direct["declined"])
+        assert row["any-share"]["low"] <= row["any-share"]["value"] <= row["any-share"]["high"]
+    assert "pooled validation loans of 4 banks" in part["described"] and pack["reasons"]["holdout"]["rows"]["loans"]
+    assert [b["bank"] for b in pack["reasons"]["banks"]] == sorted(load_run(plain).history.banks)
+    mono = pack["monotonicity"]
+    assert mono["banks"]["rows"] == 4 * 100 and set(mono["banks"]["violations"].values()) == {0}
+    assert "profile.json" in mono["rows"] and mono["holdout-rows"] == 500
+    page = (plain / "report.html").read_text()
+    for ident in ("reasons", "monotonicity"):
+        assert f'<section id="{ident}">' in page
+    assert (plain / "report" / "partial_dependence.png").is_file()
+    top = part["table"][0]
+    assert top["statement"] in page and f"{100 * top['first-share']['value']:.1f} %" in page

@@ -158,7 +158,7 @@ def check_monotone(
                 "grid_points": len(values),
                 "rows_checked": len(frame),
                 "violations": int((worst > tolerance).sum()),
-                "largest_violation": float(max(worst.max(initial=0.0), 0.0)),
+                "largest_violation": float(max(0.0, worst.max(initial=0.0))),  # 0.0, never -0.0
             }
         )
     return pd.DataFrame(lines, columns=CHECK_COLUMNS)
