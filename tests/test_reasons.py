@@ -13,6 +13,7 @@ from fedcredit.core import model as mdl
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.federation import protocol
 from fedcredit.federation.protocol import ProtocolError
+from fedcredit.federation.reasons import add_counts
 from fedcredit.risk import explain, predict, reason_counts
 
 S = LENDING_CLUB
@@ -90,6 +91,10 @@ CASES = {
 }
 
 
+def test_the_protocols_cap_on_reasons_is_explains():
+    assert protocol.MAX_REASONS == explain.TOP_REASONS
+
+
 def test_an_honest_reply_is_read_per_feature():
     got = protocol.read_reasons_reply(protocol.reasons_reply(_honest()), LAYOUT, VAL_ROWS, (45, 55))
     assert got["declined"] == 50 and got["first"]["sub_grade"] == 40 and got["first"]["int_rate"] == 8
@@ -135,7 +140,7 @@ def test_a_secure_sum_is_checked_as_one_banks_counts():
     assert vector.shape == (LAYOUT.length,)
     pooled = protocol.read_reasons_sum(vector, LAYOUT, 2, (760.0, 790.0), (88, 92))
     one = [protocol.read_reasons_reply(protocol.reasons_reply(p), LAYOUT, VAL_ROWS) for p in parts]
-    assert pooled == reason_counts.add_counts(one)
+    assert pooled == add_counts(one)
     assert pooled["first"]["sub_grade"] == 70 and pooled["monotone-rows"] == 200
     with pytest.raises(ProtocolError, match="wrong length"):
         protocol.read_reasons_sum(vector[:-1], LAYOUT, 2, None)

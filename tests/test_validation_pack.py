@@ -252,7 +252,7 @@ def test_reason_counts_are_the_banks_validation_loans_explained_with_the_final_m
     assert {k: pooled[k] for k in direct["bank-0"]} == _total(list(direct.values()))
     assert pooled["declined"] > 50 and sum(pooled["any"].values()) > sum(pooled["first"].values())
     assert record["features"] == list(schema_of(load_run(plain).cfg).features)
-    assert record["texts"]["int_rate"] == "Interest rate on the loan is high"
+    assert record["constraints"]["int_rate"] == "increasing" and record["monotone-rows-per-bank"] == 100
 
 
 def test_secure_mode_keeps_only_the_pooled_reason_counts(secure):
@@ -281,5 +281,7 @@ def test_the_report_shows_the_pooled_reason_frequencies_and_the_banks_monotonici
     for ident in ("reasons", "monotonicity"):
         assert f'<section id="{ident}">' in page
     assert (plain / "report" / "partial_dependence.png").is_file()
+    statements = {r["feature"]: r["statement"] for r in part["table"]}
+    assert statements["int_rate"] == "Interest rate on the loan is high"  # the schema's [reasons]
     top = part["table"][0]
     assert top["statement"] in page and f"{100 * top['first-share']['value']:.1f} %" in page

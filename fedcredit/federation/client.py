@@ -188,33 +188,31 @@ def evaluate(
     return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels, groups.group_index(bank.val, schema))
 
 
+# What counts a bank's reasons (`fedcredit.risk.reason_counts.bank_counts`, handed in by client_app.py: the
+# federation layer does not import the risk tools): (model, validation rows, schema, threshold, rows to check
+# monotonicity on, seed) -> the counts of `protocol.reasons_reply`.
+ReasonCounter = Callable[[Any, Any, Any, float, int, int], dict[str, Any]]
+
+
 def reasons(
-    cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str
-) -> dict[str, int | list[int]]:
+    cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str, count: ReasonCounter
+) -> dict[str, Any]:
     """Counts for `protocol.reasons_reply`: the final model's reasons among this bank's declined validation loans,
     and how many of (at most `MONOTONE_ROWS` of) its validation rows break each declared monotone constraint.
 
-    The counts add up over banks, so the coordinator can pool them (in secure
-    mode it sees only the sum); no loan, score or reason of a loan leaves the bank.
+    The model is this process's, built from the preprocessing (as for
+    evaluate) with the final weights. The counts add up over banks, so the
+    coordinator can pool them (in secure mode it sees only the sum); no loan,
+    score or reason of a loan leaves the bank. Its own figures go to its log.
     """
-    from fedcredit.risk import monotone, reason_counts
-    from fedcredit.risk.explain import references
-
     bank = load_bank(cfg, node_config)
     _, model, _ = _model(cfg, prep_json, "partition-id" in node_config)
     model.set_weights(list(weights))
-    schema = schema_of(cfg)
-    layout, refs = protocol.ReasonLayout.of(schema), references(model, schema)
-    counts: dict[str, Any] = reason_counts.count_reasons(model, bank.val, cfg.threshold, layout.features, refs)
-    sample = bank.val.sample(n=min(protocol.MONOTONE_ROWS, len(bank.val)), random_state=cfg.seed)
-    table = monotone.check_monotone(model, sample, schema, refs, typical=sample.iloc[:0])  # its own rows only
-    broken = dict(zip(table["feature"], table["violations"], strict=True))
-    counts["monotone-rows"] = len(sample)
-    counts["monotone-violations"] = [int(broken[c]) for c in layout.constraints]
+    counts = count(model, bank.val, schema_of(cfg), cfg.threshold, protocol.MONOTONE_ROWS, cfg.seed)
     print(
         f"fedcredit bank {bank.name}: {counts['declined']} of {counts['rows']} validation loans declined at PD >= "
-        f"{cfg.threshold:g}, {counts['no-reason']} without a reason; monotone constraints broken on "
-        f"{sum(counts['monotone-violations'])} (row, constraint) pairs of {len(sample)} rows",
+        f"{cfg.threshold:g}, {counts['no-reason']} without a reason; {sum(counts['monotone-violations'])} "
+        f"(row, constraint) violations of the monotone constraints on {counts['monotone-rows']} rows",
         flush=True,
     )
     return counts

@@ -60,7 +60,6 @@ from fedcredit.core.profile import NUMERIC_BINS, Z_EDGES, ProfileLayout, SplitPr
 from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Stats
 from fedcredit.federation.secagg import ENTRY_BYTES
-from fedcredit.risk.explain import TOP_REASONS
 
 # --- names -------------------------------------------------------------------------
 
@@ -597,6 +596,7 @@ REASONS_ACTION = "reasons"  # the ClientApp's @app.query(REASONS_ACTION)
 REASONS = f"query.{REASONS_ACTION}"  # its message type
 REASON_COUNTS = "reason-counts"  # the reply's one record
 MONOTONE_ROWS = 100  # each bank checks the declared monotone constraints on at most this many validation rows
+MAX_REASONS = 4  # reasons a declined loan gets at most (`fedcredit.risk.explain.TOP_REASONS`, checked by a test)
 REASON_KEYS = ("rows", "declined", "no-reason", "first", "any", "monotone-rows", "monotone-violations")
 # A PD computed on another path (the bank's evaluation, its reasons) may differ in the 8th decimal: a loan
 # that scored within this of the threshold may be declined in one and approved in the other.
@@ -687,8 +687,8 @@ def _reason_counts(
         raise ProtocolError(f"{what}: first-reason counts plus no-reason must be the declined loans, {n}")
     if any(f > a for f, a in zip(first, anywhere, strict=True)):
         raise ProtocolError(f"{what}: a feature is the first reason more often than it is a reason at all")
-    if sum(anywhere) > TOP_REASONS * (n - none):
-        raise ProtocolError(f"{what}: more reasons than {TOP_REASONS} for each declined loan with a reason")
+    if sum(anywhere) > MAX_REASONS * (n - none):
+        raise ProtocolError(f"{what}: more reasons than {MAX_REASONS} for each declined loan with a reason")
     checked = _count(record["monotone-rows"], f"{what}: monotone-rows", min(MONOTONE_ROWS * banks, rows))
     broken = _count_list(record["monotone-violations"], len(layout.constraints), checked, f"{what}: violations")
     return {

@@ -26,7 +26,6 @@ reasons.json (bank names as in history.json; counts as
 
     {"mode": "plain" | "secure", "threshold": 0.1, "round": 5,
      "features": [feature, ...],                   # the schema's, in its order
-     "texts": {feature: statement},                # what a notice prints for it (`explain.References.text`)
      "constraints": {feature: "increasing" | "decreasing"},
      "monotone-rows-per-bank": 100,                # the most rows a bank checks the constraints on
      "banks": {bank: counts},                      # empty in secure mode
@@ -54,8 +53,6 @@ from fedcredit.federation.exchange import exchange, no_reply
 from fedcredit.federation.scores import RoundScores
 from fedcredit.federation.secure_sum import checked_secure_sum
 from fedcredit.federation.statistics import Federation
-from fedcredit.risk.monotone import DIRECTION_NAMES
-from fedcredit.risk.reason_counts import add_counts
 
 WHAT = "fedcredit reasons"
 
@@ -67,7 +64,6 @@ def collect_reasons(
     prep_json: str,
     schema: Schema,
     cfg: RunConfig,
-    texts: dict[str, str],
     final: RoundScores | None = None,
     evaluated: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -89,8 +85,7 @@ def collect_reasons(
         "threshold": cfg.threshold,
         "round": cfg.num_server_rounds,
         "features": list(layout.features),
-        "texts": {f: texts.get(f, f) for f in layout.features},
-        "constraints": {c: DIRECTION_NAMES[schema.directions[c]] for c in layout.constraints},
+        "constraints": dict(schema.monotone),
         "monotone-rows-per-bank": protocol.MONOTONE_ROWS,
         "banks": {},
         "pooled": None,
@@ -124,6 +119,19 @@ def collect_reasons(
             pooled["first"][top] if top else 0,
         )
     return record
+
+
+def add_counts(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sum of checked counts (`protocol.read_reasons_reply`'s): what the banks' rows in one place would give."""
+    if not parts:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        if isinstance(value, dict):
+            out[key] = {k: sum(int(p[key][k]) for p in parts) for k in value}
+        else:
+            out[key] = sum(int(p[key]) for p in parts)
+    return out
 
 
 def _plain(

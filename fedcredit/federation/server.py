@@ -111,7 +111,7 @@ def run(
             resume.check_weights(state.resumed, model.get_weights())
         arrays = _train(grid, state, federation, prep, model)
         _release(state, model, arrays)
-        _reasons(grid, state, federation, prep, model, arrays)
+        _reasons(grid, state, federation, prep, arrays)
         if state.cfg.personalize_epochs > 0:  # the released global model is final: what banks do next stays theirs
             save_history(state.out, state.history)
             state.history.personalisation = personalise_banks(
@@ -342,28 +342,13 @@ def _release(state: _Run, model: Any, arrays: ArrayRecord) -> None:
     state.history.model_final_sha256 = hashlib.sha256(state.out.path("model-final.keras").read_bytes()).hexdigest()
 
 
-def _reasons(
-    grid: Grid, state: _Run, federation: Federation, prep: Preprocessing, model: Any, arrays: ArrayRecord
-) -> None:
+def _reasons(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing, arrays: ArrayRecord) -> None:
     """reasons.json: the banks' counts of the final model's reasons for its declines; whatever goes wrong, the run
     goes on (they are evidence for the report, nothing of the model depends on them)."""
-    from fedcredit.risk.explain import references
-
     cfg = state.cfg
     try:
-        refs = references(model, state.schema)
         final, evaluated = _final_scores(state)
-        record = collect_reasons(
-            grid,
-            federation,
-            arrays,
-            prep.to_json(),
-            state.schema,
-            cfg,
-            {f: refs.text(f) for f in state.schema.features},
-            final,
-            evaluated,
-        )
+        record = collect_reasons(grid, federation, arrays, prep.to_json(), state.schema, cfg, final, evaluated)
     except Exception as err:  # noqa: BLE001 - informational: counts that cannot be had never stop the run
         log(WARNING, "fedcredit reasons: no reason counts: %s", short_reason(f"{type(err).__name__}: {err}"))
         record = {"mode": "secure" if cfg.privacy_secure_aggregation else "plain", "error": str(err)}

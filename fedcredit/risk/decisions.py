@@ -4,7 +4,8 @@ Two parts of the validation pack (report.json), both from the run directory:
 
 * `reasons_part`: from reasons.json, the banks' counts of the final model's
   reasons among the validation loans it declines, pooled (and per bank in
-  plain mode), as shares with Wilson intervals; in a simulation also the
+  plain mode), as shares with Wilson intervals beside the statement a notice
+  prints for each feature (`explain.References.text`); in a simulation also the
   same counts on the coordinator's hold-out loans, computed here with the
   final model (a deployment's coordinator has no loan rows).
 * `monotonicity_part`: for every constraint the schema declares, the check
@@ -97,13 +98,15 @@ def reasons_part(run: Run, model: Any | None) -> dict[str, Any]:
     out: dict[str, Any] = {"threshold": threshold, "rule": RULE, "validation": None, "holdout": None, "banks": []}
     notes: list[str] = []
     record = _read_json(run.dir / "reasons.json")
-    texts: dict[str, str] = {}
+    schema = _schema(run)
+    refs = references(model, schema) if model is not None else None
+    # What a notice prints for each feature: the schema's statement where the model holds its direction.
+    texts = {f: refs.text(f) if refs is not None else schema.reason_text(f) for f in schema.features}
     if record is None:
         notes.append("This run has no reasons.json: it predates the reasons step or stopped before it.")
     elif "error" in record or "features" not in record:
         notes.append(f"reasons.json holds no counts: {record.get('error')}")
     else:
-        texts = record["texts"]
         pooled, over = record.get("pooled"), record.get("pooled-over") or []
         if pooled is not None:
             described = (
@@ -130,9 +133,6 @@ def reasons_part(run: Run, model: Any | None) -> dict[str, Any]:
             notes.append("Secure mode: only the securely summed counts of all banks exist; no bank's own.")
     frame, why = _holdout_sample(run)
     if model is not None and frame is not None:
-        schema = _schema(run)
-        refs = references(model, schema)
-        texts = texts or {f: refs.text(f) for f in schema.features}
         counts = count_reasons(model, frame, threshold, schema.features, refs)
         checked = {**counts, **{k: dict(zip(schema.features, counts[k], strict=True)) for k in ("first", "any")}}
         described = (

@@ -6,20 +6,24 @@ often it is the first reason and how often any of the (at most
 `TOP_REASONS`) reasons, and how many declined loans have no reason at all
 (every stated value at or beyond its lowest-risk value). Counts only, so they
 add up over banks: the coordinator pools them without a row, and in secure
-mode sees only their sum. `frequency_table` turns pooled counts into shares
-of the declined loans with Wilson intervals.
+mode sees only their sum. `bank_counts` adds the bank's own monotonicity
+check; `frequency_table` turns pooled counts into shares of the declined
+loans with Wilson intervals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fedcredit.core.binned import rate
 from fedcredit.risk.explain import References, explain, references
+
+if TYPE_CHECKING:
+    from fedcredit.core.schema import Schema
 
 SCREEN_MARGIN = 1e-6  # loans scored this far below the threshold are explained too, in case the paths differ
 
@@ -55,17 +59,22 @@ def count_reasons(
     }
 
 
-def add_counts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The sum of checked counts (`protocol.read_reasons_reply`'s dicts): what pooling the banks' rows would give."""
-    if not parts:
-        return None
-    out: dict[str, Any] = {}
-    for key, value in parts[0].items():
-        if isinstance(value, dict):
-            out[key] = {k: sum(int(p[key][k]) for p in parts) for k in value}
-        else:
-            out[key] = sum(int(p[key]) for p in parts)
-    return out
+def bank_counts(
+    model: Any, rows: pd.DataFrame, schema: Schema, threshold: float, monotone_rows: int, seed: int
+) -> dict[str, Any]:
+    """What a bank sends after the last round (`protocol.reasons_reply`): `count_reasons` of its validation rows,
+    and for each declared monotone constraint how many of (a seeded sample of `monotone_rows` of) them break it."""
+    from fedcredit.risk.monotone import check_monotone
+
+    refs = references(model, schema)
+    features, constraints = list(schema.features), list(schema.directions)
+    counts = count_reasons(model, rows, threshold, features, refs)
+    sample = rows.sample(n=min(monotone_rows, len(rows)), random_state=seed)
+    table = check_monotone(model, sample, schema, refs, typical=sample.iloc[:0])  # its own rows only
+    broken = dict(zip(table["feature"], table["violations"], strict=True))
+    counts["monotone-rows"] = len(sample)
+    counts["monotone-violations"] = [int(broken[c]) for c in constraints]
+    return counts
 
 
 def frequency_table(counts: Mapping[str, Any], texts: Mapping[str, str]) -> list[dict[str, Any]]:
