@@ -9,8 +9,8 @@ loans declined at `threshold`, how often each feature is the first reason
 and how often any reason (`fedcredit.risk.reason_counts`), and on how many
 of its rows each declared monotone constraint breaks. Every reply is
 checked (`protocol.read_reasons_reply`: the schema's layout, whole counts
-that fit each other, the bank's validation rows, and declines the bank's
-own final-round histograms allow); a bank whose reply fails is refused with
+that fit each other, exactly the validation loans and only declines the
+bank's own final-round histograms allow); a bank whose reply fails is refused with
 the reason, one that fails or does not answer is recorded, and the run goes
 on either way: nothing of the model depends on these counts.
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 from flwr.supercore import log
@@ -121,6 +122,10 @@ def collect_reasons(
     return record
 
 
+def _loans_in(hist: tuple[np.ndarray, np.ndarray]) -> float:
+    return float(np.sum(hist[0]) + np.sum(hist[1]))
+
+
 def add_counts(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The sum of checked counts (`protocol.read_reasons_reply`'s): what the banks' rows in one place would give."""
     if not parts:
@@ -150,7 +155,10 @@ def _plain(
         bank = banks[reply.metadata.src_node_id]
         rows = protocol.expected_validation_rows(bank.stats.rows, cfg.val_fraction) if bank.stats else None
         hist = final.banks.get(bank.name) if final is not None else None
-        declined = protocol.declined_bounds(*hist, cfg.threshold) if hist is not None else None
+        declined = None
+        if hist is not None:  # the same validation loans it scored with the same model: exactly as many
+            rows = (_loans_in(hist), _loans_in(hist))
+            declined = protocol.declined_bounds(*hist, cfg.threshold)
         return protocol.read_reasons_reply(reply.content, layout, rows, declined)
 
     outcome = exchange(grid, messages, read, cfg.round_timeout, WHAT)
@@ -187,11 +195,13 @@ def _secure(
 
     def read(total: Any, contributors: int) -> dict[str, Any]:
         whole = contributors == len(banks)
-        rows = None
+        rows, declined = None, None
         if merged_rows is not None:
             low, high = protocol.expected_validation_rows(merged_rows, cfg.val_fraction, len(banks))
             rows = (low, high) if whole else (0.0, high)  # a group's rows are only bounded by everyone's
-        declined = protocol.declined_bounds(*pooled_hist, cfg.threshold) if whole and pooled_hist is not None else None
+        if whole and pooled_hist is not None:
+            rows = (_loans_in(pooled_hist), _loans_in(pooled_hist))
+            declined = protocol.declined_bounds(*pooled_hist, cfg.threshold)
         return protocol.read_reasons_sum(total, layout, contributors, rows, declined)
 
     checked = checked_secure_sum(
