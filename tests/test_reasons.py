@@ -83,6 +83,10 @@ CASES = {
         _edit(**{"monotone-rows": protocol.MONOTONE_ROWS + 1}),
         f"monotone-rows must be a whole number from 0 to {protocol.MONOTONE_ROWS}",
     ),
+    "fewer checked rows than the protocol's": (
+        _edit(**{"monotone-rows": 10}),
+        f"monotone-rows must be {protocol.MONOTONE_ROWS}",
+    ),
     "violations beyond the checked rows": (
         _edit(**{"monotone-violations": [101] + [0] * (C - 1)}),
         "must be a whole number from 0 to 100",
@@ -171,7 +175,7 @@ def test_counts_are_the_reasons_explain_gives_the_declined_loans(model, raw_fram
         assert counts["any"][i] == sum(feature in {r.feature for r in why} for why in declined), feature
     assert sum(counts["any"]) > sum(counts["first"])  # most declines have more than one reason
     checked = protocol.read_reasons_reply(
-        protocol.reasons_reply({**counts, "monotone-rows": 0, "monotone-violations": [0] * C}),
+        protocol.reasons_reply({**counts, "monotone-rows": 100, "monotone-violations": [0] * C}),
         LAYOUT,
         (len(frame), len(frame)),
     )

@@ -690,6 +690,8 @@ def _reason_counts(
     if sum(anywhere) > MAX_REASONS * (n - none):
         raise ProtocolError(f"{what}: more reasons than {MAX_REASONS} for each declined loan with a reason")
     checked = _count(record["monotone-rows"], f"{what}: monotone-rows", min(MONOTONE_ROWS * banks, rows))
+    if banks == 1 and checked != min(MONOTONE_ROWS, rows):  # a bank checks that many of its rows, no fewer
+        raise ProtocolError(f"{what}: monotone-rows must be {min(MONOTONE_ROWS, rows)}, the rows a bank checks")
     broken = _count_list(record["monotone-violations"], len(layout.constraints), checked, f"{what}: violations")
     return {
         "rows": rows,
