@@ -92,6 +92,36 @@ def _holdout_sample(run: Run) -> tuple[pd.DataFrame | None, str]:
         return None, str(err)
 
 
+def _bank_parts(record: dict[str, Any], texts: dict[str, str], out: dict[str, Any]) -> list[str]:
+    """The pooled and per-bank parts of reasons.json into `out`; the notes on who was refused or failed."""
+    notes: list[str] = []
+    pooled, over = record.get("pooled"), record.get("pooled-over") or []
+    if pooled is not None:
+        described = (
+            f"declined loans among the pooled validation loans of {_loans('bank', len(over))}, final model "
+            f"(round {record.get('round')}), explained at each bank"
+        )
+        out["validation"] = _frequencies(pooled, texts, described)
+    for bank, counts in (record.get("banks") or {}).items():
+        top = [r["feature"] for r in frequency_table(counts, texts) if r["first"]][:3]
+        out["banks"].append(
+            {
+                "bank": bank,
+                "loans": counts["rows"],
+                "declined": counts["declined"],
+                "no-reason": counts["no-reason"],
+                "top-first-reasons": top,
+            }
+        )
+    notes += [f"{b}: reason counts refused: {w}" for b, w in (record.get("refused") or {}).items()]
+    notes += [f"{b}: no reason counts: {w}" for b, w in (record.get("failed") or {}).items()]
+    if record.get("not-pooled"):
+        notes.append(f"no pooled reason counts: {record['not-pooled']}")
+    if record.get("mode") == "secure":
+        notes.append("Secure mode: only the securely summed counts of all banks exist; no bank's own.")
+    return notes
+
+
 def reasons_part(run: Run, model: Any | None) -> dict[str, Any]:
     """The reasons section's data: the banks' pooled counts (reasons.json), per bank, and the hold-out loans'."""
     threshold = run.cfg.threshold
@@ -107,30 +137,11 @@ def reasons_part(run: Run, model: Any | None) -> dict[str, Any]:
     elif "error" in record or "features" not in record:
         notes.append(f"reasons.json holds no counts: {record.get('error')}")
     else:
-        pooled, over = record.get("pooled"), record.get("pooled-over") or []
-        if pooled is not None:
-            described = (
-                f"declined loans among the pooled validation loans of {_loans('bank', len(over))}, final model "
-                f"(round {record.get('round')}), explained at each bank"
-            )
-            out["validation"] = _frequencies(pooled, texts, described)
-        for bank, counts in (record.get("banks") or {}).items():
-            top = [r["feature"] for r in frequency_table(counts, texts) if r["first"]][:3]
-            out["banks"].append(
-                {
-                    "bank": bank,
-                    "loans": counts["rows"],
-                    "declined": counts["declined"],
-                    "no-reason": counts["no-reason"],
-                    "top-first-reasons": top,
-                }
-            )
-        notes += [f"{b}: reason counts refused: {w}" for b, w in (record.get("refused") or {}).items()]
-        notes += [f"{b}: no reason counts: {w}" for b, w in (record.get("failed") or {}).items()]
-        if record.get("not-pooled"):
-            notes.append(f"no pooled reason counts: {record['not-pooled']}")
-        if record.get("mode") == "secure":
-            notes.append("Secure mode: only the securely summed counts of all banks exist; no bank's own.")
+        try:
+            notes += _bank_parts(record, texts, out)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:  # a hand-edited file: say so, go on
+            out["validation"], out["banks"] = None, []
+            notes.append(f"reasons.json is not in the layout of fedcredit.federation.reasons ({err!r}): not shown.")
     frame, why = _holdout_sample(run)
     if model is not None and frame is not None:
         counts = count_reasons(model, frame, threshold, schema.features, refs)
@@ -140,8 +151,8 @@ def reasons_part(run: Run, model: Any | None) -> dict[str, Any]:
             "explained when the report was built"
         )
         out["holdout"] = _frequencies(checked, texts, described)
-    elif frame is None:
-        out["holdout-why"] = why
+    else:
+        out["holdout-why"] = why or "no model to explain the hold-out loans with"
     out["why"] = " ".join(notes) or None
     return out
 
@@ -217,9 +228,16 @@ def monotonicity_part(run: Run, model: Any | None, model_why: str = "") -> dict[
 def _bank_checks(run: Run) -> dict[str, Any] | None:
     """What the banks checked on their own validation loans (reasons.json): pooled, and per bank in plain mode."""
     record = _read_json(run.dir / "reasons.json")
-    pooled = (record or {}).get("pooled")
+    pooled = record.get("pooled") if isinstance(record, dict) else None
     if not pooled:
         return None
+    try:
+        return _bank_check_part(record, pooled)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a hand-edited file: the reasons section says so
+        return None
+
+
+def _bank_check_part(record: dict[str, Any], pooled: dict[str, Any]) -> dict[str, Any]:
     over = record.get("pooled-over") or []
     return {
         "rows": pooled["monotone-rows"],
