@@ -108,6 +108,26 @@ def personalise(msg: Message, context: Context) -> Message:
     return client.answer(msg, build)
 
 
+@app.query(protocol.REASONS_ACTION, mods=[secure_bank.secure_mod])
+def reasons(msg: Message, context: Context) -> Message:
+    """After the last round: how often each feature is a reason for the final model's declines here (counts only)."""
+
+    def build():
+        from fedcredit.risk.reason_counts import bank_counts  # explain and the monotonicity check (a model handler)
+
+        cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
+        counts = client.reasons(
+            cfg,
+            context.node_config,
+            msg.content[protocol.ARRAYS].to_numpy_ndarrays(),
+            protocol.read_preprocessing(msg.content),
+            bank_counts,
+        )
+        return protocol.reasons_reply(counts)
+
+    return client.answer(msg, build)
+
+
 @app.query(protocol.SECAGG_ACTION)
 def secagg(msg: Message, context: Context) -> Message:
     """Secure mode's key stages (advertise, share, reveal): no model, no TensorFlow."""

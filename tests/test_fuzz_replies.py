@@ -47,6 +47,25 @@ _TRAIN, _VAL = stratified_split(load_csv("", LENDING_CLUB).head(ROWS), LENDING_C
 _TRAIN_STATS = compute_stats(_TRAIN, LENDING_CLUB)
 _LAYOUT = layout_of(LENDING_CLUB, preprocessing_from_stats(_TRAIN_STATS, 10))
 VAL_ROWS = (60.0, 140.0)
+_REASONS = protocol.ReasonLayout.of(LENDING_CLUB)
+
+
+def _reason_counts() -> dict:
+    """An honest bank's counts: 100 rows, 12 declined (10 with sub_grade first, 2 without a reason)."""
+    first = [10 if f == "sub_grade" else 0 for f in _REASONS.features]
+    anywhere = [10 if f == "sub_grade" else (3 if f == "int_rate" else 0) for f in _REASONS.features]
+    violations = [0] * len(_REASONS.constraints)
+    return {
+        "rows": 100,
+        "declined": 12,
+        "no-reason": 2,
+        "first": first,
+        "any": anywhere,
+        "monotone-rows": 100,
+        "monotone-violations": violations,
+    }
+
+
 # Each kind: (an honest reply, the coordinator's check of it).
 KINDS = {
     "statistics": (
@@ -78,6 +97,10 @@ KINDS = {
             split_profile(_TRAIN, LENDING_CLUB.target, _LAYOUT), split_profile(_VAL, LENDING_CLUB.target, _LAYOUT)
         ),
         lambda c: protocol.read_profile_reply(c, _LAYOUT, _TRAIN_STATS, 0.2),
+    ),
+    "reasons": (
+        lambda: protocol.reasons_reply(_reason_counts()),
+        lambda c: protocol.read_reasons_reply(c, _REASONS, VAL_ROWS, (10, 14)),
     ),
     "advertise": (
         lambda: RecordDict({protocol.SECAGG: ConfigRecord({"pk1": b"k" * 91, "pk2": b"q" * 91})}),

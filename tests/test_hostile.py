@@ -358,3 +358,39 @@ def test_a_broken_or_failed_profile_is_recorded_and_the_run_goes_on_unchanged(tm
     assert all(len(e["train"]["ok"]) == 4 for e in history["rounds"][1:])
     last = max(Path(history["output-dir"]).glob("checkpoints/round-*.npz"))
     assert all(np.array_equal(a, b) for a, b in zip(load_checkpoint(last), honest[1], strict=True))
+
+
+# --- reason counts (reasons.json): informational too -------------------------------------------------
+
+
+def _reasons_tamper(kind, content, msg):
+    """Bank 11 sends a negative count, bank 12 declines every loan, bank 13 fails its reasons query."""
+    if kind != protocol.REASONS:
+        return content
+    node, record = msg.metadata.dst_node_id, content.metric_records[protocol.REASON_COUNTS]
+    if node == 13:
+        return None
+    if node == 11:
+        record["first"] = [-1, *list(record["first"])[1:]]
+    else:  # every validation loan declined: more than its own final-round histograms put above the threshold
+        record["declined"] = record["rows"]
+    return content
+
+
+def test_broken_or_failed_reason_counts_are_recorded_and_the_run_goes_on_unchanged(tmp_path, honest):
+    config = run_config(tmp_path / "out")
+    grid = InProcessGrid(config, 4, _reasons_tamper, hostile=[11, 12, 13])
+    history = server.run(grid, config, "t", APP_DIR).to_json()
+    assert history["status"] == "completed"
+    names = {int(b["node-id"]): name for name, b in history["banks"].items()}
+    reasons = json.loads((Path(history["output-dir"]) / "reasons.json").read_text())
+    assert "a count of reason-counts: first must be a whole number" in reasons["refused"][names[11]]
+    assert "but the final evaluation's histograms put" in reasons["refused"][names[12]]
+    assert reasons["failed"] == {names[13]: "bank down"}
+    assert list(reasons["banks"]) == reasons["pooled-over"] == [names[14]]
+    assert reasons["pooled"] == reasons["banks"][names[14]]
+    honest_reasons = json.loads((Path(honest[0]["output-dir"]) / "reasons.json").read_text())
+    assert reasons["banks"][names[14]] == honest_reasons["banks"][names[14]]
+    assert honest_reasons["refused"] == {} and len(honest_reasons["banks"]) == 4
+    last = max(Path(history["output-dir"]).glob("checkpoints/round-*.npz"))
+    assert all(np.array_equal(a, b) for a, b in zip(load_checkpoint(last), honest[1], strict=True))

@@ -181,8 +181,9 @@ def test_protected_attributes_leave_a_bank_only_as_counts_per_group(tmp_path):
     for key, counts in grouped:
         assert len(counts) == sizes[key] * 2 * bins and all(float(c).is_integer() and c >= 0 for c in counts)
     (run_dir,) = (tmp_path / "out").iterdir()
-    for name in ("preprocessing.json", "profile.json", "config.json"):
+    for name in ("preprocessing.json", "profile.json", "reasons.json", "config.json"):
         assert not any(p in (run_dir / name).read_text() for p in PROTECTED), name
+    assert json.loads((run_dir / "reasons.json").read_text())["pooled"]["rows"] > 0  # the Taiwan schema's counts
     for entry in history["rounds"]:  # no bank's own group figures in the history: only the pooled ones
         for bank in (entry.get("evaluate") or {}).get("banks", {}).values():
             assert not any(p in key for p in PROTECTED for key in bank)

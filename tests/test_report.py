@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -26,6 +27,8 @@ SECTIONS = (
     "rounds",
     "banks",
     "fairness",
+    "reasons",
+    "monotonicity",
     "baseline",
     "personalisation",
     "privacy",
@@ -94,6 +97,46 @@ def test_figures_match_the_run(simulation):
     assert "Intended use" in s["limitations"] and (run_dir / "intended-use.md").is_file() is False
 
 
+def test_reasons_and_monotonicity_sections_say_which_rows_they_describe(simulation):
+    run_dir, page, _ = simulation
+    s = _sections(page)
+    pack = json.loads((run_dir / "report.json").read_text())
+    # This run directory was built without Flower: no reasons.json, so no bank counts; the hold-out loans' reasons.
+    reasons = pack["reasons"]
+    assert reasons["validation"] is None and "no reasons.json" in reasons["why"] and "no reasons.json" in s["reasons"]
+    hold = reasons["holdout"]
+    assert hold["rows"]["loans"] == pack["holdout"]["rows"]["loans"] and hold["rows"]["declined"] > 0
+    assert sum(r["first"] for r in hold["table"]) + hold["rows"]["no-reason"] == hold["rows"]["declined"]
+    assert "Hold-out set" in s["reasons"] and "lowest-risk value" in s["reasons"]
+    mono = pack["monotonicity"]
+    assert mono["summary"] == {"constraints": 17, "held": 17, "violations": 0, "largest_violation": 0.0}
+    assert {c["rows_checked"] for c in mono["checks"]} == {mono["holdout-rows"] + 1} and mono["holdout-rows"] == 500
+    assert "PASS" in s["monotonicity"] and "partial_dependence.png" in s["monotonicity"]
+    check = next(c for c in pack["verdict"]["checks"] if c["check"] == "monotonicity")
+    assert check["status"] == "pass" and check["result"] == "17 of 17 hold" and "17 of 17 hold" in s["verdict"]
+
+
+def test_a_model_that_breaks_its_declared_constraints_fails_the_monotonicity_check(tiny_run, tmp_path):  # noqa: F811
+    from fedcredit.core import model as mdl
+    from fedcredit.core.banks import schema_of
+    from fedcredit.core.config import parse_run_config
+    from fedcredit.core.stats import Preprocessing
+
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    cfg = parse_run_config(json.loads((run_dir / "config.json").read_text()))
+    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    plain = dataclasses.replace(cfg, monotone_constraints=False)  # an MLP with no constraint held by construction
+    model = mdl.build_model(Preprocessing(**prep), mdl.ModelSpec.of(plain, schema_of(plain)))
+    model.save(run_dir / "model-final.keras")
+    assert main(["report", str(run_dir)]) == 0
+    pack = json.loads((run_dir / "report.json").read_text())
+    failing = [c for c in pack["monotonicity"]["checks"] if c["status"] == "fail"]
+    assert failing and all(c["violations"] > 0 and c["largest_violation"] > 1e-6 for c in failing)
+    check = next(c for c in pack["verdict"]["checks"] if c["check"] == "monotonicity")
+    assert check["status"] == "fail" and pack["verdict"]["overall"] == "fail"
+    assert "FAIL" in _sections((run_dir / "report.html").read_text())["monotonicity"]
+
+
 def test_report_json_is_rebuilt_byte_for_byte_from_the_run_directory(simulation):
     run_dir, _, _ = simulation
     first = (run_dir / "report.json").read_bytes()
@@ -124,6 +167,12 @@ def test_deployment_run_has_the_whole_pack_from_the_banks_histograms(tiny_run, t
     assert "partner-0" in s["banks"] and "partner-0" in s["rounds"]
     assert sorted(p.name for p in (run_dir / "report").glob("*.png")) == sorted(PNG_NAMES)
     assert "No differential-privacy figures" in s["privacy"] and "fedavg" in s["summary"]
+    # No loan rows at the coordinator: the monotonicity check is the typical applicant's, the reasons the banks'.
+    mono = pack["monotonicity"]
+    assert {c["rows_checked"] for c in mono["checks"]} == {1} and mono["holdout-rows"] == 0
+    assert "No loan rows at the coordinator" in s["monotonicity"] and "typical applicant" in mono["rows"]
+    assert "checks the typical applicant only" in s["limitations"]
+    assert pack["reasons"]["holdout"] is None and "partial_dependence.png" in s["monotonicity"]
 
 
 def test_a_run_without_histograms_says_why_the_pack_is_empty(tiny_run, tmp_path):  # noqa: F811

@@ -96,9 +96,17 @@ def test_secure_mode_trains_the_same_model_as_plain_mode(runs):
 
 def test_the_coordinator_never_receives_one_banks_numbers(runs):
     _, _, plain_spy, secure_spy = runs
-    revealing = {protocol.ARRAYS, protocol.METRICS, protocol.NUMERIC_STATS, protocol.CATEGORY_COUNTS, "global"}
+    revealing = {
+        protocol.ARRAYS,
+        protocol.METRICS,
+        protocol.NUMERIC_STATS,
+        protocol.CATEGORY_COUNTS,
+        "global",
+        protocol.REASON_COUNTS,
+    }
     kinds = {kind for kind, _, _ in secure_spy.seen}
-    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.SECAGG_QUERY} <= kinds
+    assert {"query", "train", "evaluate", protocol.PERSONALISE, protocol.PROFILE, protocol.REASONS} <= kinds
+    assert protocol.SECAGG_QUERY in kinds
     for kind, node, records in secure_spy.seen:
         assert set(records) <= {protocol.SECAGG, protocol.BANK_INFO}, (kind, node, set(records))
         assert not set(records) & revealing
@@ -199,7 +207,8 @@ def _corrupting(what: str, monkeypatch) -> None:
             reply.content[protocol.ARRAYS] = ArrayRecord([g + 1000 * (w - g) for w, g in zip(mine, glob, strict=True)])
             record = ConfigRecord({**dict(record.items()), protocol.MAX_UPDATE_NORM: 1e12})
         content = honest(msg, reply, record, context)
-        if msg.metadata.dst_node_id == 11 and what in ("query", "train", "evaluate", protocol.PROFILE) and kind == what:
+        corruptible = ("query", "train", "evaluate", protocol.PROFILE, protocol.REASONS)
+        if msg.metadata.dst_node_id == 11 and what in corruptible and kind == what:
             masked = bytearray(content[protocol.SECAGG]["masked"])
             masked[5] ^= 0xFF
             masked[40] ^= 0x5A
@@ -256,6 +265,33 @@ def test_a_bank_that_corrupts_its_masked_profile_leaves_it_to_the_other_group_an
     plain = json.loads((Path(runs[0]["output-dir"]) / "profile.json").read_text())
     for split in ("train", "validation"):  # exactly the two banks' profiles of the plain run, summed
         assert profile["pooled"][split] == add_profiles(plain["banks"][b][split] for b in ("bank-1", "bank-3"))
+
+
+def test_a_bank_that_corrupts_its_masked_reason_counts_leaves_them_to_the_other_group(tmp_path, monkeypatch):
+    from fedcredit.core import model as mdl
+    from fedcredit.core.banks import load_bank, schema_of
+    from fedcredit.core.config import parse_run_config
+    from fedcredit.risk.explain import references
+    from fedcredit.risk.reason_counts import count_reasons
+
+    _corrupting(protocol.REASONS, monkeypatch)
+    history = _run({**SECURE, "personalize.epochs": 0}, tmp_path, "corrupt-reasons")
+    assert history["status"] == "completed"
+    run_dir = Path(history["output-dir"])
+    reasons = json.loads((run_dir / "reasons.json").read_text())
+    # Halves [11, 13] and [12, 14]: the first keeps failing its checks and is left out, the second's sum is used.
+    assert sorted(reasons["refused"]) == ["bank-0", "bank-2"] and reasons["pooled-over"] == ["bank-1", "bank-3"]
+    assert "left out: the secure sum of its group of 2 banks" in reasons["refused"]["bank-0"]
+    assert reasons["banks"] == {}
+    cfg = parse_run_config(json.loads((run_dir / "config.json").read_text()))
+    model, schema = mdl.load(run_dir / "model-final.keras"), schema_of(cfg)
+    refs = references(model, schema)  # the bounds of the schema, as each bank has them
+    banks = [load_bank(cfg, {"partition-id": i, "num-partitions": BANKS}) for i in (1, 3)]
+    direct = [count_reasons(model, bank.val, cfg.threshold, schema.features, refs) for bank in banks]
+    pooled = reasons["pooled"]
+    assert pooled["declined"] == sum(d["declined"] for d in direct) and pooled["monotone-rows"] == 200
+    for key in ("first", "any"):  # exactly the two banks' own counts, summed
+        assert list(pooled[key].values()) == list(np.sum([d[key] for d in direct], axis=0)), key
 
 
 class SilentProfileGrid(InProcessGrid):

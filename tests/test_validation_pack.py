@@ -24,7 +24,7 @@ from fedcredit.core.banks import holdout_set, load_bank, schema_of
 from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
 from fedcredit.federation import server
 from fedcredit.federation.scores import read_scores
-from fedcredit.risk import curves, stability
+from fedcredit.risk import curves, explain, stability
 from fedcredit.risk.rundir import load_run
 
 BANKS = 4
@@ -181,7 +181,7 @@ def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
     check = next(c for c in pack["verdict"]["checks"] if c["check"] == "stability")
     assert check["status"] == "not judged"
     page = (secure / "report.html").read_text()
-    banks = page[page.index('<section id="banks">') : page.index('<section id="baseline">')]
+    banks = page[page.index('<section id="banks">') : page.index('<section id="fairness">')]
     assert "Secure aggregation was on" in banks and "<table" not in banks
     for name in history.banks:
         assert name not in banks
@@ -189,6 +189,12 @@ def test_secure_mode_has_the_pooled_pack_and_no_bank_figure_anywhere(secure):
     rows = [r for r in _bank_rows(pack) if r["bank"] != stability.POOLED]
     assert rows and all(v is None for row in rows for k, v in row.items() if k != "bank"), rows
     assert pack["data"]["profile"]["table"] and not pack["data"]["profile"]["csi"]  # pooled data only
+    assert pack["reasons"]["validation"]["rows"]["declined"] and pack["reasons"]["banks"] == []
+    assert pack["monotonicity"]["banks"]["per-bank"] == {} and pack["monotonicity"]["banks"]["rows"] == 4 * 100
+    decisions = page[page.index('<section id="reasons">') : page.index('<section id="baseline">')]
+    assert "Secure mode: only the securely summed counts" in decisions
+    for name in history.banks:
+        assert name not in decisions
 
 
 def _bank_rows(value):
@@ -201,3 +207,81 @@ def _bank_rows(value):
     elif isinstance(value, list):
         for v in value:
             yield from _bank_rows(v)
+
+
+def _explained(run_dir: Path) -> dict[str, dict]:
+    """Each simulated bank's reason counts computed here: its validation rows explained with the final model."""
+    run = load_run(run_dir)
+    model = mdl.load(run_dir / "model-final.keras")
+    schema = schema_of(run.cfg)
+    refs = explain.references(model, schema)
+    out = {}
+    for i in range(BANKS):
+        bank = load_bank(run.cfg, {"partition-id": i, "num-partitions": BANKS})
+        scores, reasons = explain.explain(model, bank.val[refs.features], refs)
+        declined = [why for s, why in zip(scores, reasons, strict=True) if s >= run.cfg.threshold]
+        out[bank.name] = {
+            "rows": len(bank.val),
+            "declined": len(declined),
+            "no-reason": sum(not why for why in declined),
+            "first": {f: sum(bool(why) and why[0].feature == f for why in declined) for f in schema.features},
+            "any": {f: sum(f in {r.feature for r in why} for why in declined) for f in schema.features},
+        }
+    return out
+
+
+def _total(parts: list[dict]) -> dict:
+    return {
+        k: {f: sum(p[k][f] for p in parts) for f in parts[0][k]}
+        if isinstance(parts[0][k], dict)
+        else sum(p[k] for p in parts)
+        for k in parts[0]
+    }
+
+
+def test_reason_counts_are_the_banks_validation_loans_explained_with_the_final_model(plain):
+    record = json.loads((plain / "reasons.json").read_text())
+    direct = _explained(plain)
+    assert record["mode"] == "plain" and record["refused"] == {} and record["failed"] == {}
+    assert sorted(record["banks"]) == sorted(record["pooled-over"]) == sorted(direct)
+    for name, counts in direct.items():
+        assert {k: record["banks"][name][k] for k in counts} == counts, name
+        assert record["banks"][name]["monotone-rows"] == min(100, counts["rows"])
+        assert set(record["banks"][name]["monotone-violations"].values()) == {0}  # monotone by construction
+    pooled = record["pooled"]
+    assert {k: pooled[k] for k in direct["bank-0"]} == _total(list(direct.values()))
+    assert pooled["declined"] > 50 and sum(pooled["any"].values()) > sum(pooled["first"].values())
+    assert record["features"] == list(schema_of(load_run(plain).cfg).features)
+    assert record["constraints"]["int_rate"] == "increasing" and record["monotone-rows-per-bank"] == 100
+
+
+def test_secure_mode_keeps_only_the_pooled_reason_counts(secure):
+    record = json.loads((secure / "reasons.json").read_text())
+    assert record["mode"] == "secure" and record["banks"] == {} and record["refused"] == {}
+    assert sorted(record["pooled-over"]) == sorted(load_run(secure).history.banks)
+    direct = _explained(secure)
+    assert {k: record["pooled"][k] for k in direct["bank-0"]} == _total(list(direct.values()))
+
+
+def test_the_report_shows_the_pooled_reason_frequencies_and_the_banks_monotonicity_checks(plain):
+    pack = json.loads((plain / "report.json").read_text())
+    direct = _total(list(_explained(plain).values()))
+    part = pack["reasons"]["validation"]
+    assert part["rows"] == {"loans": direct["rows"], "declined": direct["declined"], "no-reason": direct["no-reason"]}
+    for row in part["table"]:
+        assert row["first"] == direct["first"][row["feature"]] and row["any"] == direct["any"][row["feature"]]
+        assert row["first-share"]["value"] == pytest.approx(row["first"] / direct["declined"])
+        assert row["any-share"]["low"] <= row["any-share"]["value"] <= row["any-share"]["high"]
+    assert "pooled validation loans of 4 banks" in part["described"] and pack["reasons"]["holdout"]["rows"]["loans"]
+    assert [b["bank"] for b in pack["reasons"]["banks"]] == sorted(load_run(plain).history.banks)
+    mono = pack["monotonicity"]
+    assert mono["banks"]["rows"] == 4 * 100 and set(mono["banks"]["violations"].values()) == {0}
+    assert "profile.json" in mono["rows"] and mono["holdout-rows"] == 500
+    page = (plain / "report.html").read_text()
+    for ident in ("reasons", "monotonicity"):
+        assert f'<section id="{ident}">' in page
+    assert (plain / "report" / "partial_dependence.png").is_file()
+    statements = {r["feature"]: r["statement"] for r in part["table"]}
+    assert statements["int_rate"] == "Interest rate on the loan is high"  # the schema's [reasons]
+    top = part["table"][0]
+    assert top["statement"] in page and f"{100 * top['first-share']['value']:.1f} %" in page

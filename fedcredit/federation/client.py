@@ -1,4 +1,4 @@
-"""What a bank does when the ServerApp asks: statistics, feature profile, training, evaluation.
+"""What a bank does when the ServerApp asks: statistics, feature profile, training, evaluation, reasons.
 
 The Keras model is built once per process and reused across messages (and
 across banks in a simulation worker); `Trainer.fit` resets its optimizer and
@@ -210,6 +210,36 @@ def evaluate(
     schema = schema_of(cfg)
     labels = bank.val[schema.target].to_numpy()
     return _summary(cfg, model, _inputs(key, bank, "val", trainer), labels, groups.group_index(bank.val, schema))
+
+
+# What counts a bank's reasons (`fedcredit.risk.reason_counts.bank_counts`, handed in by client_app.py: the
+# federation layer does not import the risk tools): (model, validation rows, schema, threshold, rows to check
+# monotonicity on, seed) -> the counts of `protocol.reasons_reply`.
+ReasonCounter = Callable[[Any, Any, Any, float, int, int], dict[str, Any]]
+
+
+def reasons(
+    cfg: RunConfig, node_config: Mapping[str, Any], weights: Sequence[np.ndarray], prep_json: str, count: ReasonCounter
+) -> dict[str, Any]:
+    """Counts for `protocol.reasons_reply`: the final model's reasons among this bank's declined validation loans,
+    and how many of (at most `MONOTONE_ROWS` of) its validation rows break each declared monotone constraint.
+
+    The model is this process's, built from the preprocessing (as for
+    evaluate) with the final weights. The counts add up over banks, so the
+    coordinator can pool them (in secure mode it sees only the sum); no loan,
+    score or reason of a loan leaves the bank. Its own figures go to its log.
+    """
+    bank = load_bank(cfg, node_config)
+    _, model, _ = _model(cfg, prep_json, "partition-id" in node_config)
+    model.set_weights(list(weights))
+    counts = count(model, bank.val, schema_of(cfg), cfg.threshold, protocol.MONOTONE_ROWS, cfg.seed)
+    print(
+        f"fedcredit bank {bank.name}: {counts['declined']} of {counts['rows']} validation loans declined at PD >= "
+        f"{cfg.threshold:g}, {counts['no-reason']} without a reason; {sum(counts['monotone-violations'])} "
+        f"(row, constraint) violations of the monotone constraints on {counts['monotone-rows']} rows",
+        flush=True,
+    )
+    return counts
 
 
 # The three models each bank compares after the last round, in order of preference on ties.

@@ -21,6 +21,8 @@ FILES = {
     "history.json": "per round: pooled and per-bank metrics, hold-out metrics, banks ok/failed/missing",
     "preprocessing.json": "global means, variances and vocabularies merged from the banks' statistics",
     "profile.json": "per bank (secure mode: pooled only): rows, defaults and counts of each feature over global bins",
+    "reasons.json": "per bank (secure mode: pooled only): how often each feature is a reason for the final model's "
+    "declines on its validation loans, and rows breaking a monotone constraint",
     "model-final.keras": "the final global model; scores a raw applicant DataFrame",
     "model-best.keras": "the global model of the best round (highest pooled validation AUC, also with any one bank left out; else the latest)",
     "checkpoints/round-NNN.npz": "the global weights after each round",

@@ -32,6 +32,13 @@ Messages (coordinator -> bank, bank -> coordinator):
   per candidate model (`global`, `personalised`, `local-only`; in a
   simulation with the region split also `holdout-*` on its region's
   hold-out loans). The models stay at the bank.
+- query "reasons" (after the last round, before personalisation): `arrays`
+  (the final global weights), `config` {preprocessing-sha256},
+  `preprocessing`. Reply: `reason-counts` {rows, declined, no-reason,
+  first, any, monotone-rows, monotone-violations}: on its validation rows,
+  how often each feature is the first (or any) reason among the loans the
+  model declines at the threshold, and per declared monotone constraint how
+  many of its checked rows break it (`ReasonLayout`). Counts only.
 """
 
 from __future__ import annotations
@@ -125,6 +132,12 @@ LEAVES_A_BANK: dict[str, dict[str, str]] = {
         "global": "the same score summary as evaluate, of the final global model on its validation rows",
         "personalised": "the same, of the global model fine-tuned on its own rows",
         "local-only": "the same, of the model trained on its own rows alone",
+    },
+    "reasons": {
+        "reason-counts": "on its validation rows scored with the final global model: their number, how many the "
+        "model declines at the threshold, how many of those have no reason, and per feature how often it is the "
+        "first and how often any of the (at most 4) reasons; per declared monotone constraint, for how many of "
+        "(at most 100 of) its validation rows the PD moves against it (counts only)",
     },
 }
 
@@ -434,11 +447,12 @@ def read_train_reply(
     return read_weights(content.array_records[ARRAYS], reference), {k: record[k] for k in record}
 
 
-def expected_validation_rows(training_rows: int, val_fraction: float) -> tuple[float, float]:
-    """Bounds of a bank's validation rows, from its training rows and the stratified split's rounding."""
+def expected_validation_rows(training_rows: int, val_fraction: float, banks: int = 1) -> tuple[float, float]:
+    """Bounds of a bank's validation rows (or of `banks` banks' together, from their summed training rows),
+    from its training rows and the stratified split's rounding."""
     ratio = val_fraction / (1 - val_fraction)
     centre = ratio * training_rows
-    slack = 2 * ratio + 2  # each of the two classes rounds by at most one row
+    slack = (2 * ratio + 2) * banks  # each of the two classes rounds by at most one row at each bank
     return centre - slack, centre + slack
 
 
@@ -601,6 +615,131 @@ def read_personalise_reply(
         rows = validation_rows if name in CANDIDATES else None
         summaries[name] = read_summary(content.metric_records[name], bins, rows, threshold, what=name)
     return kept, summaries
+
+
+# --- reason codes and monotonicity at the banks (after the last round) ------------------------
+
+REASONS_ACTION = "reasons"  # the ClientApp's @app.query(REASONS_ACTION)
+REASONS = f"query.{REASONS_ACTION}"  # its message type
+REASON_COUNTS = "reason-counts"  # the reply's one record
+MONOTONE_ROWS = 100  # each bank checks the declared monotone constraints on at most this many validation rows
+MAX_REASONS = 4  # reasons a declined loan gets at most (`fedcredit.risk.explain.TOP_REASONS`, checked by a test)
+REASON_KEYS = ("rows", "declined", "no-reason", "first", "any", "monotone-rows", "monotone-violations")
+# A PD computed on another path (the bank's evaluation, its reasons) may differ in the 8th decimal: a loan
+# that scored within this of the threshold may be declined in one and approved in the other.
+DECLINE_MARGIN = 1e-6
+
+
+@dataclass(frozen=True)
+class ReasonLayout:
+    """What a reasons reply counts, in order: fixed by the run's schema, so known before any bank answers.
+
+    `features`: the schema's features (`schema_of(cfg)`: excluded ones
+    dropped); `constraints`: its declared monotone features, in its order.
+    As one vector (secure mode): rows, declined, no-reason, first per
+    feature, any per feature, monotone-rows, violations per constraint.
+    """
+
+    features: tuple[str, ...]
+    constraints: tuple[str, ...]
+
+    @classmethod
+    def of(cls, schema: Schema) -> ReasonLayout:
+        return cls(tuple(schema.features), tuple(schema.directions))
+
+    @property
+    def length(self) -> int:
+        return 4 + 2 * len(self.features) + len(self.constraints)
+
+
+def reasons_request(arrays: ArrayRecord, prep_json: str) -> RecordDict:
+    """The final global weights and the preprocessing the bank builds the model from (its digest in the config)."""
+    return RecordDict(
+        {
+            ARRAYS: arrays,
+            CONFIG: ConfigRecord({PREPROCESSING_SHA: digest(prep_json)}),
+            PREPROCESSING: preprocessing_record(prep_json),
+        }
+    )
+
+
+def reasons_reply(counts: Mapping[str, Any]) -> RecordDict:
+    """Counts only (`REASON_KEYS`; per-feature lists in the layout's order)."""
+    record = {k: [int(v) for v in counts[k]] if isinstance(counts[k], list) else int(counts[k]) for k in REASON_KEYS}
+    return RecordDict({REASON_COUNTS: MetricRecord(record)})
+
+
+def declined_bounds(hist_bad: Sequence[float], hist_good: Sequence[float], threshold: float) -> tuple[int, int]:
+    """Least and most loans of evaluation histograms the model declines (PD at or above `threshold`).
+
+    The bins the threshold lies on or in count either way (`DECLINE_MARGIN`):
+    the bank's reasons and its evaluation score the same loans on two paths.
+    """
+    both = np.asarray(hist_bad, dtype=np.float64) + np.asarray(hist_good, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, both.size + 1)
+    low = both[edges[:-1] >= threshold + DECLINE_MARGIN].sum()
+    high = both[edges[1:] > threshold - DECLINE_MARGIN].sum()
+    return int(low), int(high)
+
+
+def _count_list(value: Any, length: int, upper: int, what: str) -> list[int]:
+    if not isinstance(value, list) or len(value) != length:
+        raise ProtocolError(f"{what} must be a list of {length} counts")
+    return [_count(v, f"a count of {what}", upper) for v in value]
+
+
+def _reason_counts(
+    record: Mapping[str, Any],
+    layout: ReasonLayout,
+    validation_rows: tuple[float, float] | None,
+    declined: tuple[int, int] | None,
+    what: str,
+    banks: int = 1,
+) -> dict[str, Any]:
+    """One bank's (or a sum's) reason counts: the layout's keys and lengths, counts that fit each other."""
+    _keys(record, REASON_KEYS, what)
+    rows = _count(record["rows"], f"{what}: rows", MAX_ROWS * banks)
+    if validation_rows is not None and not validation_rows[0] <= rows <= validation_rows[1]:
+        raise ProtocolError(f"{what}: rows={rows} does not fit the training rows reported with the statistics")
+    n = _count(record["declined"], f"{what}: declined", rows)
+    if declined is not None and not declined[0] <= n <= declined[1]:
+        raise ProtocolError(
+            f"{what}: declined={n}, but the final evaluation's histograms put {declined[0]} to {declined[1]} of "
+            "these validation loans at or above the threshold"
+        )
+    none = _count(record["no-reason"], f"{what}: no-reason", n)
+    first = _count_list(record["first"], len(layout.features), n, f"{what}: first")
+    anywhere = _count_list(record["any"], len(layout.features), n, f"{what}: any")
+    if sum(first) + none != n:
+        raise ProtocolError(f"{what}: first-reason counts plus no-reason must be the declined loans, {n}")
+    if any(f > a for f, a in zip(first, anywhere, strict=True)):
+        raise ProtocolError(f"{what}: a feature is the first reason more often than it is a reason at all")
+    if sum(anywhere) > MAX_REASONS * (n - none):
+        raise ProtocolError(f"{what}: more reasons than {MAX_REASONS} for each declined loan with a reason")
+    checked = _count(record["monotone-rows"], f"{what}: monotone-rows", min(MONOTONE_ROWS * banks, rows))
+    if banks == 1 and checked != min(MONOTONE_ROWS, rows):  # a bank checks that many of its rows, no fewer
+        raise ProtocolError(f"{what}: monotone-rows must be {min(MONOTONE_ROWS, rows)}, the rows a bank checks")
+    broken = _count_list(record["monotone-violations"], len(layout.constraints), checked, f"{what}: violations")
+    return {
+        "rows": rows,
+        "declined": n,
+        "no-reason": none,
+        "first": dict(zip(layout.features, first, strict=True)),
+        "any": dict(zip(layout.features, anywhere, strict=True)),
+        "monotone-rows": checked,
+        "monotone-violations": dict(zip(layout.constraints, broken, strict=True)),
+    }
+
+
+def read_reasons_reply(
+    content: RecordDict,
+    layout: ReasonLayout,
+    validation_rows: tuple[float, float] | None,
+    declined: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """One bank's checked reason counts; `declined`: the bounds its final evaluation's histograms give (if kept)."""
+    _records(content, set(), {REASON_COUNTS}, set())
+    return _reason_counts(content.metric_records[REASON_COUNTS], layout, validation_rows, declined, REASON_COUNTS)
 
 
 # --- feature profiles (before round 1, once the preprocessing is fixed) ---------------------
@@ -995,3 +1134,36 @@ def read_profile_sum(
         _fits_statistics(profile["train"], stats, layout, every_category=False)
     _fits_validation(profile["train"], profile["validation"], val_fraction, banks)
     return profile
+
+
+def reasons_vector(content: RecordDict) -> np.ndarray:
+    """A bank's reasons reply as one vector in `ReasonLayout`'s order (the coordinator checks its length)."""
+    record = content[REASON_COUNTS]
+    values: list[float] = []
+    for key in REASON_KEYS:
+        values += [float(v) for v in record[key]] if isinstance(record[key], list) else [float(record[key])]
+    return np.asarray(values, dtype=np.float64)
+
+
+def read_reasons_sum(
+    vector: np.ndarray,
+    layout: ReasonLayout,
+    banks: int,
+    validation_rows: tuple[float, float] | None,
+    declined: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The pooled reason counts from the banks' secure sum, checked as one bank's are."""
+    if vector.shape != (layout.length,):
+        raise ProtocolError("the summed reason counts have the wrong length")
+    counts = [float(v) for v in _whole(vector, "reason counts", MAX_ROWS * banks)]
+    f, c = len(layout.features), len(layout.constraints)
+    record = {
+        "rows": counts[0],
+        "declined": counts[1],
+        "no-reason": counts[2],
+        "first": counts[3 : 3 + f],
+        "any": counts[3 + f : 3 + 2 * f],
+        "monotone-rows": counts[3 + 2 * f],
+        "monotone-violations": counts[4 + 2 * f : 4 + 2 * f + c],
+    }
+    return _reason_counts(record, layout, validation_rows, declined, "summed reason counts", banks)

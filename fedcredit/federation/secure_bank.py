@@ -92,6 +92,8 @@ def _vector(kind: str, request: RecordDict, reply: RecordDict, record: ConfigRec
         return vector
     if kind == protocol.PROFILE:
         return protocol.profile_vector(reply, json.loads(str(record[protocol.LAYOUT])))
+    if kind == protocol.REASONS:
+        return protocol.reasons_vector(reply)
     if kind == protocol.PERSONALISE:
         kept = str(reply[protocol.PERSONALISATION]["kept"])
         summaries = {name: reply[name] for name in protocol.CANDIDATES}

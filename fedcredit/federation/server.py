@@ -8,7 +8,8 @@ completed. The steps: check the config, pick up a crashed run (`resume`),
 gather the banks' statistics (`statistics`), fix the preprocessing, ask the
 banks' feature profiles for the report (`profiles`), train the rounds
 (`tracking` at the Grid, `rounds` after each round), release the final
-model, personalise (`personalisation`).
+model, ask the banks how often each feature is a reason for its declines
+(`reasons`), personalise (`personalisation`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from fedcredit.federation.history import BankRecord, History, ResumedFrom, Strat
 from fedcredit.federation.outputs import FILES, RunOutputs
 from fedcredit.federation.personalisation import personalise_banks
 from fedcredit.federation.profiles import collect_profiles
+from fedcredit.federation.reasons import collect_reasons
 from fedcredit.federation.rounds import (
     RecordsAggregation,
     RoundReporter,
@@ -48,6 +50,7 @@ from fedcredit.federation.rounds import (
     folded_evaluation,
     save_history,
 )
+from fedcredit.federation.scores import RoundScores, ScoresError, path_of, read_scores_file
 from fedcredit.federation.software import software
 from fedcredit.federation.statistics import Federation, gather, statistics_key, too_few_banks, wait_for_banks
 from fedcredit.federation.strategies import make_strategy, privacy_summary, weight_key
@@ -109,6 +112,7 @@ def run(
             resume.check_weights(state.resumed, model.get_weights())
         arrays = _train(grid, state, federation, prep, model)
         _release(state, model, arrays)
+        _reasons(grid, state, federation, prep, arrays)
         if state.cfg.personalize_epochs > 0:  # the released global model is final: what banks do next stays theirs
             save_history(state.out, state.history)
             state.history.personalisation = personalise_banks(
@@ -378,6 +382,31 @@ def _release(state: _Run, model: Any, arrays: ArrayRecord) -> None:
     model.set_weights(final_weights)
     state.out.save_model("model-final.keras", model)
     state.history.model_final_sha256 = hashlib.sha256(state.out.path("model-final.keras").read_bytes()).hexdigest()
+
+
+def _reasons(grid: Grid, state: _Run, federation: Federation, prep: Preprocessing, arrays: ArrayRecord) -> None:
+    """reasons.json: the banks' counts of the final model's reasons for its declines; whatever goes wrong, the run
+    goes on (they are evidence for the report, nothing of the model depends on them)."""
+    cfg = state.cfg
+    try:
+        final, evaluated = _final_scores(state)
+        record = collect_reasons(grid, federation, arrays, prep.to_json(), state.schema, cfg, final, evaluated)
+    except Exception as err:  # noqa: BLE001 - informational: counts that cannot be had never stop the run
+        log(WARNING, "fedcredit reasons: no reason counts: %s", short_reason(f"{type(err).__name__}: {err}"))
+        record = {"mode": "secure" if cfg.privacy_secure_aggregation else "plain", "error": str(err)}
+    state.out.save_json("reasons.json", record)
+
+
+def _final_scores(state: _Run) -> tuple[RoundScores | None, list[str]]:
+    """The final model's score histograms as the banks sent them (and which banks), if its round was evaluated."""
+    final = state.cfg.num_server_rounds
+    entry, path = state.history.round(final), path_of(state.out.dir, final)
+    if entry is None or entry.evaluate is None or not path.is_file():
+        return None, []
+    try:
+        return read_scores_file(path), list(entry.evaluate.ok)
+    except ScoresError:
+        return None, []
 
 
 def _log_finished(state: _Run) -> None:

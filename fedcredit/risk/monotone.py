@@ -8,8 +8,8 @@ a dense grid over the numeric feature's range (the federation's mean +-
 `CHECK_SD` standard deviations, within the schema's bounds: wider than the
 range reasons compare against) or every level of an ordered category, once
 with the other features at typical values (numeric: the federation's mean;
-categorical: the rows' most common value) and once for each real row, the
-row's other values kept. A row violates the constraint when its PD moves
+categorical: the most common value, of the rows or of the banks' pooled
+counts) and once for each real row, the row's other values kept. A row violates the constraint when its PD moves
 against the direction by more than `TOLERANCE` (float32 rounding) between two
 neighbouring grid values.
 
@@ -40,21 +40,76 @@ CHECK_COLUMNS = ["feature", "direction", "grid_points", "rows_checked", "violati
 DIRECTION_NAMES = {1: "increasing", -1: "decreasing"}
 
 
-def typical_row(refs: References, rows: pd.DataFrame) -> pd.DataFrame:
-    """One row of typical values: numeric at the federation's mean, categorical at the rows' most common known value."""
+def typical_row(
+    refs: References, rows: pd.DataFrame, counts: Mapping[str, Mapping[str, int]] | None = None
+) -> pd.DataFrame:
+    """One row of typical values: numeric at the federation's mean, categorical at the most common known value.
+
+    Most common in `counts` (column -> {category: loans}, e.g. the banks'
+    pooled profile) where it has the column, else among `rows`: a
+    coordinator without loan rows still has a typical applicant. A column
+    with neither takes its middle known level.
+    """
     row: dict[str, Any] = dict(refs.numeric)
     for col, levels in refs.categorical.items():
+        tally = {v: n for v, n in (counts or {}).get(col, {}).items() if v in levels and n > 0}
+        if tally:
+            row[col] = max(levels, key=lambda v: (tally.get(v, 0), -levels.index(v)))  # ties: the earlier level
+            continue
         known = rows[col][rows[col].isin(levels)] if col in rows else pd.Series(dtype=object)
         row[col] = str(known.value_counts().idxmax()) if len(known) else (levels[len(levels) // 2] if levels else "")
     return pd.DataFrame([row])
 
 
-def _curves(model: Any, rows: pd.DataFrame, col: str, values: list[Any]) -> np.ndarray:
-    """PD of every row (columns) at every grid value of `col` (rows of the result)."""
+BATCH_ROWS = 250_000  # scored variants per model call: bounds memory for many rows
+
+
+def _curves(model: Any, rows: pd.DataFrame, grids: Mapping[str, list[Any]]) -> dict[str, np.ndarray]:
+    """Per column of `grids`: the PD of every row (columns) at every grid value (rows of the result).
+
+    The rows' model inputs are repeated with each column set to each of its
+    values and scored in few model calls (at most `BATCH_ROWS` variants
+    each): far cheaper than a frame per value, and a bank runs this in every run.
+    """
     from fedcredit.core import model as mdl
 
-    variants = pd.concat([rows.assign(**{col: v}) for v in values], ignore_index=True)
-    return mdl.score(model, variants).reshape(len(values), len(rows))
+    n, grids = len(rows), {col: values for col, values in grids.items() if values}
+    if not n:
+        return {col: np.zeros((len(values), 0)) for col, values in grids.items()}
+    base = {name: t.numpy() for name, t in mdl.to_inputs(rows, model).items()}
+    out: dict[str, np.ndarray] = {}
+    batch: dict[str, list[Any]] = {}
+    for col, values in grids.items():
+        if batch and (sum(map(len, batch.values())) + len(values)) * n > BATCH_ROWS:
+            out.update(_score_batch(model, rows, base, batch))
+            batch = {}
+        batch[col] = values
+    if batch:
+        out.update(_score_batch(model, rows, base, batch))
+    return out
+
+
+def _score_batch(
+    model: Any, rows: pd.DataFrame, base: Mapping[str, np.ndarray], grids: Mapping[str, list[Any]]
+) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    from fedcredit.core import model as mdl
+
+    n, total = len(rows), sum(len(values) for values in grids.values())
+    inputs = {name: np.tile(a, (total, 1)) for name, a in base.items()}
+    at = 0
+    for col, values in grids.items():
+        # The grid values converted as `to_inputs` converts a column (text, or float32).
+        converted = mdl.to_inputs(rows.iloc[[0] * len(values)].assign(**{col: values}), model)[col].numpy()
+        inputs[col][at * n : (at + len(values)) * n] = np.repeat(converted, n, axis=0)
+        at += len(values)
+    scores = mdl.predict(model, {name: tf.constant(a) for name, a in inputs.items()})
+    out, at = {}, 0
+    for col, values in grids.items():
+        out[col] = scores[at * n : (at + len(values)) * n].reshape(len(values), n)
+        at += len(values)
+    return out
 
 
 def check_monotone(
@@ -64,11 +119,14 @@ def check_monotone(
     refs: References | None = None,
     points: int = CHECK_POINTS,
     tolerance: float = TOLERANCE,
+    typical: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The check's table: one line per constraint (feature, direction, grid points, rows checked, violations, largest).
 
     `rows` are real applicants or loans (validated feature columns); the
-    typical row is checked first, so rows_checked is len(rows) + 1. The
+    typical row (`typical`, default `typical_row(refs, rows)`; an empty
+    frame checks `rows` alone) is checked first, so rows_checked is
+    len(rows) + 1. The
     constraints are the schema's when it is given (so a model that does not
     hold them is checked against them, ordered categories in the schema's
     order), else the model's own. `largest_violation` is in PD points (0: none).
@@ -76,18 +134,23 @@ def check_monotone(
     refs = refs or references(model, schema)
     directions = schema.directions if schema is not None else refs.direction
     orders = schema.orders if schema is not None else {}
-    frame = pd.concat([typical_row(refs, rows), rows[refs.features]], ignore_index=True)
+    typical = typical_row(refs, rows) if typical is None else typical
+    frame = pd.concat([typical[refs.features], rows[refs.features]], ignore_index=True)
+    grids: dict[str, list[Any]] = {}
+    for col in directions:
+        if col in orders:
+            grids[col] = list(orders[col])
+        elif col in refs.categorical:
+            grids[col] = list(refs.categorical[col])
+        else:
+            grids[col] = refs.grid(col, points, CHECK_SD)
+    curves = _curves(model, frame, {col: values for col, values in grids.items() if len(values) > 1})
     lines = []
     for col, sign in directions.items():
-        if col in orders:
-            values: list[Any] = list(orders[col])
-        elif col in refs.categorical:
-            values = list(refs.categorical[col])
-        else:
-            values = refs.grid(col, points, CHECK_SD)
+        values = grids[col]
         worst = np.zeros(len(frame))  # per row: its largest PD move against the direction
-        if len(values) > 1:
-            worst = (-sign * np.diff(_curves(model, frame, col, values), axis=0)).max(axis=0)
+        if col in curves and len(frame):
+            worst = (-sign * np.diff(curves[col], axis=0)).max(axis=0)
         lines.append(
             {
                 "feature": col,
@@ -95,7 +158,7 @@ def check_monotone(
                 "grid_points": len(values),
                 "rows_checked": len(frame),
                 "violations": int((worst > tolerance).sum()),
-                "largest_violation": float(max(worst.max(initial=0.0), 0.0)),
+                "largest_violation": float(max(0.0, worst.max(initial=0.0))),  # 0.0, never -0.0
             }
         )
     return pd.DataFrame(lines, columns=CHECK_COLUMNS)
@@ -120,11 +183,9 @@ def partial_dependence(
     refs = refs or references(model, schema)
     frame = rows[refs.features].reset_index(drop=True)
     chosen = list(features) if features is not None else refs.features
-    curves: dict[str, tuple[list[Any], np.ndarray]] = {}
-    for col in chosen:
-        values = refs.grid(col, points)
-        if values:
-            curves[col] = (values, _curves(model, frame, col, values).mean(axis=1))
+    grids = {col: refs.grid(col, points) for col in chosen}
+    scored = _curves(model, frame, grids)
+    curves = {col: (grids[col], scored[col].mean(axis=1)) for col in scored}
     ranked = sorted(curves, key=lambda c: (-float(np.ptp(curves[c][1])), refs.features.index(c)))
     if features is None:
         ranked = ranked[:top]

@@ -4,7 +4,7 @@ One PNG (`PNG_NAME`), one small panel per feature, from the table of
 `fedcredit.risk.monotone.partial_dependence`; a panel's title names the
 feature's monotone direction when the model holds one. Kept apart from
 `report_figures` so that the report can take it up without this module
-changing that one.
+changing that one (`report_figures.PNG_NAMES` lists its name for the report's cleanup).
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ import pandas as pd
 PNG_NAME = "partial_dependence.png"
 
 
-def plot_partial_dependence(table: pd.DataFrame, out_dir: Path, directions: Mapping[str, int] | None = None) -> Path:
+TITLE = "Mean probability of default as one feature moves, the others as each loan has them"
+
+
+def plot_partial_dependence(
+    table: pd.DataFrame, out_dir: Path, directions: Mapping[str, int] | None = None, title: str = TITLE
+) -> Path:
     """Save the figure of a partial-dependence table in `out_dir`; returns its path."""
     import matplotlib
 
@@ -48,7 +53,7 @@ def plot_partial_dependence(table: pd.DataFrame, out_dir: Path, directions: Mapp
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(features) :]:
         ax.set_visible(False)
-    fig.suptitle("Mean probability of default as one feature moves, the others as each loan has them", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     path = Path(out_dir) / PNG_NAME
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,8 +1,8 @@
 """The validation pack: every figure of the model-risk report as data, the content of report.json.
 
 Built from the run directory alone (history.json, config.json,
-scores/round-NNN.npz, profile.json, baseline.json, and what report.py reads
-of model-final.keras), so a deployment's report has the same sections as a
+scores/round-NNN.npz, profile.json, reasons.json, baseline.json, and what
+report.py reads of model-final.keras), so a deployment's report has the same sections as a
 simulation's: ROC, KS, calibration, gains and thresholds come from the
 pooled validation histograms the banks sent (`fedcredit.core.binned`),
 with the hold-out set's beside them where the run had one. Every figure
@@ -288,13 +288,42 @@ def _status(ok_point: bool, ok_interval: bool) -> str:
     return "pass" if ok_point and ok_interval else ("borderline" if ok_point else "fail")
 
 
+def monotonicity_check(mono: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The headline check of `decisions.monotonicity_part`: pass when every declared constraint holds on the grid.
+
+    A property of the model on the grid, not an estimate: it has no interval.
+    """
+    if mono is None:
+        return None
+    check: dict[str, Any] = {
+        "check": "monotonicity",
+        "figure": "declared monotone constraints that hold on the grid",
+        "rule": "every one: the PD never moves against its declared direction (by more than 1e-6); a property, "
+        "so no interval",
+    }
+    if "checks" not in mono:
+        return {**check, "status": "not judged", "why": mono.get("why") or "not checked"}
+    held, total = mono["summary"]["held"], mono["summary"]["constraints"]
+    return {
+        **check,
+        "result": f"{held} of {total} hold",
+        "status": "pass" if held == total else "fail",
+        "rows": mono["rows"],
+    }
+
+
 def verdict(
-    run: Run, val: dict[str, Any] | None, per_bank: dict[str, Any], fair: dict[str, Any] | None = None
+    run: Run,
+    val: dict[str, Any] | None,
+    per_bank: dict[str, Any],
+    fair: dict[str, Any] | None = None,
+    mono: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The headline: each threshold the consortium set, its figure with interval, pass / borderline / fail.
 
     Pass: the whole 95 % interval is on the right side; borderline: the
-    figure is but its interval is not; fail: the figure is not.
+    figure is but its interval is not; fail: the figure is not. The
+    monotonicity check is a property (`monotonicity_check`): pass or fail.
     """
     cfg = run.cfg
     checks: list[dict[str, Any]] = []
@@ -363,6 +392,9 @@ def verdict(
                 "rows": (fair or {}).get("rows", ""),
             }
         )
+    mono_check = monotonicity_check(mono)
+    if mono_check is not None:
+        checks.append(mono_check)
     judged = [c["status"] for c in checks if c["status"] != "not judged"]
     overall = "fail" if "fail" in judged else ("borderline" if "borderline" in judged else "pass")
     return {"overall": overall, "checks": checks}
@@ -439,7 +471,9 @@ def personalisation(run: Run) -> list[dict[str, Any]]:
     return out
 
 
-def limitations(run: Run, val: dict[str, Any] | None, hold: dict[str, Any] | None) -> list[str]:
+def limitations(
+    run: Run, val: dict[str, Any] | None, hold: dict[str, Any] | None, mono: dict[str, Any] | None = None
+) -> list[str]:
     """What a reader must know before relying on these figures, from the run's own facts."""
     out = []
     if val is not None:
@@ -465,6 +499,11 @@ def limitations(run: Run, val: dict[str, Any] | None, hold: dict[str, Any] | Non
         )
     if secure(run):
         out.append("Secure aggregation: no per-bank figure, so differences between banks cannot be seen here.")
+    if mono is not None and "checks" in mono and not mono.get("holdout-rows"):
+        out.append(
+            "Monotonicity: the coordinator checks the typical applicant only (it holds no loans); the check over real "
+            "loans runs at each bank on up to 100 of its validation loans and is as the banks report it."
+        )
     out.append(
         "Intervals assume independent loans and a stable population; they do not cover a change in the economy, "
         "in underwriting or in the data a bank sends."
@@ -515,8 +554,14 @@ def build(
     model_info: dict[str, Any] | None = None,
     model_sha256: str | None = None,
     profile: dict[str, Any] | None = None,
+    reasons: dict[str, Any] | None = None,
+    monotonicity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole pack (report.json) of a run directory."""
+    """The whole pack (report.json) of a run directory.
+
+    `reasons`, `monotonicity`: the parts of `fedcredit.risk.decisions` (they
+    need the final model, which report.py loads).
+    """
     final = final_round(run, scores)
     val, hold = validation(run, scores, final), holdout(run, scores, final)
     per_bank = banks(run, scores, final)
@@ -536,8 +581,10 @@ def build(
             "validation.max-calibration-gap": run.cfg.validation_max_calibration_gap,
             "psi-readings": {"stable-below": PSI_STABLE, "unstable-above": PSI_UNSTABLE},
         },
-        "verdict": verdict(run, val, per_bank, fair),
+        "verdict": verdict(run, val, per_bank, fair, monotonicity),
         "fair-lending": fair,
+        "reasons": reasons,
+        "monotonicity": monotonicity,
         "validation": val,
         "holdout": hold,
         "rounds": rounds(run, scores),
@@ -546,5 +593,5 @@ def build(
         "model": model(run, model_info, model_sha256),
         "baseline": baseline(run),
         "personalisation": personalisation(run),
-        "limitations": limitations(run, val, hold),
+        "limitations": limitations(run, val, hold, monotonicity),
     }

@@ -10,10 +10,12 @@ it is built from the score histograms the banks sent (scores/), never from
 rows, so the coordinator needs no data. Sections: headline verdict against
 the consortium's limits, summary, data, model specification, performance
 (ROC, KS), calibration, score distributions, gains and threshold
-trade-offs, rounds, per bank and stability (plain mode only), baselines,
-personalisation, privacy, config, limitations and intended use, sign-off.
-The report reads the run directory alone (model-final.keras only for its
-architecture and digest), so rebuilding it gives the same report.json.
+trade-offs, rounds, per bank and stability (plain mode only), fair lending,
+reasons for declines, monotonicity, baselines, personalisation, privacy,
+config, limitations and intended use, sign-off. The report reads the run
+directory alone (model-final.keras for its architecture and digest, the
+monotonicity check and, in a simulation, the hold-out loans' reasons), so
+rebuilding it gives the same report.json.
 The command line is `fedcredit.cli.report`.
 """
 
@@ -26,14 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from fedcredit.core.binned import Binned
 from fedcredit.federation.outputs import write_json
 from fedcredit.federation.scores import RoundScores, ScoresError, read_scores
-from fedcredit.risk import pack
+from fedcredit.risk import decisions, pack
+from fedcredit.risk import report_decisions as decision_views
 from fedcredit.risk import report_figures as figures
 from fedcredit.risk import report_sections as sections
 from fedcredit.risk import report_tables as tables
 from fedcredit.risk import report_validation as views
+from fedcredit.risk.monotone_figures import plot_partial_dependence
 from fedcredit.risk.report_figures import PNG_NAMES
 from fedcredit.risk.report_html import page
 from fedcredit.risk.rundir import Run, RunDirError, load_final_model, target_of
@@ -99,6 +105,20 @@ def rounds(run: Run, out_dir: Path, the_pack: dict[str, Any]) -> Section:
     return Section(sections.rounds_section(run, table, banks, rounds_png, banks_png, the_pack["rounds"]), pngs)
 
 
+def monotonicity(the_pack: dict[str, Any], out_dir: Path) -> Section:
+    """The monotonicity section, with the partial-dependence figure of the strongest features."""
+    curves = (the_pack["monotonicity"] or {}).get("partial-dependence")
+    png = None
+    if curves and curves["table"]:
+        title = (
+            "Mean probability of default over the hold-out loans as one feature moves, their other values kept"
+            if the_pack["monotonicity"].get("holdout-rows")
+            else "Probability of default of the typical applicant as one feature moves"
+        )
+        png = plot_partial_dependence(pd.DataFrame(curves["table"]), out_dir, curves["directions"], title)
+    return Section(decision_views.monotonicity_section(the_pack, png), (png,) if png else ())
+
+
 def pack_sections(the_pack: dict[str, Any], scores: dict[int, RoundScores], out_dir: Path) -> list[Section]:
     """Performance, calibration, distributions and gains of the pooled validation loans (and the hold-out set)."""
     packs = {
@@ -143,13 +163,24 @@ def make_pack(run: Run) -> tuple[dict[str, Any], dict[int, RoundScores]]:
     except ScoresError as err:
         scores, scores_note = {}, str(err)
     info: dict[str, Any] | None = None
+    model = None
     target, why = _try(lambda: target_of(run))
     if target is not None:
         model, why = _try(lambda: load_final_model(run))
         info = model_info(model) if model is not None else {"why": why}
     else:
         info = {"why": why}
-    the_pack = pack.build(run, scores, info, _model_sha256(run), pack.profile_part(run.dir))
+    reasons, reasons_why = _try(lambda: decisions.reasons_part(run, model))
+    mono, mono_why = _try(lambda: decisions.monotonicity_part(run, model, why))
+    the_pack = pack.build(
+        run,
+        scores,
+        info,
+        _model_sha256(run),
+        pack.profile_part(run.dir),
+        reasons or {"why": reasons_why},
+        mono or {"why": mono_why},
+    )
     the_pack["intended-use"] = intended_use(run)
     if scores_note or not scores:
         the_pack["limitations"].insert(
@@ -179,6 +210,8 @@ def build(run: Run, out_dir: Path) -> tuple[str, list[Path], dict[str, Any]]:
         rounds(run, out_dir, the_pack),
         Section(views.banks_section(the_pack, psi_png, csi), (psi_png,) if psi_png else ()),
         Section(views.fairness_section(the_pack)),
+        Section(decision_views.reasons_section(the_pack)),
+        monotonicity(the_pack, out_dir),
         baseline(run),
         Section(sections.personalisation_section(run, the_pack["personalisation"])),
         Section(sections.privacy_section(run)),

@@ -22,8 +22,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from fedcredit.core.binned import PSI_STABLE, PSI_UNSTABLE, Binned
+from fedcredit.risk.monotone_figures import PNG_NAME as PD_PNG
 
-PNG_NAMES = ("rounds.png", "bank_auc.png", "roc.png", "ks.png", "calibration.png", "distributions.png", "psi.png")
+PNG_NAMES = (
+    "rounds.png",
+    "bank_auc.png",
+    "roc.png",
+    "ks.png",
+    "calibration.png",
+    "distributions.png",
+    "psi.png",
+    PD_PNG,  # drawn by `monotone_figures`
+)
 BAD, GOOD = "#c0392b", "#2471a3"  # defaulted / repaid loans, the same colours in every plot
 LINE = "#1f618d"
 

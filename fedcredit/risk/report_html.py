@@ -29,6 +29,8 @@ SECTIONS = (  # the ids of the sections in page order: the links at the top of t
     "rounds",
     "banks",
     "fairness",
+    "reasons",
+    "monotonicity",
     "baseline",
     "personalisation",
     "privacy",

@@ -61,13 +61,14 @@ def verdict_section(pack: dict[str, Any]) -> str:
     body += (
         "<p>Each check compares a figure and its 95 % interval with the limit the consortium set in the run config: "
         "<b>pass</b> when the whole interval meets it, <b>borderline</b> when the figure meets it but the interval "
-        "does not, <b>fail</b> when the figure does not. A verdict is evidence for the validator, not an approval.</p>"
+        "does not, <b>fail</b> when the figure does not; monotonicity is a property of the model on the grid, with no "
+        "interval: pass or fail. A verdict is evidence for the validator, not an approval.</p>"
     )
     if v.get("why"):
         body += note(f"Not judged: {v['why']}.")
     rows = []
     for c in v["checks"]:
-        figure = ci(c) if "value" in c else c.get("why", "n/a")
+        figure = ci(c) if "value" in c else c.get("result") or c.get("why", "n/a")
         rows.append([c["check"], c["figure"], c["rule"], figure, c["status"], c.get("rows", "")])
     body += html_table(["check", "figure", "limit", "value (95 % interval)", "status", "rows"], rows, 9, 4)
     val = pack["validation"]
