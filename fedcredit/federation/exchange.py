@@ -14,10 +14,10 @@ bank names are resolved once, by the caller that records them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import WARNING
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -86,6 +86,24 @@ class Outcome(Generic[T]):
         """Every bank that contributed nothing, with why (failed, refused, or no reply), each prefixed."""
         out = {**self.failed, **self.refused, **{n: no_reply(self.timeout) for n in self.missing}}
         return {n: prefix + why for n, why in out.items()}
+
+
+def record_by_bank(
+    record: dict[str, Any], outcome: Outcome[T], names: Mapping[int, str], pooled: Callable[[list[T]], Any]
+) -> None:
+    """A per-bank file's share of an exchange (profile.json, reasons.json): each bank's part by name, and the sum.
+
+    Accepted banks in node order, so the pooled sum does not depend on who
+    answered first; refused banks with the check that failed; failed or
+    silent banks added to `record["failed"]` with why.
+    """
+    accepted = sorted(outcome.ok)
+    record["banks"] = {names[n]: outcome.ok[n] for n in accepted}
+    record["pooled"] = pooled([outcome.ok[n] for n in accepted])
+    record["pooled-over"] = [names[n] for n in accepted]
+    record["refused"] = {names[n]: why for n, why in outcome.refused.items()}
+    failed = {**outcome.failed, **{n: no_reply(outcome.timeout) for n in outcome.missing}}
+    record["failed"].update({names[n]: why for n, why in failed.items()})
 
 
 def exchange(

@@ -51,7 +51,7 @@ from fedcredit.core.profile import Z_EDGES, ProfileLayout, add_profiles, layout_
 from fedcredit.core.schema import Schema
 from fedcredit.core.stats import Preprocessing
 from fedcredit.federation import protocol
-from fedcredit.federation.exchange import exchange, no_reply
+from fedcredit.federation.exchange import exchange, record_by_bank
 from fedcredit.federation.secure_sum import checked_secure_sum
 from fedcredit.federation.statistics import Federation
 
@@ -108,13 +108,7 @@ def _plain(
         return protocol.read_profile_reply(reply.content, layout, bank.stats, cfg.val_fraction)
 
     outcome = exchange(grid, messages, read, cfg.round_timeout, WHAT)
-    accepted = sorted(outcome.ok)  # node order: the pooled sum does not depend on who answered first
-    record["banks"] = {banks[n].name: outcome.ok[n] for n in accepted}
-    record["pooled"] = _pooled([outcome.ok[n] for n in accepted])
-    record["pooled-over"] = [banks[n].name for n in accepted]
-    record["refused"] = {banks[n].name: why for n, why in outcome.refused.items()}
-    failed = {**outcome.failed, **{n: no_reply(cfg.round_timeout) for n in outcome.missing}}
-    record["failed"].update({banks[n].name: why for n, why in failed.items()})
+    record_by_bank(record, outcome, {n: b.name for n, b in banks.items()}, _pooled)
 
 
 def _secure(

@@ -50,7 +50,7 @@ from flwr.supercore import log
 from fedcredit.core.config import RunConfig
 from fedcredit.core.schema import Schema
 from fedcredit.federation import protocol
-from fedcredit.federation.exchange import exchange, no_reply
+from fedcredit.federation.exchange import exchange, record_by_bank
 from fedcredit.federation.scores import RoundScores
 from fedcredit.federation.secure_sum import checked_secure_sum
 from fedcredit.federation.statistics import Federation
@@ -162,13 +162,7 @@ def _plain(
         return protocol.read_reasons_reply(reply.content, layout, rows, declined)
 
     outcome = exchange(grid, messages, read, cfg.round_timeout, WHAT)
-    accepted = sorted(outcome.ok)  # node order: the pooled sum does not depend on who answered first
-    record["banks"] = {banks[n].name: outcome.ok[n] for n in accepted}
-    record["pooled"] = add_counts([outcome.ok[n] for n in accepted])
-    record["pooled-over"] = [banks[n].name for n in accepted]
-    record["refused"] = {banks[n].name: why for n, why in outcome.refused.items()}
-    failed = {**outcome.failed, **{n: no_reply(cfg.round_timeout) for n in outcome.missing}}
-    record["failed"].update({banks[n].name: why for n, why in failed.items()})
+    record_by_bank(record, outcome, {n: b.name for n, b in banks.items()}, add_counts)
 
 
 def _secure(
