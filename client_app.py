@@ -23,7 +23,7 @@ def query(msg: Message, context: Context) -> Message:
     def build():
         cfg = client.run_config(client.raw_config(msg, context), APP_DIR, context.node_config)
         # DP-SGD: the bank's epsilon is computed at its own training rows, so it says how many it has.
-        disclose = cfg.privacy_mode == "dp-sgd"
+        disclose = cfg.privacy_dp_sgd
         return protocol.statistics_reply(*client.statistics(cfg, context.node_config), disclose_rows=disclose)
 
     return client.answer(msg, build)

@@ -1,4 +1,4 @@
-"""What does borrower-level DP (privacy.mode = dp-sgd) cost in hold-out AUC, and in training time?
+"""What does borrower-level DP (privacy.dp-sgd = true) cost in hold-out AUC, and in training time?
 
 For each seed, the default federation (Flower's default 2 banks, region
 split, 5 rounds x 3 local epochs, batch size 64; personalisation off, which
@@ -37,7 +37,7 @@ def noise_for(epsilon: float, rows: dict[str, int], base: dict[str, Any]) -> flo
     low, high = 0.3, 50.0
     for _ in range(40):
         mid = (low + high) / 2
-        cfg = parse_run_config({**base, "privacy.mode": "dp-sgd", "privacy.example-noise-multiplier": mid})
+        cfg = parse_run_config({**base, "privacy.dp-sgd": True, "privacy.example-noise-multiplier": mid})
         spent = max(accounting.bank_epsilon(cfg, n, cfg.num_server_rounds) for n in rows.values())
         low, high = (mid, high) if spent > epsilon else (low, mid)
     return round(high, 4)
@@ -76,7 +76,7 @@ def main() -> None:
                 label = f"epsilon {eps:g}"
                 sigma = noise_for(eps, rows, config)
                 noise[label] = sigma
-                dp = {**config, "privacy.mode": "dp-sgd", "privacy.example-noise-multiplier": sigma}
+                dp = {**config, "privacy.dp-sgd": True, "privacy.example-noise-multiplier": sigma}
                 results.setdefault(label, {}).setdefault("runs", []).append(run(dp, f"{label}-{seed}", args.banks, out))
                 print(f"seed {seed} {label}: noise {sigma}, {results[label]['runs'][-1]}", flush=True)
     seeds = " | ".join(f"seed {s}" for s in args.seeds)

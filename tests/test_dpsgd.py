@@ -1,4 +1,4 @@
-"""privacy.mode = dp-sgd: per-example clipping, the noise's scale, the accounting and the budget, end to end."""
+"""privacy.dp-sgd = true: per-example clipping, the noise's scale, the accounting and the budget, end to end."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ DP = {
     "personalize.epochs": 0,
     "batch-size": 128,
     "seed": 7,
-    "privacy.mode": "dp-sgd",
+    "privacy.dp-sgd": True,
     "privacy.example-noise-multiplier": 1.1,
 }
 
@@ -79,7 +79,7 @@ def test_the_noise_has_std_multiplier_times_norm_divided_by_the_expected_batch()
 
 
 def test_the_reported_epsilon_is_dp_accounting_on_the_same_events():
-    cfg = parse_run_config({"privacy.mode": "dp-sgd", "personalize.epochs": 0, "batch-size": 64, "local-epochs": 3})
+    cfg = parse_run_config({"privacy.dp-sgd": True, "personalize.epochs": 0, "batch-size": 64, "local-epochs": 3})
     rows, rounds = 3000, 5
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(64 / 3000, dp_accounting.GaussianDpEvent(1.0)), rounds * 3 * 47
@@ -98,8 +98,8 @@ def test_the_reported_epsilon_is_dp_accounting_on_the_same_events():
 
 def test_dp_sgd_refuses_personalisation_and_runs_with_secure_mode():
     with pytest.raises(ConfigError, match="personalize.epochs = 0"):
-        parse_run_config({"privacy.mode": "dp-sgd"})
-    cfg = parse_run_config({"privacy.mode": "dp-sgd", "personalize.epochs": 0, "privacy.secure-aggregation": True})
+        parse_run_config({"privacy.dp-sgd": True})
+    cfg = parse_run_config({"privacy.dp-sgd": True, "personalize.epochs": 0, "privacy.secure-aggregation": True})
     assert cfg.privacy_secure_aggregation
 
 
@@ -168,3 +168,37 @@ def test_dp_sgd_trains_the_monotone_model_reproducibly_and_fedprox_still_pulls_i
         return sum(float(np.sum((a - b) ** 2)) for a, b in zip(weights, w0, strict=True))
 
     assert distance(fit(1, mu=100.0)) < distance(first)
+
+
+def test_the_old_mode_value_says_which_key_replaced_it():
+    with pytest.raises(ConfigError, match=r"privacy.dp-sgd = true"):
+        parse_run_config({"privacy.mode": "dp-sgd", "personalize.epochs": 0})
+
+
+@pytest.mark.parametrize("mode", ["server-fixed", "client-fixed"])
+def test_client_level_dp_and_dp_sgd_combine_and_each_guarantee_states_its_unit(tmp_path, mode):
+    both = _run({**DP, "privacy.mode": mode, "privacy.noise-multiplier": 0.5}, tmp_path, mode)
+    assert both["status"] == "completed", both.get("reason")
+    cfg = parse_run_config({**DP, "privacy.mode": mode})
+    assert "privacy.example-noise-multiplier" not in both["ignored-keys"] and cfg.privacy_mechanisms == (mode, "dp-sgd")
+    privacy = both["privacy"]
+    assert privacy["mode"] == mode and privacy["unit"] == "one bank (all its rows)"
+    assert privacy["epsilon"] > 0  # Flower's accountant: fixed clipping, FedAvg, noise 0.5
+    borrower = privacy[accounting.BORROWER_LEVEL]
+    assert borrower["unit"].startswith("one borrower")
+    # The borrower-level epsilon is dp-accounting's at each bank's rows, whatever the client-level mode adds on top.
+    rows = {b: v["rows"] for b, v in borrower["banks"].items()}
+    assert borrower["epsilon"] == pytest.approx(
+        max(accounting.bank_epsilon(cfg, n, 2) for n in rows.values()), abs=1e-6
+    )
+    per_round = [r["privacy"][accounting.BORROWER_LEVEL]["rounds"] for r in both["rounds"] if r.get("privacy")]
+    assert per_round == [1, 2]
+
+
+def test_a_real_bank_draws_its_dp_sgd_seed_from_the_os_a_simulated_one_from_the_message():
+    from fedcredit.federation.client import dp_sgd_seed
+
+    assert dp_sgd_seed({"partition-id": 0, "num-partitions": 2}, 123) == 123  # reproducible simulation
+    assert dp_sgd_seed({"data-path": "x.csv", "dp-sgd-reproducible": True}, 123) == 123  # a bank's own choice
+    drawn = {dp_sgd_seed({"data-path": "x.csv"}, 123) for _ in range(8)}
+    assert 123 not in drawn and len(drawn) == 8  # fresh each message, never the public seed

@@ -237,7 +237,7 @@ def test_every_name_in_the_config_table_has_a_flower_class():
 
 
 def test_dp_sgd_wraps_no_strategy_and_leaves_accounting_to_the_banks_rows():
-    cfg = parse_run_config({"privacy.mode": "dp-sgd", "personalize.epochs": 0})
+    cfg = parse_run_config({"privacy.dp-sgd": True, "personalize.epochs": 0})
     strategy, accountant = make_strategy(cfg, 2)
     assert type(strategy).__name__ == "FedAvg" and accountant is None
     assert privacy_summary(cfg, None) is None  # fedcredit.federation.accounting.summary states its epsilon

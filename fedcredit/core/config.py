@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -41,7 +41,8 @@ STRATEGIES = (
     "bulyan",
     "qfedavg",
 )
-PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive", "dp-sgd")
+# Client-level DP (one bank is the unit), Flower's wrappers; borrower-level DP-SGD is its own key (privacy.dp-sgd).
+PRIVACY_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
 _FEDOPT = ("fedadam", "fedyogi", "fedadagrad")
 _ADAM = ("fedadam", "fedyogi")
 # Strategies whose aggregate is the FedAvg weighted mean of the banks' updates (the robust ones replace it).
@@ -49,10 +50,11 @@ _MEAN_FAMILY = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavg
 _FIXED = ("server-fixed", "client-fixed")
 # Secure aggregation hides each bank's update: only strategies and DP modes that need nothing but the sum.
 SECURE_STRATEGIES = _MEAN_FAMILY
-# dp-sgd noises at the bank, before anything leaves it: secure mode only hides the noised update.
-SECURE_PRIVACY_MODES = ("none", "client-fixed", "dp-sgd")
+# Secure mode hides each bank's update: client-level modes that need one bank's update at the coordinator cannot
+# run with it (DP-SGD noises at the bank, before anything leaves it, so it combines with secure mode).
+SECURE_PRIVACY_MODES = ("none", "client-fixed")
 _ADAPTIVE = ("server-adaptive", "client-adaptive")
-_DP_SGD = ("dp-sgd",)
+_DP_SGD = ("dp-sgd",)  # the mechanism name the keys of privacy.dp-sgd are used with
 
 
 class ConfigError(ValueError):
@@ -100,9 +102,11 @@ class Key:
         if too_low or too_high:
             raise ConfigError(f"run config '{self.name}' = {value} is out of range: it must be {self.valid_text()}")
 
-    def used_with(self, strategy: str, mode: str) -> bool:
-        """Whether a run with this strategy and privacy mode reads the key."""
-        return (self.strategies is None or strategy in self.strategies) and (self.modes is None or mode in self.modes)
+    def used_with(self, strategy: str, mechanisms: Collection[str]) -> bool:
+        """Whether a run with this strategy and these privacy mechanisms (its mode, and dp-sgd if on) reads the key."""
+        return (self.strategies is None or strategy in self.strategies) and (
+            self.modes is None or any(m in self.modes for m in mechanisms)
+        )
 
 
 def _number(x: float) -> str:
@@ -441,9 +445,17 @@ class RunConfig:
     privacy_mode: str = _key(
         "privacy.mode",
         "none",
-        "differential privacy: Flower's wrapper around the strategy (one bank is the unit), or `dp-sgd`: every bank "
-        "trains with per-example clipping and noise (one borrower is the unit; no wrapper)",
+        "client-level differential privacy: Flower's wrapper around the strategy (one bank, all its rows, is the "
+        "unit); combines with privacy.dp-sgd",
         choices=PRIVACY_MODES,
+    )
+    privacy_dp_sgd: bool = _key(
+        "privacy.dp-sgd",
+        False,
+        "borrower-level differential privacy: every bank trains with DP-SGD (per-example clipping and noise; one "
+        "borrower is the unit), accounted per bank; combines with privacy.mode (both guarantees are reported)",
+        modes=PRIVACY_MODES,  # with any of them
+        statistics=True,  # a bank then states its training rows with its statistics (its epsilon's denominator)
     )
     privacy_noise_multiplier: float = _key(
         "privacy.noise-multiplier",
@@ -517,7 +529,8 @@ class RunConfig:
         "privacy.secure-aggregation",
         False,
         "SecAgg+: the coordinator sees only the sums of the banks' statistics, updates and evaluation "
-        "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none`, `client-fixed` or `dp-sgd`)",
+        "summaries, never one bank's (strategies of the FedAvg family; privacy.mode `none` or `client-fixed`, "
+        "with or without privacy.dp-sgd)",
         strategies=SECURE_STRATEGIES,
         modes=SECURE_PRIVACY_MODES,
         statistics=True,
@@ -574,6 +587,11 @@ class RunConfig:
         return tuple(n.strip() for n in self.excluded_features.replace("+", ",").split(",") if n.strip())
 
     @property
+    def privacy_mechanisms(self) -> tuple[str, ...]:
+        """The run's privacy mode, and `dp-sgd` when on: what the privacy keys are used with."""
+        return (self.privacy_mode, *(_DP_SGD if self.privacy_dp_sgd else ()))
+
+    @property
     def hidden_layers(self) -> tuple[int, ...]:
         return tuple(int(u) for u in self.hidden_units.replace(" ", "").split(",") if u)
 
@@ -603,7 +621,7 @@ def _params(prefix: str, users: str, choices: tuple[str, ...]) -> dict[str, tupl
 
 # Derived from the table; compare.py and the tests read them.
 STRATEGY_PARAMS: dict[str, tuple[str, ...]] = _params("strategy", "strategies", STRATEGIES)
-PRIVACY_PARAMS: dict[str, tuple[str, ...]] = _params("privacy", "modes", PRIVACY_MODES)
+PRIVACY_PARAMS: dict[str, tuple[str, ...]] = _params("privacy", "modes", PRIVACY_MODES + _DP_SGD)
 
 
 def key_of(field_name: str) -> str:
@@ -646,6 +664,11 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
 
     Keys the chosen strategy or privacy mode does not use are accepted (see `ignored_keys`).
     """
+    if raw.get("privacy.mode") == "dp-sgd":
+        raise ConfigError(
+            "run config 'privacy.mode' = 'dp-sgd' is now its own key: set privacy.dp-sgd = true (and privacy.mode to "
+            "'none', or to a client-level mode to have both guarantees)"
+        )
     unknown = sorted(set(raw) - set(_FIELD_OF))
     if unknown:
         raise ConfigError(f"unknown run-config keys {unknown}; valid keys: {sorted(_FIELD_OF)}")
@@ -676,9 +699,9 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         )
     if cfg.privacy_secure_aggregation:
         check_secure(cfg)
-    if cfg.privacy_mode == "dp-sgd" and cfg.personalize_epochs > 0:
+    if cfg.privacy_dp_sgd and cfg.personalize_epochs > 0:
         raise ConfigError(
-            f"privacy.mode = 'dp-sgd' with personalize.epochs = {cfg.personalize_epochs}: personalisation trains "
+            f"privacy.dp-sgd = true with personalize.epochs = {cfg.personalize_epochs}: personalisation trains "
             "two more models on each bank's rows without DP-SGD and its summaries would leave the bank outside the "
             "privacy accounting; set personalize.epochs = 0"
         )
@@ -752,7 +775,7 @@ def check_secure(cfg: RunConfig) -> None:
 
 def _unused(cfg: RunConfig) -> list[str]:
     """Field names of the keys this run's strategy and privacy mode do not read."""
-    return [name for name, spec in KEYS.items() if not spec.used_with(cfg.strategy_name, cfg.privacy_mode)]
+    return [name for name, spec in KEYS.items() if not spec.used_with(cfg.strategy_name, cfg.privacy_mechanisms)]
 
 
 def ignored_keys(cfg: RunConfig) -> list[str]:

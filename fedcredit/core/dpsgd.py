@@ -1,4 +1,4 @@
-"""DP-SGD at one bank: Poisson-sampled batches, per-example clipping, Gaussian noise (`privacy.mode = dp-sgd`).
+"""DP-SGD at one bank: Poisson-sampled batches, per-example clipping, Gaussian noise (`privacy.dp-sgd = true`).
 
 The mechanism `fedcredit.federation.accounting` accounts for, step by step:
 
@@ -19,9 +19,9 @@ pass is the model's own), so the construction stays monotone. Dropout masks
 are drawn once per step in the forward pass; row i's loss depends only on
 row i, so row i of the Jacobian is row i's gradient.
 
-The noise comes from TensorFlow's Philox generator seeded per message, which
-makes runs reproducible but is not a cryptographically secure source; see
-docs/security.md for what that means.
+The noise comes from TensorFlow's Philox generator, the sampling from NumPy,
+both seeded by the caller: a real bank passes a seed fresh from the OS
+(`fedcredit.federation.client.dp_sgd_seed`); see docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Borrower-level privacy of `privacy.mode = dp-sgd`: what `dp-accounting` says one bank's training costs.
+"""Borrower-level privacy of `privacy.dp-sgd = true`: what `dp-accounting` says one bank's training costs.
 
 Every number here is a function of public inputs only (the run config and a
 bank's training row count), so a bank and the coordinator compute the same
@@ -29,6 +29,8 @@ from dp_accounting import rdp
 
 from fedcredit.core.config import ConfigError, RunConfig
 
+# With a client-level privacy.mode too, history.json's privacy record is that mode's, with this one under this key.
+BORROWER_LEVEL = "borrower-level"
 ACCOUNTING = "dp-accounting RDP, Poisson-sampled Gaussian per local step, borrower (one training row) level"
 
 
@@ -101,7 +103,7 @@ def check_budget(cfg: RunConfig, rows: Mapping[str, int], rounds: int | None = N
     name = max(spent, key=lambda k: spent[k])
     if spent[name] > cfg.privacy_target_epsilon:
         raise ConfigError(
-            f"privacy.mode = 'dp-sgd': after {rounds} round(s) bank {name} ({rows[name]} training rows) would "
+            f"privacy.dp-sgd: after {rounds} round(s) bank {name} ({rows[name]} training rows) would "
             f"reach epsilon {spent[name]:.3g} (delta {bank_delta(cfg, rows[name]):.3g}), beyond "
             f"privacy.target-epsilon = {cfg.privacy_target_epsilon:g}: lower num-server-rounds or local-epochs, "
             "raise privacy.example-noise-multiplier, or raise the budget"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -158,7 +159,7 @@ def train(
 ) -> tuple[list[np.ndarray], float, int]:
     """(new weights, last epoch's loss, training rows): local training from the global weights.
 
-    FedProx's `proximal-mu` adds the proximal term. `privacy.mode = dp-sgd`:
+    FedProx's `proximal-mu` adds the proximal term. `privacy.dp-sgd = true`:
     DP-SGD, and the bank itself refuses a round that would take its own
     borrowers beyond `privacy.target-epsilon` (it does not rely on the
     coordinator's check); its epsilon goes to its own log.
@@ -169,15 +170,16 @@ def train(
     bank = load_bank(cfg, node_config)
     labels = bank.train[schema_of(cfg).target].to_numpy()
     dp = None
-    if cfg.privacy_mode == "dp-sgd":
+    if cfg.privacy_dp_sgd:
         dp = DpSgd(cfg.privacy_example_clipping_norm, cfg.privacy_example_noise_multiplier)
         spent = _dp_sgd_epsilon(cfg, bank.name, len(labels), server_round)
     key, model, trainer = _model(cfg, prep_json, "partition-id" in node_config)
+    seed = message_seed(cfg, server_round, bank.name)
     options = mdl.FitOptions(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
         positive_weight=cfg.positive_weight,
-        seed=message_seed(cfg, server_round, bank.name),
+        seed=seed if dp is None else dp_sgd_seed(node_config, seed),
         proximal_mu=proximal_mu,
         dp=dp,
     )
@@ -185,6 +187,25 @@ def train(
     if dp is not None:
         print(f"fedcredit bank {bank.name}: DP-SGD round {server_round}, epsilon {spent:.4g} so far", flush=True)
     return model.get_weights(), loss, len(labels)
+
+
+def dp_sgd_seed(node_config: Mapping[str, Any], seed: int) -> int:
+    """The seed of DP-SGD's batches and noise: fresh from the OS at a real bank, the message seed in a simulation.
+
+    The run seed is set by the coordinator and the message seed is public, so
+    noise drawn from it could be recomputed and subtracted by whoever knows
+    them, and the secret sampling the accounting assumes would be known: a bank
+    with real borrowers (node config `data-path`) draws its seed from
+    `secrets`. A simulation's virtual banks (`partition-id`) keep the message
+    seed so runs are reproducible; a bank may ask for that too with node config
+    `dp-sgd-reproducible = true` (tests, never on real rows).
+    """
+    if "data-path" not in node_config or node_config.get(DP_SGD_REPRODUCIBLE) is True:
+        return seed
+    return secrets.randbits(63)
+
+
+DP_SGD_REPRODUCIBLE = "dp-sgd-reproducible"
 
 
 def _dp_sgd_epsilon(cfg: RunConfig, name: str, rows: int, server_round: int) -> float:

@@ -75,7 +75,7 @@ BANK_ROWS = "bank"
 PREPROCESSING_SHA = "preprocessing-sha256"
 ROUND_OFFSET = "round-offset"  # rounds a resumed run already had: the bank's round is server-round + this
 SCHEMA_SHA = "schema-sha256"
-# privacy.mode = dp-sgd: a bank's training rows in its bank info, in the clear also in secure mode (its epsilon).
+# privacy.dp-sgd = true: a bank's training rows in its bank info, in the clear also in secure mode (its epsilon).
 DP_ROWS = "dp-sgd-training-rows"
 # In a sweep (several variants in one Flower run) every message carries its variant's run-config overrides:
 # the bank applies them over the run's config, so each variant trains exactly as a run of its own.
@@ -157,7 +157,7 @@ class BankStatistics:
     source: str
     schema_sha256: str
     stats: Stats | None  # None in secure mode: the coordinator has only the sum
-    disclosed_rows: int | None = None  # privacy.mode = dp-sgd: training rows, also in secure mode (accounting)
+    disclosed_rows: int | None = None  # privacy.dp-sgd = true: training rows, also in secure mode (accounting)
 
     @property
     def rows(self) -> int | None:
@@ -174,7 +174,7 @@ def statistics_reply(
 ) -> RecordDict:
     """Counts and sums only; categories travel as names with their counts.
 
-    `disclose_rows` (privacy.mode = dp-sgd): the bank info also carries the
+    `disclose_rows` (privacy.dp-sgd = true): the bank info also carries the
     training row count, which secure mode would otherwise hide, since the
     coordinator accounts each bank's epsilon at its own rows.
     """

@@ -323,8 +323,11 @@ class RoundReporter:
         )
         if entry.holdout is not None:
             line += f" | hold-out AUC {entry.holdout['auc']:.4f}"
-        if (entry.privacy or {}).get("epsilon") is not None:
-            line += f" | epsilon {entry.privacy['epsilon']:.3g} (delta {entry.privacy['delta']:g})"
+        privacy = entry.privacy or {}
+        for record in (privacy, privacy.get("borrower-level") or {}):  # client level, then borrower level
+            if record.get("epsilon") is not None:
+                unit = "per bank" if record.get("mode") != "dp-sgd" else "per borrower"
+                line += f" | epsilon {record['epsilon']:.3g} {unit} (delta {record['delta']:g})"
         line += f" | {entry.seconds:.1f} s"
         failed = {**tr.failed, **ev.failed, **tr.refused, **ev.refused}
         failed.update({b: f"withheld: {why}" for b, why in {**tr.withheld, **ev.withheld}.items()})

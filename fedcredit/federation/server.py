@@ -219,7 +219,7 @@ def dp_sgd_rows(federation: Federation) -> dict[str, int]:
     unknown = sorted(name for name, n in rows.items() if n is None)
     if unknown:
         raise FederationError(
-            f"privacy.mode = 'dp-sgd' accounts each bank at its training rows, but {unknown} did not state them "
+            f"privacy.dp-sgd accounts each bank at its training rows, but {unknown} did not state them "
             "(a sweep reusing the statistics of a variant without dp-sgd in secure mode): run dp-sgd on its own"
         )
     return {name: int(n) for name, n in rows.items() if n is not None}
@@ -228,7 +228,7 @@ def dp_sgd_rows(federation: Federation) -> dict[str, int]:
 def _check_dp_budget(state: _Run, federation: Federation) -> None:
     """DP-SGD: refuse, before round 1, a run whose last round would take a bank beyond privacy.target-epsilon."""
     cfg = state.cfg
-    if cfg.privacy_mode != "dp-sgd":
+    if not cfg.privacy_dp_sgd:
         return
     rows = dp_sgd_rows(federation)
     accounting.check_budget(cfg, rows)
@@ -246,10 +246,16 @@ def _check_dp_budget(state: _Run, federation: Federation) -> None:
 
 def _privacy(cfg: RunConfig, accountant: Any, federation: Federation) -> Any:
     """The round reporter's privacy record: (run round) -> the epsilon spent up to it, or None."""
-    if cfg.privacy_mode == "dp-sgd":
-        rows = dp_sgd_rows(federation)
+    if not cfg.privacy_dp_sgd:
+        return lambda run_round: privacy_summary(cfg, accountant)
+    rows = dp_sgd_rows(federation)
+    if cfg.privacy_mode == "none":
         return lambda run_round: accounting.summary(cfg, rows, run_round)
-    return lambda run_round: privacy_summary(cfg, accountant)
+    # Both: the client-level guarantee (one bank is the unit) with the borrower-level one inside, each with its unit.
+    return lambda run_round: {
+        **(privacy_summary(cfg, accountant) or {}),
+        accounting.BORROWER_LEVEL: accounting.summary(cfg, rows, run_round),
+    }
 
 
 def _preprocessing(state: _Run, federation: Federation) -> Preprocessing:
@@ -351,7 +357,7 @@ def _tracking_grid(
         update_direction=cfg.update_direction,
         # Client-side DP and DP-SGD noise each update at the bank, so an honest one may point anywhere: record only.
         exclude_away=cfg.strategy_name in BOUNDED_STRATEGIES
-        and not (cfg.privacy_mode.startswith("client-") or cfg.privacy_mode == "dp-sgd"),
+        and not (cfg.privacy_mode.startswith("client-") or cfg.privacy_dp_sgd),
         folded=folded,
         groups={attr: len(names) for attr, names in group_names(schema).items()},
     )
@@ -366,7 +372,7 @@ def _tracking_grid(
         banks=banks,
         min_banks=cfg.min_banks,
         # Noise added at the coordinator is calibrated to the sampled banks; DP-SGD's is at each bank.
-        all_or_nothing=cfg.privacy_mode not in ("none", "dp-sgd"),
+        all_or_nothing=cfg.privacy_mode != "none",
         wait_timeout=cfg.node_wait_timeout,
         rules=rules,
         preprocessing=prep_json,

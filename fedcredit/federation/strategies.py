@@ -133,7 +133,7 @@ def make_strategy(cfg: RunConfig, num_banks: int) -> tuple[Any, Any]:
 
 def wrap_privacy(cfg: RunConfig, strategy: Any, num_banks: int, accounted: bool) -> tuple[Any, Any]:
     """(strategy in the chosen DP wrapper, RDP accountant when Flower can account for it, else None)."""
-    if cfg.privacy_mode in ("none", "dp-sgd"):  # dp-sgd is at each bank: no wrapper (fedcredit.core.dpsgd)
+    if cfg.privacy_mode == "none":  # privacy.dp-sgd is at each bank: no wrapper (fedcredit.core.dpsgd)
         return strategy, None
     kwargs: dict[str, Any] = dict(num_sampled_clients=_sampled(cfg, num_banks), **privacy_kwargs(cfg))
     accountant = None
@@ -172,11 +172,15 @@ def strategy_table() -> str:
 def privacy_summary(cfg: RunConfig, accountant: Any) -> dict[str, Any] | None:
     """What the outputs say about privacy: mechanism, parameters and the epsilon spent (client-level modes).
 
-    `dp-sgd` is accounted per bank at its rows: `fedcredit.federation.accounting.summary`.
+    `privacy.dp-sgd` is accounted per bank at its rows: `fedcredit.federation.accounting.summary`.
     """
-    if cfg.privacy_mode in ("none", "dp-sgd"):
+    if cfg.privacy_mode == "none":
         return None
-    out: dict[str, Any] = {"mode": cfg.privacy_mode, "noise-multiplier": cfg.privacy_noise_multiplier}
+    out: dict[str, Any] = {
+        "mode": cfg.privacy_mode,
+        "unit": "one bank (all its rows)",
+        "noise-multiplier": cfg.privacy_noise_multiplier,
+    }
     if accountant is not None:
         spent = accountant.get_privacy_spent()
         out.update(
