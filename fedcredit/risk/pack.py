@@ -51,6 +51,7 @@ MODEL_KEYS = (
     "num-server-rounds",
     "strategy.name",
     "privacy.mode",
+    "privacy.dp-sgd",
     "privacy.secure-aggregation",
     "min-category-count",
     "histogram-bins",
