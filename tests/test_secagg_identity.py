@@ -180,28 +180,44 @@ def test_keys_relayed_without_their_banks_signatures_make_the_banks_abort(consor
     assert {stage for _, stage in grid.sent} == {"advertise", "share"}
 
 
-def test_a_replayed_signature_from_another_session_or_a_reused_session_is_refused(consortium, monkeypatch):
+def _replaying(node: int):
+    """The coordinator keeps the first keys and signature it relays for `node`, and relays those ever after."""
+    recorded: list = []
+
+    def rewrite(stage, dst, record, way):
+        if stage == "share" and way == "request":
+            at = list(record["key-owners"]).index(node)
+            lists = {k: list(record[k]) for k in ("pk1s", "pk2s", "signatures")}
+            if not recorded:
+                recorded.extend(lists[k][at] for k in lists)
+            for k, old in zip(lists, recorded, strict=True):
+                lists[k][at] = old
+                record[k] = lists[k]
+
+    return rewrite
+
+
+def test_a_replayed_signature_from_another_session_or_run_or_a_reused_session_is_refused(consortium, monkeypatch):
     _, node_configs = consortium
-    recorded: dict[str, object] = {}
-
-    def replay(stage, node, record, way):
-        if stage == "advertise" and way == "reply" and node == 12:
-            if not recorded:  # the first sum: keep bank-1's signed keys
-                recorded.update({k: record[k] for k in ("pk1", "pk2", "signature")})
-            else:  # a later sum: relay them again in place of bank-1's fresh ones
-                for k, v in recorded.items():
-                    record[k] = v
-
-    grid = Coordinator(node_configs, replay)
+    grid = Coordinator(node_configs, _replaying(12))  # bank-1's signed keys of the first sum, replayed later
     assert _statistics(grid)[2] is not None
     _, failed, stats = _statistics(grid)
     assert stats is None
     assert all("bank 'bank-1''s key failed verification (node 12" in failed[n] for n in (11, 13, 14)), failed
-    # A coordinator that reuses a session (so that the old signatures would verify again) is refused at once.
+    assert "relayed this bank's own public keys wrongly" in failed[12]
+    # Another run with the very same session string: the signature is bound to its run too.
     monkeypatch.setattr(secure_sum.secrets, "token_hex", lambda _: "0123456789abcdef")
-    grid = Coordinator(node_configs)
-    assert _statistics(grid)[2] is not None
-    _, failed, stats = _statistics(grid)
+    rewrite = _replaying(12)
+    assert _statistics(Coordinator(node_configs, rewrite))[2] is not None  # run 1
+    later = Coordinator(node_configs, rewrite)
+    for ctx in later.contexts.values():
+        ctx.run_id = 2
+    _, failed, stats = _statistics(later)
+    assert stats is None
+    assert all("bank 'bank-1''s key failed verification (node 12" in failed[n] for n in (11, 13, 14)), failed
+    # Reusing a session within a run (where old signatures would verify again) is refused before any key is sent.
+    later.rewrite = None
+    _, failed, stats = _statistics(later)
     assert stats is None and all("was used before in this run" in failed[n] for n in (11, 12, 13, 14)), failed
 
 
