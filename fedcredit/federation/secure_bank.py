@@ -162,24 +162,37 @@ def secure_mod(msg: Message, context: Context, call_next: Callable[[Message, Con
     # Off the message before the handler and Flower's DP mods see it (they insist on one ConfigRecord);
     # the coordinator gives every bank's message its own RecordDict, so nothing else shares it.
     msg.content.config_records.pop(SECAGG)
+    try:
+        _check_sum(msg, _load(context, str(record["session"])))  # before the handler spends any work on it
+    except (SecAggError, KeyError, TypeError, ValueError) as err:
+        return _cannot(msg, err)
     reply = call_next(msg, context)
     if reply.has_error():  # the bank failed: the coordinator counts it as dropped out
         return reply
     try:
         return Message(content=_masked(msg, reply, record, context), reply_to=msg)
     except (SecAggError, ProtocolError, KeyError, TypeError, ValueError) as err:
-        log(WARNING, "fedcredit bank (secure mode): cannot take part in this sum: %s", err)
-        return Message(Error(code=protocol.ERROR_CODE, reason=f"secure aggregation: {err}"), reply_to=msg)
+        return _cannot(msg, err)
 
 
-def _masked(msg: Message, reply: Message, record: ConfigRecord, context: Context) -> RecordDict:
-    bank = _load(context, str(record["session"]))
+def _cannot(msg: Message, err: Exception) -> Message:
+    log(WARNING, "fedcredit bank (secure mode): cannot take part in this sum: %s", err)
+    return Message(Error(code=protocol.ERROR_CODE, reason=f"secure aggregation: {err}"), reply_to=msg)
+
+
+def _check_sum(msg: Message, bank: BankSession) -> None:
+    """The message to mask is the sum the keys were advertised (and, with a roster, signed) for: one sum only."""
     kind, round_ = msg.metadata.message_type, protocol.sum_round(msg.content)
-    if (kind, round_) != (bank.kind, bank.round):  # the keys (and their signatures) are for one sum only
+    if (kind, round_) != (bank.kind, bank.round):
         raise SecAggError(
             f"the keys of session {bank.session} were advertised for the {bank.kind} sum of round {bank.round}, "
             f"not for this {kind} message of round {round_}"
         )
+
+
+def _masked(msg: Message, reply: Message, record: ConfigRecord, context: Context) -> RecordDict:
+    bank = _load(context, str(record["session"]))
+    _check_sum(msg, bank)
     ciphertexts = dict(zip(record["sources"], record["ciphertexts"], strict=True))
     content = RecordDict()
     if msg.metadata.message_type == "query":
