@@ -131,4 +131,4 @@ def reasons(msg: Message, context: Context) -> Message:
 @app.query(protocol.SECAGG_ACTION)
 def secagg(msg: Message, context: Context) -> Message:
     """Secure mode's key stages (advertise, share, reveal): no model, no TensorFlow."""
-    return secure_bank.answer_stage(msg, context)
+    return secure_bank.answer_stage(msg, context, APP_DIR)

@@ -9,10 +9,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fedcredit"
 # What each subpackage may import from fedcredit (besides itself): lower layers only.
 ALLOWED = {
     "core": set(),
-    "federation": {"core"},
-    "risk": {"core", "federation"},
-    "deploy": {"core", "federation"},
-    "cli": {"core", "federation", "risk", "deploy"},
+    "identity": {"core"},
+    "federation": {"core", "identity"},
+    "risk": {"core", "federation", "identity"},
+    "deploy": {"core", "federation", "identity"},
+    "cli": {"core", "federation", "risk", "deploy", "identity"},
 }
 
 

@@ -868,11 +868,16 @@ KEY_STAGES = ("advertise", "share", "reveal")
 MASK = "mask"
 MAX_KEY_BYTES = 512  # a serialised EC public key is ~180 bytes
 MAX_SHARE_BYTES = 4096
+MAX_BANK_NAME = 200
+SIGNATURE_BYTES = 64  # Ed25519
 
 # What secure mode adds (docs/deployment.md, checked by a test): its key stages. Everything else a bank
 # sends in secure mode travels only inside its masked vector, besides its bank-info and withholding reasons.
 LEAVES_A_BANK_SECURE: dict[str, str] = {
-    "advertise": "two fresh public keys (one to agree masks, one to encrypt shares)",
+    "advertise": (
+        "two fresh public keys (one to agree masks, one to encrypt shares); with a consortium roster, the bank's "
+        "name and its Ed25519 signature over them, the run, the sum and its round"
+    ),
     "share": "Shamir shares of its mask secrets, each encrypted for one other bank (the coordinator cannot read them)",
     "reveal": "shares of surviving banks' self-mask seeds and of dropped banks' mask keys, never both for one bank",
 }
@@ -886,6 +891,12 @@ MAX_UPDATE_NORM = "max-update-norm"  # train: the bank withholds an update farth
 
 def stage_request(stage: str, session: str, values: Mapping[str, Any]) -> RecordDict:
     return RecordDict({SECAGG: ConfigRecord({"stage": stage, "session": session, **values})})
+
+
+def sum_round(content: RecordDict) -> int:
+    """The server round of a message about to be summed (0 when it has none): part of what a bank's keys are for."""
+    config = content.config_records.get(CONFIG)
+    return int(config["server-round"]) if config is not None and "server-round" in config else 0
 
 
 def mask_record(session: str, inbox: Mapping[int, bytes], collect: Mapping[str, Any]) -> ConfigRecord:
@@ -904,15 +915,24 @@ def _typed_list(value: Any, kind: type, what: str, limit: int | None = None) -> 
 
 
 def read_stage_reply(stage: str, content: RecordDict) -> dict[str, Any]:
-    """A key-stage reply, checked: advertise {pk1, pk2}; share {destinations, ciphertexts}; reveal {owners, shares}."""
+    """A key-stage reply, checked: advertise {pk1, pk2[, bank, signature]}; share {destinations, ciphertexts};
+    reveal {owners, shares}."""
     _records(content, set(), set(), {SECAGG})
     record = content.config_records[SECAGG]
-    if stage == "advertise":
-        _keys(record, ("pk1", "pk2"), "advertise")
+    if stage == "advertise":  # with a consortium roster, also the bank's name and its signature over its keys
+        _keys(record, ("pk1", "pk2"), "advertise", ("bank", "signature"))
         for key in ("pk1", "pk2"):
             if not isinstance(record[key], bytes) or not 0 < len(record[key]) <= MAX_KEY_BYTES:
                 raise ProtocolError(f"advertise: {key} must be a public key of at most {MAX_KEY_BYTES} bytes")
-        return {"pk1": record["pk1"], "pk2": record["pk2"]}
+        keys = {"pk1": record["pk1"], "pk2": record["pk2"]}
+        if "bank" in record or "signature" in record:
+            bank, signature = record.get("bank"), record.get("signature")
+            if not isinstance(bank, str) or not 0 < len(bank) <= MAX_BANK_NAME:
+                raise ProtocolError(f"advertise: bank must be a bank name of at most {MAX_BANK_NAME} characters")
+            if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+                raise ProtocolError(f"advertise: signature must be an Ed25519 signature ({SIGNATURE_BYTES} bytes)")
+            keys.update(bank=bank, signature=signature)
+        return keys
     first, second = {"share": ("destinations", "ciphertexts"), "reveal": ("owners", "shares")}[stage]
     _keys(record, (first, second), stage)
     nodes = _typed_list(record[first], int, f"{stage}: {first}")

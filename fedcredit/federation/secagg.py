@@ -131,6 +131,9 @@ class BankSession:
     seed_shares: dict[int, bytes] = field(default_factory=dict)  # shares this bank holds, by owner
     key_shares: dict[int, bytes] = field(default_factory=dict)
     masked_with: list[int] = field(default_factory=list)
+    kind: str = ""  # what is summed (the wrapped messages' type) and in which round, as the coordinator announced
+    round: int = 0
+    banks: dict[int, str] = field(default_factory=dict)  # with a roster: the peers whose signed keys verified
 
     @classmethod
     def start(cls, session: str, node: int, threshold: int) -> BankSession:
@@ -189,6 +192,8 @@ class BankSession:
         for src, token in ciphertexts.items():
             if src == self.node or src not in self.public_keys:
                 raise SecAggError(f"shares from node {src}, which did not advertise keys in this session")
+            if self.banks and src not in self.banks:  # with a roster, only peers whose signed keys verified
+                raise SecAggError(f"shares from node {src}, whose keys were not verified against the roster")
             secret = generate_shared_key(bytes_to_private_key(self.sk2), bytes_to_public_key(self.public_keys[src][1]))
             try:
                 real_src, dst, seed_share, key_share = share_keys_plaintext_separate(decrypt(secret, token))
@@ -294,6 +299,10 @@ def session_to_state(s: BankSession) -> dict[str, object]:
         "seed-shares": [s.seed_shares[n] for n in owners],
         "key-shares": [s.key_shares[n] for n in owners],
         "masked-with": list(s.masked_with),
+        "kind": s.kind,
+        "round": s.round,
+        "bank-nodes": list(s.banks),
+        "bank-names": list(s.banks.values()),
     }
 
 
@@ -319,4 +328,7 @@ def session_from_state(state: Mapping[str, object]) -> BankSession:
         seed_shares=dict(zip(owners, listed("seed-shares"), strict=True)),
         key_shares=dict(zip(owners, listed("key-shares"), strict=True)),
         masked_with=[int(n) for n in listed("masked-with")],
+        kind=str(state.get("kind", "")),
+        round=int(state.get("round", 0)),  # type: ignore[call-overload]
+        banks={int(n): str(b) for n, b in zip(listed("bank-nodes"), listed("bank-names"), strict=True)},
     )

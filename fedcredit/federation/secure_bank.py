@@ -1,7 +1,10 @@
 """A bank's side of secure mode: the key stages, and masking whatever it would have sent.
 
 `stage` answers the key-exchange queries (no model, no TensorFlow: in a
-deployment each message is a fresh process). `secure_mod` wraps the
+deployment each message is a fresh process). When the app ships a consortium
+roster, the bank signs the keys it advertises and verifies every peer's signed
+keys before it derives a pair secret or encrypts a share (`signed_keys`): a
+peer whose keys fail aborts the sum, naming that bank. `secure_mod` wraps the
 statistics, train and evaluate handlers like Flower's own mods: the handler
 computes the bank's numbers as in plain mode, and the mod turns them into
 one vector, checks it (finite; an update within `privacy.max-update-norm`
@@ -12,17 +15,23 @@ replies with the masked vector only. The bank's own figures go to its log.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.supercore import log
 
 from fedcredit.core.stats import Stats
-from fedcredit.federation import protocol, secagg
+from fedcredit.federation import protocol, secagg, signed_keys
 from fedcredit.federation.protocol import SECAGG, ProtocolError
 from fedcredit.federation.secagg import BankSession, SecAggError
+from fedcredit.federation.signed_keys import SumId
+from fedcredit.identity.bank import BankIdentity, bank_identity
+
+SESSIONS = "secagg-sessions"  # Context.state: the sessions this bank advertised keys in, during this run
 
 
 class Withheld(Exception):
@@ -40,21 +49,57 @@ def _save(context: Context, bank: BankSession) -> None:
     context.state.config_records[SECAGG] = ConfigRecord(secagg.session_to_state(bank))
 
 
-def stage(msg: Message, context: Context) -> RecordDict:
+def node_bank_name(node_config: Mapping[str, Any]) -> str:
+    """The bank's name as its node config gives it (`bank-name`, else `data-path`, as `core.banks` names it)."""
+    return str(node_config.get("bank-name", node_config.get("data-path", "")))
+
+
+def identity_of(context: Context, app_dir: str | Path) -> BankIdentity | None:
+    """The bank's signing key and pinned roster; None when identity is off (no roster: a simulation)."""
+    return bank_identity(context.node_config, app_dir, node_bank_name(context.node_config))
+
+
+def _sum_id(context: Context, bank: BankSession) -> SumId:
+    return SumId(int(context.run_id), bank.session, bank.kind, bank.round, bank.threshold)
+
+
+def _first_use(context: Context, session: str) -> None:
+    """A bank advertises keys once per session of a run, so its signature for a sum is never good for another."""
+    record = context.state.config_records.get(SESSIONS)
+    seen = list(record["seen"]) if record is not None else []
+    if session in seen:
+        raise SecAggError(f"session {session} was used before in this run: refusing to advertise keys for it again")
+    context.state.config_records[SESSIONS] = ConfigRecord({"seen": [*seen, session]})
+
+
+def stage(msg: Message, context: Context, app_dir: str | Path) -> RecordDict:
     """One key stage: advertise fresh keys, share encrypted secret shares, or reveal shares for unmasking."""
     record = msg.content.config_records[SECAGG]
     name, session = str(record["stage"]), str(record["session"])
     if name == "advertise":
         threshold = int(record["threshold"])
+        identity = identity_of(context, app_dir)
         bank = BankSession.start(session, msg.metadata.dst_node_id, threshold)
-        reply = {"pk1": bank.pk1, "pk2": bank.pk2}
+        bank.kind, bank.round = str(record["sum"]), int(record["round"])
+        _first_use(context, session)
+        reply: dict[str, Any] = {"pk1": bank.pk1, "pk2": bank.pk2}
+        if identity is not None:
+            signature = signed_keys.sign_keys(identity, _sum_id(context, bank), bank.node, bank.pk1, bank.pk2)
+            reply.update(bank=identity.name, signature=signature)
     elif name == "share":
         bank = _load(context, session)
         owners, pk1s, pk2s = record["key-owners"], record["pk1s"], record["pk2s"]
         if 2 * bank.threshold <= len(owners):
             # More than half of the banks must take part in rebuilding any secret (SecAgg's honest-majority bound).
             raise SecAggError(f"threshold {bank.threshold} is not above half of the {len(owners)} banks")
-        shares = bank.share(dict(zip(owners, zip(pk1s, pk2s, strict=True), strict=True)))
+        public_keys = dict(zip(owners, zip(pk1s, pk2s, strict=True), strict=True))
+        identity = identity_of(context, app_dir)
+        if identity is not None:  # before any pair secret is derived or any share encrypted
+            banks, signatures = record.get("banks", []), record.get("signatures", [])
+            bank.banks = signed_keys.verify_directory(
+                identity, _sum_id(context, bank), bank.node, public_keys, banks, signatures
+            )
+        shares = bank.share(public_keys)
         reply = {"destinations": list(shares), "ciphertexts": list(shares.values())}
     elif name == "reveal":
         bank = _load(context, session)
@@ -117,18 +162,37 @@ def secure_mod(msg: Message, context: Context, call_next: Callable[[Message, Con
     # Off the message before the handler and Flower's DP mods see it (they insist on one ConfigRecord);
     # the coordinator gives every bank's message its own RecordDict, so nothing else shares it.
     msg.content.config_records.pop(SECAGG)
+    try:
+        _check_sum(msg, _load(context, str(record["session"])))  # before the handler spends any work on it
+    except (SecAggError, KeyError, TypeError, ValueError) as err:
+        return _cannot(msg, err)
     reply = call_next(msg, context)
     if reply.has_error():  # the bank failed: the coordinator counts it as dropped out
         return reply
     try:
         return Message(content=_masked(msg, reply, record, context), reply_to=msg)
     except (SecAggError, ProtocolError, KeyError, TypeError, ValueError) as err:
-        log(WARNING, "fedcredit bank (secure mode): cannot take part in this sum: %s", err)
-        return Message(Error(code=protocol.ERROR_CODE, reason=f"secure aggregation: {err}"), reply_to=msg)
+        return _cannot(msg, err)
+
+
+def _cannot(msg: Message, err: Exception) -> Message:
+    log(WARNING, "fedcredit bank (secure mode): cannot take part in this sum: %s", err)
+    return Message(Error(code=protocol.ERROR_CODE, reason=f"secure aggregation: {err}"), reply_to=msg)
+
+
+def _check_sum(msg: Message, bank: BankSession) -> None:
+    """The message to mask is the sum the keys were advertised (and, with a roster, signed) for: one sum only."""
+    kind, round_ = msg.metadata.message_type, protocol.sum_round(msg.content)
+    if (kind, round_) != (bank.kind, bank.round):
+        raise SecAggError(
+            f"the keys of session {bank.session} were advertised for the {bank.kind} sum of round {bank.round}, "
+            f"not for this {kind} message of round {round_}"
+        )
 
 
 def _masked(msg: Message, reply: Message, record: ConfigRecord, context: Context) -> RecordDict:
     bank = _load(context, str(record["session"]))
+    _check_sum(msg, bank)
     ciphertexts = dict(zip(record["sources"], record["ciphertexts"], strict=True))
     content = RecordDict()
     if msg.metadata.message_type == "query":
@@ -145,10 +209,13 @@ def _masked(msg: Message, reply: Message, record: ConfigRecord, context: Context
     return content
 
 
-def answer_stage(msg: Message, context: Context) -> Message:
-    """The reply to a key-stage query; a refused stage is an error reply naming the check."""
+def answer_stage(msg: Message, context: Context, app_dir: str | Path) -> Message:
+    """The reply to a key-stage query; a refused stage is an error reply naming the check.
+
+    `app_dir`: the app's directory, where a consortium roster ships (`fedcredit.identity`).
+    """
     try:
-        return Message(content=stage(msg, context), reply_to=msg)
+        return Message(content=stage(msg, context, app_dir), reply_to=msg)
     except (SecAggError, ProtocolError, KeyError, TypeError, ValueError) as err:
         log(WARNING, "fedcredit bank (secure mode): key stage refused: %s", err)
         return Message(Error(code=protocol.ERROR_CODE, reason=f"secure aggregation: {err}"), reply_to=msg)

@@ -7,7 +7,9 @@ messages with masked vectors, and reveal the shares that take the masks out
 of the survivors' sum. Every reply is checked against the protocol; a bank
 that fails or breaks it at any stage is recorded with the reason and treated
 as dropped out, and the sum goes on without it while at least `threshold`
-banks remain.
+banks remain. With a consortium roster each bank signs the keys it advertises
+for this sum; the coordinator relays names and signatures with the keys, and
+every bank verifies them against the roster itself (`signed_keys`).
 """
 
 from __future__ import annotations
@@ -114,7 +116,12 @@ def secure_sum(
 
     if len(nodes) < threshold:
         return short("sampling", len(nodes))
-    keys = stages.stage(nodes, "advertise", session, {n: {"threshold": threshold} for n in nodes})
+    # What is summed and in which round: each bank signs its keys for this sum only (with a consortium roster).
+    purpose = {
+        m.metadata.dst_node_id: {"sum": m.metadata.message_type, "round": protocol.sum_round(m.content)}
+        for m in messages
+    }
+    keys = stages.stage(nodes, "advertise", session, {n: {"threshold": threshold, **purpose[n]} for n in nodes})
     if len(keys) < threshold:
         return short("key advertisement", len(keys))
     owners = sorted(keys)
@@ -123,6 +130,9 @@ def secure_sum(
         "pk1s": [keys[n]["pk1"] for n in owners],
         "pk2s": [keys[n]["pk2"] for n in owners],
     }
+    if any("signature" in keys[n] for n in owners):  # relayed as signed; every bank verifies them itself
+        directory["banks"] = [keys[n].get("bank", "") for n in owners]
+        directory["signatures"] = [keys[n].get("signature", b"") for n in owners]
     shared = stages.stage(owners, "share", session, {n: directory for n in owners})
     inbox = _inboxes(shared, owners, outcome)
     if len(inbox) < threshold:
