@@ -189,6 +189,9 @@ def train(
     return model.get_weights(), loss, len(labels)
 
 
+DP_SGD_REPRODUCIBLE = "dp-sgd-reproducible"  # node config: a bank that wants DP-SGD runs reproducible (tests only)
+
+
 def dp_sgd_seed(node_config: Mapping[str, Any], seed: int) -> int:
     """The seed of DP-SGD's batches and noise: fresh from the OS at a real bank, the message seed in a simulation.
 
@@ -203,9 +206,6 @@ def dp_sgd_seed(node_config: Mapping[str, Any], seed: int) -> int:
     if "data-path" not in node_config or node_config.get(DP_SGD_REPRODUCIBLE) is True:
         return seed
     return secrets.randbits(63)
-
-
-DP_SGD_REPRODUCIBLE = "dp-sgd-reproducible"
 
 
 def _dp_sgd_epsilon(cfg: RunConfig, name: str, rows: int, server_round: int) -> float:
