@@ -17,7 +17,9 @@ banks, iid split, threshold 0.3), a split with about four times the rows per ban
 
 Prints Markdown: per variant the noise multiplier, the epsilon the run
 recorded (history.json `privacy`), hold-out AUC per seed and their mean, and
-the mean seconds per round (each round's own wall time, training and aggregation, on this machine).
+the mean seconds per round (each round's own wall time, training and aggregation, on this machine);
+then a calibration table from the same runs' last-round hold-out figures: mean PD against the
+observed default rate, Brier score, and the share of loans declined at `threshold`.
 """
 
 from __future__ import annotations
@@ -56,10 +58,17 @@ def noise_for(epsilon: float, rows: dict[str, int], base: dict[str, Any]) -> flo
     return round(high, 4)
 
 
-def run(config: dict[str, Any], name: str, banks: int, out: str) -> tuple[float, float | None, float]:
-    """(hold-out AUC, recorded epsilon, seconds per round) of one in-process run."""
+def run(config: dict[str, Any], name: str, banks: int, out: str) -> tuple[float, float | None, float, dict]:
+    """(hold-out AUC, recorded epsilon, seconds per round, last hold-out figures) of one in-process run."""
     history = server.run(InProcessGrid({**config, "output-dir": out}, banks), config, name, APP_DIR)
-    return history.rounds[-1].holdout["auc"], (history.privacy or {}).get("epsilon"), seconds_per_round(history)
+    holdout = history.rounds[-1].holdout
+    return holdout["auc"], (history.privacy or {}).get("epsilon"), seconds_per_round(history), holdout
+
+
+def declined_share(holdout: dict) -> float:
+    """Share of hold-out loans scored at or above the threshold: (tp + fp) / n from recall and precision."""
+    true_positive_share = holdout["recall"] * holdout["default-rate"]
+    return true_positive_share / holdout["precision"] if holdout["precision"] else 0.0
 
 
 def seconds_per_round(history: Any) -> float:
@@ -85,7 +94,8 @@ def main() -> None:
                 InProcessGrid({**config, "output-dir": out}, args.banks), config, f"none-{seed}", APP_DIR
             )
             rows = {name: bank.training_rows for name, bank in history.banks.items()}
-            plain = (history.rounds[-1].holdout["auc"], None, seconds_per_round(history))
+            holdout = history.rounds[-1].holdout
+            plain = (holdout["auc"], None, seconds_per_round(history), holdout)
             results.setdefault("no DP", {}).setdefault("runs", []).append(plain)
             for eps in args.epsilons:
                 sigma = noise_for(eps, rows, config)
@@ -100,7 +110,7 @@ def main() -> None:
                     }
                     entry = results.setdefault(label, {}).setdefault("runs", [])
                     entry.append(run(dp, f"{label}-{seed}".replace(" ", "").replace(",", "-"), args.banks, out))
-                    print(f"seed {seed} {label}: noise {sigma}, {entry[-1]}", flush=True)
+                    print(f"seed {seed} {label}: noise {sigma}, {entry[-1][:3]}", flush=True)
     seeds = " | ".join(f"seed {s}" for s in args.seeds)
     print(
         f"\n| variant | noise multiplier (mean over seeds) | recorded epsilon | {seeds} | mean AUC | seconds per round |"
@@ -108,12 +118,23 @@ def main() -> None:
     print("| --- | ---: | ---: |" + " ---: |" * len(args.seeds) + " ---: | ---: |")
     for label, entry in results.items():
         runs = entry["runs"]
-        aucs = " | ".join(f"{auc:.4f}" for auc, _, _ in runs)
+        aucs = " | ".join(f"{run[0]:.4f}" for run in runs)
         eps = runs[0][1]
         sigma = noise[label]
         print(
             f"| {label} | {f'{np.mean(sigma):.4f}' if sigma else '-'} | {'-' if eps is None else f'{eps:.3f}'} | {aucs} | "
-            f"{np.mean([a for a, _, _ in runs]):.4f} | {np.mean([s for _, _, s in runs]):.1f} |"
+            f"{np.mean([run[0] for run in runs]):.4f} | {np.mean([run[2] for run in runs]):.1f} |"
+        )
+    rows = results["no DP"]["runs"][0][3]["num-examples"]
+    print(f"\nCalibration on the hold-out ({rows} rows), mean over seeds, last round:\n")
+    print("| variant | mean PD | default rate | Brier | log loss | declined at threshold |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, entry in results.items():
+        held = [run[3] for run in entry["runs"]]
+        mean = {k: np.mean([h[k] for h in held]) for k in ("mean-pd", "default-rate", "brier", "logloss")}
+        print(
+            f"| {label} | {mean['mean-pd']:.4f} | {mean['default-rate']:.4f} | {mean['brier']:.4f} | "
+            f"{mean['logloss']:.4f} | {np.mean([declined_share(h) for h in held]):.1%} |"
         )
 
 
