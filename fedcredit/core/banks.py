@@ -88,6 +88,11 @@ def schema_of(cfg: RunConfig) -> Schema:
         raise ConfigError(f"run config 'excluded-features' = {cfg.excluded_features!r}: {err}") from err
 
 
+def node_bank_name(node_config: Mapping[str, Any]) -> str:
+    """A real bank's name: node config `bank-name`, else its `data-path` (one rule for data, keys and history)."""
+    return str(node_config.get("bank-name", node_config.get("data-path", "")))
+
+
 def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
     """This node's training and validation rows, from node and run config."""
     schema = schema_of(cfg)
@@ -95,7 +100,7 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
         path = str(node_config["data-path"])
         mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
         _, frame = _load(path, cfg.schema_path, mtime, cfg.limits)
-        name = str(node_config.get("bank-name", path))
+        name = node_bank_name(node_config)
     elif "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
         _, banks = simulation_split(

@@ -15,7 +15,7 @@ replies with the masked vector only. The bank's own figures go to its log.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.supercore import log
 
+from fedcredit.core.banks import node_bank_name
 from fedcredit.core.stats import Stats
 from fedcredit.federation import protocol, secagg, signed_keys
 from fedcredit.federation.protocol import SECAGG, ProtocolError
@@ -47,11 +48,6 @@ def _load(context: Context, session: str) -> BankSession:
 
 def _save(context: Context, bank: BankSession) -> None:
     context.state.config_records[SECAGG] = ConfigRecord(secagg.session_to_state(bank))
-
-
-def node_bank_name(node_config: Mapping[str, Any]) -> str:
-    """The bank's name as its node config gives it (`bank-name`, else `data-path`, as `core.banks` names it)."""
-    return str(node_config.get("bank-name", node_config.get("data-path", "")))
 
 
 def identity_of(context: Context, app_dir: str | Path) -> BankIdentity | None:
