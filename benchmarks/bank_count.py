@@ -121,7 +121,7 @@ def _patch_everywhere(spans: Spans, area: str, owner: Any, name: str) -> Iterato
 
 def profile(args: argparse.Namespace) -> None:
     from fedcredit.core import stats
-    from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid
+    from fedcredit.deploy.inprocess import APP_DIR, InProcessGrid, serverapp_identity
     from fedcredit.federation import outputs, protocol, rounds, server, tracking
 
     spans = Spans()
@@ -139,7 +139,8 @@ def profile(args: argparse.Namespace) -> None:
         load = os.getloadavg()[0]
         started = time.perf_counter()
         try:
-            server.run(grid, config, f"profile-{args.profile}", APP_DIR)
+            with serverapp_identity():
+                server.run(grid, config, f"profile-{args.profile}", APP_DIR)
         finally:
             total = time.perf_counter() - started
             for target, name, original in reversed(restore):
