@@ -30,6 +30,7 @@ def test_simulation_on_an_existing_two_node_ray_cluster_runs_client_apps_on_both
         )
         assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
         nodes, actors = actor_nodes(cluster.address)
+    assert cluster.pgids and not cluster.running()  # its own process groups are gone (never `ray stop`)
     assert len(nodes) == 2
     # One CPU per node and one per ClientApp: Flower's pool holds one actor per node, and both served banks.
     assert sorted(set(actors["ClientAppActor"])) == sorted(nodes), actors

@@ -39,6 +39,7 @@ class LocalRayCluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._procs: list[subprocess.Popen] = []
+        self.pgids: list[int] = []  # one process group per node: what stop() kills, and nothing else
         self._logs: list[Path] = []
 
     def _start(self, name: str, args: list[str]) -> None:
@@ -62,6 +63,7 @@ class LocalRayCluster:
                 argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=self.temp_dir
             )
         self._procs.append(proc)
+        self.pgids.append(proc.pid)
 
     def _wait_for_nodes(self, count: int) -> None:
         """Until the cluster reports `count` alive nodes (ray status through the GCS), or fail with the logs."""
@@ -121,6 +123,20 @@ class LocalRayCluster:
                 pass
         self._procs.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def running(self) -> list[int]:
+        """PIDs still in this cluster's process groups (zombies excluded): empty after stop()."""
+        alive = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) in self.pgids:
+                alive.append(int(proc.name))
+        return alive
 
     def __enter__(self) -> LocalRayCluster:
         try:
