@@ -81,7 +81,7 @@ def synthesise(
                 if col in bounds:
                     x = np.clip(x, *bounds[col])
                 x = np.round(x, decimals[col])
-                text = pd.Series(x).map(("{:.%df}" % decimals[col]).format)
+                text = pd.Series(np.char.mod(f"%.{decimals[col]}f", x))
                 chunk[col] = text.where(~np.isnan(x), None)
             for col in categorical:
                 swap = rng.random(n) < noise
