@@ -158,3 +158,21 @@ def test_synth_is_deterministic_and_valid(tmp_path, capsys):
     assert main(["synth", "--rows", "300", "--out", str(out), "--data-set", "taiwan_credit_card"]) == 0
     taiwan = os.path.join(os.path.dirname(cache.__file__), "..", "data", "taiwan_credit_card.toml")
     assert main(["validate", str(out), "--schema-path", taiwan]) == 0
+
+
+@pytest.mark.parametrize("extra", ["1,2,3\n", "\n"])
+def test_a_file_the_chunked_pass_cannot_read_exactly_is_decided_by_load_csv(raw_frame, tmp_path, monkeypatch, extra):
+    """A ragged row (refused) or a blank line (skipped, lines shift) goes through `load_csv` whole."""
+    monkeypatch.setattr(cache, "CHUNK_ROWS", 50)
+    path = tmp_path / "bank.csv"
+    text = raw_frame.head(200).to_csv(index=False, lineterminator="\n").splitlines(keepends=True)
+    last = text[100].rstrip("\n") + "," + extra if extra != "\n" else text[100] + "\n"
+    path.write_text("".join([*text[:100], last, *text[101:]]), encoding="utf-8")
+    try:
+        expected = load_csv(path, SCHEMA)
+    except DataValidationError as err:
+        with pytest.raises(DataValidationError) as got:
+            cache.load_cached(path, SCHEMA, cache_dir=tmp_path / "cache")
+        assert str(got.value) == str(err)
+    else:
+        same(cache.load_cached(path, SCHEMA, cache_dir=tmp_path / "cache"), expected)

@@ -102,21 +102,24 @@ def _chunks(path: Path, schema: Schema, limits: Limits, names: list[str]):
     """Validated frames of CHUNK_ROWS rows, or None (then the whole file goes through `load_csv`)."""
     wanted = [c for c in names if c in set(schema.columns) | {schema.partition}]
     try:
+        # No `names`/`usecols`: then pandas refuses a row with more fields than the header (a ragged
+        # row, which `read_table` reports) instead of silently dropping its extra fields.
         reader = pd.read_csv(
             path,
             dtype=str,
             keep_default_na=False,
             skipinitialspace=True,
-            usecols=wanted,
             chunksize=CHUNK_ROWS,
-            encoding="utf-8",
+            encoding="utf-8-sig",
             encoding_errors="strict",
             skip_blank_lines=False,
-            header=0,
-            names=names,
         )
         line = 2
         for raw in reader:
+            if not isinstance(raw.index, pd.RangeIndex) or len(raw.columns) != len(names):
+                yield None  # a first row with more fields became pandas' index: ragged
+                return
+            raw = raw.set_axis(names, axis=1)[wanted]
             raw = raw.apply(lambda s: s.str.strip()).replace("", None).astype("str")
             raw.index = pd.RangeIndex(line, line + len(raw))
             if raw.isna().all(axis=1).any():  # a blank line: read_table skips it, so lines would shift
