@@ -28,6 +28,7 @@ COMMANDS = {
         "fedcredit.cli.proxy",
         "write the nginx configuration: banks reach only the Fleet API, the coordinator the Control API",
     ),
+    "synth": ("fedcredit.cli.synth", "write a synthetic bank CSV of N rows (resampled embedded data, for benchmarks)"),
     "demo": ("fedcredit.cli.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
 }
 

@@ -7,6 +7,10 @@ way the bank splits its rows into training and validation itself; in
 simulation a common hold-out test set is kept out of every bank, for the
 ServerApp's evaluation only.
 
+A deployed bank's file is read through its cache (`fedcredit.core.cache`;
+node config `cache = "off"` reads the CSV in every message as before);
+simulation never uses it.
+
 The frames (a bank's training and validation rows, the hold-out set) carry
 the schema's protected columns beside the features and the target, as
 loading keeps them (stripped text), for the fairness analysis
@@ -24,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from fedcredit.core.cache import cache_setting, load_cached
 from fedcredit.core.config import ConfigError, RunConfig
 from fedcredit.core.limits import Limits
 from fedcredit.core.loading import DEFAULT_LIMITS, load_csv
@@ -49,6 +54,15 @@ def _load(
     """
     schema = load_schema(schema_path)
     return schema, load_csv(path, schema, limits)
+
+
+@lru_cache(maxsize=4)
+def _load_file(
+    path: str, schema_path: str, mtime: float, limits: Limits, cache_dir: str | None
+) -> tuple[Schema, pd.DataFrame]:
+    """A deployed bank's file through its on-disk cache (`fedcredit.core.cache`): parsed once per file, not per message."""
+    schema = load_schema(schema_path)
+    return schema, load_cached(path, schema, limits, cache_dir)
 
 
 @lru_cache(maxsize=4)
@@ -99,7 +113,11 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
     if "data-path" in node_config:
         path = str(node_config["data-path"])
         mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-        _, frame = _load(path, cfg.schema_path, mtime, cfg.limits)
+        use_cache, cache_dir = cache_setting(node_config)
+        if use_cache:
+            _, frame = _load_file(path, cfg.schema_path, mtime, cfg.limits, cache_dir)
+        else:
+            _, frame = _load(path, cfg.schema_path, mtime, cfg.limits)
         name = node_bank_name(node_config)
     elif "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])

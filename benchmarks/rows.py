@@ -1,0 +1,199 @@
+"""Cost of a deployed bank against its rows: cache build, cached load, statistics, one epoch, evaluation.
+
+For each size a synthetic bank file (`fedcredit synth`, seed 0) is written
+once into `--work`; every case runs in its own process, as a deployed bank's
+messages do, and reports its own peak RSS (`resource.RUSAGE_SELF` in the
+child, as `RUSAGE_CHILDREN` would in the parent):
+
+- `first`: the first message's data load (the cache build: hash, chunked validation, column files);
+- `bank`: a later message's data load (cache mapped), statistics, one local epoch
+  (`client.train`) and evaluation (`client.evaluate`) at the batch size;
+- `plain`: the same Keras model (`build_model`) compiled and fitted for one epoch on the same
+  rows in a plain script (`model.fit` on `to_inputs`), for the throughput ratio.
+
+Prints a table, a straight-line fit of seconds per million rows for each
+column, and the load average beside them. `--auc` runs the hold-out AUC check
+instead: evaluation of the same weights on a bank's validation rows with and
+without the cache must agree exactly.
+
+    python benchmarks/rows.py --sizes 10000 100000 1000000 5000000 --batch-sizes 64 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HIDDEN = "32,16"
+
+
+def _cfg(batch: int):
+    from fedcredit.core.config import parse_run_config
+
+    return parse_run_config({"local-epochs": 1, "batch-size": batch, "hidden-units": HIDDEN})
+
+
+def _prep(cfg, node) -> str:
+    from fedcredit.core.stats import merge_stats, preprocessing_from_stats
+    from fedcredit.federation import client
+
+    stats = client.statistics(cfg, node)[3]
+    return preprocessing_from_stats(merge_stats([stats]), cfg.min_category_count).to_json()
+
+
+def child(case: str, csv: str, cache_dir: str, batch: int) -> dict[str, float]:
+    """One case in this (fresh) process; seconds per step and this process's peak RSS."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from fedcredit.core.banks import load_bank
+
+    cfg = _cfg(batch)
+    node = {"data-path": csv, "bank-name": "big", "cache-dir": cache_dir}
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    bank = load_bank(cfg, node)
+    out["load"] = time.perf_counter() - t
+    if case in ("bank", "plain"):
+        t = time.perf_counter()
+        prep = _prep(cfg, node)
+        out["stats"] = time.perf_counter() - t
+    if case == "bank":
+        from fedcredit.federation import client
+
+        _, model, _ = client._model(cfg, prep)
+        weights = model.get_weights()
+        t = time.perf_counter()
+        client.train(cfg, node, weights, prep, 1)
+        out["epoch"] = time.perf_counter() - t
+        t = time.perf_counter()
+        client.evaluate(cfg, node, weights, prep)
+        out["eval"] = time.perf_counter() - t
+    if case == "plain":
+        import keras
+        import numpy as np
+
+        from fedcredit.core import model as mdl
+        from fedcredit.core.banks import schema_of
+        from fedcredit.core.stats import Preprocessing
+
+        schema = schema_of(cfg)
+        model = mdl.build_model(Preprocessing.from_json(prep), mdl.ModelSpec.of(cfg, schema))
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+        inputs = mdl.to_inputs(bank.train, model)
+        labels = bank.train[schema.target].to_numpy().astype(np.float32)
+        t = time.perf_counter()
+        model.fit(inputs, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+        out["epoch"] = time.perf_counter() - t
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def auc_check(csv: str, work: Path, batch: int) -> dict[str, float]:
+    """Hold-out AUC (the bank's validation rows) of the same weights, read with and without the cache."""
+    from fedcredit.federation import client
+
+    cfg = _cfg(batch)
+    cached = {"data-path": csv, "bank-name": "big", "cache-dir": str(work / "auc-cache")}
+    plain = {"data-path": csv, "bank-name": "big", "cache": "off"}
+    prep = _prep(cfg, cached)
+    _, model, _ = client._model(cfg, prep)
+    weights, _, _ = client.train(cfg, cached, model.get_weights(), prep, 1)
+    a = client.evaluate(cfg, cached, weights, prep)
+    client._INPUTS.clear()
+    b = client.evaluate(cfg, plain, weights, prep)
+    return {"auc-cached": a["auc"], "auc-csv": b["auc"], "equal": float(a == b)}
+
+
+def run_case(case: str, csv: Path, cache_dir: Path, batch: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", case, str(csv), str(cache_dir), str(batch)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{case} {csv.name} batch {batch} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(seconds per million rows, intercept) of a least-squares line."""
+    import numpy as np
+
+    if len(xs) < 2:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(np.array(xs) / 1e6, np.array(ys), 1)
+    return float(slope), float(intercept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 5_000_000])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/fedcredit-rows"))
+    parser.add_argument("--auc", type=int, default=0, help="rows of the AUC check (0: skip)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        case, csv, cache_dir, batch = args.child
+        print(json.dumps(child(case, csv, cache_dir, int(batch))))
+        return
+    from fedcredit.core.synth import synthesise
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {os.getloadavg()}")
+    rows_out = []
+    for size in args.sizes:
+        csv = args.work / f"bank-{size}.csv"
+        if not csv.exists():
+            t = time.perf_counter()
+            synthesise(csv, size, seed=0)
+            print(f"synth {size:,} rows: {time.perf_counter() - t:.1f} s", flush=True)
+        cache_dir = args.work / f"cache-{size}"
+        for batch in args.batch_sizes:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            first = run_case("first", csv, cache_dir, batch)
+            bank = run_case("bank", csv, cache_dir, batch)
+            plain = run_case("plain", csv, cache_dir, batch)
+            row = {
+                "rows": size,
+                "batch": batch,
+                "first": first["load"],
+                "load": bank["load"],
+                "stats": bank["stats"],
+                "epoch": bank["epoch"],
+                "eval": bank["eval"],
+                "plain": plain["epoch"],
+                "ratio": bank["epoch"] / plain["epoch"],
+                "rss_first": first["rss_mb"],
+                "rss_bank": bank["rss_mb"],
+                "rss_plain": plain["rss_mb"],
+                "loadavg": os.getloadavg()[0],
+            }
+            rows_out.append(row)
+            print(json.dumps(row), flush=True)
+    head = "| rows | batch | first msg s | cached load s | stats s | epoch s | eval s | plain Keras epoch s | ratio | peak RSS MB (first / bank / plain) | load 1 min |"
+    print("\n" + head + "\n|" + "---|" * 11)
+    for r in rows_out:
+        print(
+            f"| {r['rows']:,} | {r['batch']} | {r['first']:.2f} | {r['load']:.2f} | {r['stats']:.2f} | "
+            f"{r['epoch']:.2f} | {r['eval']:.2f} | {r['plain']:.2f} | {r['ratio']:.2f} | "
+            f"{r['rss_first']:.0f} / {r['rss_bank']:.0f} / {r['rss_plain']:.0f} | {r['loadavg']:.1f} |"
+        )
+    for batch in args.batch_sizes:
+        sel = [r for r in rows_out if r["batch"] == batch]
+        xs = [r["rows"] for r in sel]
+        fits = {k: fit(xs, [r[k] for r in sel]) for k in ("first", "load", "stats", "epoch", "eval", "plain")}
+        print(f"batch {batch}: seconds per million rows " + ", ".join(f"{k} {s:.2f}" for k, (s, _) in fits.items()))
+    if args.auc:
+        csv = args.work / f"bank-{args.auc}.csv"
+        if not csv.exists():
+            synthesise(csv, args.auc, seed=0)
+        print("hold-out AUC check:", json.dumps(auc_check(str(csv), args.work, 1024)))
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
