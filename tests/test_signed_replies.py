@@ -139,3 +139,17 @@ def test_without_a_roster_nothing_is_signed_or_logged(tmp_path, monkeypatch):
     grid = InProcessGrid(CONFIG, BANKS)
     _, federation = _gather(grid, inprocess.APP_DIR)
     assert len(federation.banks) == BANKS and not list(tmp_path.iterdir())
+
+
+def test_fedcredit_audit_verifies_a_log_and_fails_an_edited_one(consortium, capsys):
+    from fedcredit.cli import main
+
+    _, grid, app, tmp_path = consortium
+    _gather(grid, app)
+    path = _log(tmp_path, "bank-0")
+    assert main(["audit", str(path), "--roster", str(app / ROSTER_FILE)]) == 0
+    out = capsys.readouterr().out
+    assert "query: 1 message(s)" in out and "verified" in out and "NOT" not in out
+    path.write_text(path.read_text().replace('"bank-info":', '"raw-rows":'))
+    assert main(["audit", str(path), "--roster", str(app / ROSTER_FILE)]) == 1
+    assert "FAILED line 1" in capsys.readouterr().out

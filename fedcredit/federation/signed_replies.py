@@ -132,3 +132,8 @@ class SignedGrid:
 def signed_grid(grid: Grid, app_dir: str | Path | None) -> SignedGrid:
     """`grid` with every reply's identity checked (with a roster) or its identity record dropped (without)."""
     return SignedGrid(grid, coordinator_roster(app_dir))
+
+
+def allowed_records() -> set[str]:
+    """Every record name the protocol lets leave a bank (`LEAVES_A_BANK`, and secure mode's `secagg` record)."""
+    return {name for records in protocol.LEAVES_A_BANK.values() for name in records} | {protocol.SECAGG}
