@@ -10,10 +10,11 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcredit.federation import client, protocol, secure_bank
+from fedcredit.federation import client, protocol, secure_bank, signed_replies
 
 APP_DIR = Path(__file__).resolve().parent
-app = ClientApp()
+# With a consortium roster every reply is signed and logged at the bank; outermost, so over the final reply.
+app = ClientApp(mods=[signed_replies.make_identity_mod(lambda: APP_DIR)])
 
 
 @app.query(mods=[secure_bank.secure_mod])

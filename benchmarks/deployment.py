@@ -5,7 +5,7 @@ SuperNode per bank on this machine, each message a fresh ClientApp process
 (Flower 1.42). Banks hold iid slices of the embedded data; default config
 otherwise. Also times the ClientApp's import, which every message pays.
 
-    python benchmarks/deployment.py [--banks 4] [--rounds 5] [--secure] [--evaluation folded|separate]
+    python benchmarks/deployment.py [--banks 4] [--rounds 5] [--secure] [--identity] [--evaluation folded|separate]
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--banks", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--secure", action="store_true", help="privacy.secure-aggregation = true")
+    parser.add_argument(
+        "--identity", action="store_true", help="with the consortium roster: every reply signed and egress-logged"
+    )
     parser.add_argument("--evaluation", default="auto", choices=["auto", "folded", "separate"])
     parser.add_argument("--profile", action="store_true", help="only profile one cold train message of one bank")
     args = parser.parse_args()
@@ -85,7 +88,7 @@ def main() -> None:
         }
         if args.secure:
             config["privacy.secure-aggregation"] = True
-        with LocalDeployment(tmp_path / "dep", csvs) as dep:
+        with LocalDeployment(tmp_path / "dep", csvs, identity=args.identity) as dep:
             dep.wait_for_nodes(args.banks)
             started = time.monotonic()
             result = dep.run(config)
@@ -95,7 +98,8 @@ def main() -> None:
     rounds = [e.seconds for e in history.trained_rounds]
     print(
         f"{args.banks} banks, {args.rounds} rounds, evaluation {history.evaluation}"
-        f"{' (secure mode)' if args.secure else ''}: {result.status} in "
+        f"{' (secure mode)' if args.secure else ''}{' (roster: signed replies)' if args.identity else ''}: "
+        f"{result.status} in "
         f"{seconds:.0f} s; seconds per round {rounds}, mean {sum(rounds) / len(rounds):.1f}"
     )
 

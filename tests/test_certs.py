@@ -52,8 +52,11 @@ def test_a_new_bank_joins_the_existing_consortium(tmp_path):
     before = _snapshot(out)
     creds = make_credentials(out, HOSTS, ["charlie"])
     after = _snapshot(out)
+    old_roster = before.pop("roster.toml")  # the roster gains the new bank: the one file that must change
+    assert after["roster.toml"] != old_roster
     assert {k: after[k] for k in before} == before  # CA, SuperLink and old banks untouched
-    assert set(after) - set(before) == {"banks/charlie/supernode.key", "banks/charlie/supernode.key.pub"}
+    new = {"banks/charlie/supernode.key", "banks/charlie/supernode.key.pub", "banks/charlie/signing.key"}
+    assert set(after) - set(before) == new | {"roster.toml"}
     assert creds.ca_cert.read_bytes() == before["ca.crt"]
     assert _superlink_signed_by_ca(out)
     private, public = creds.bank_keys["charlie"]
@@ -173,7 +176,9 @@ def test_cli_rerun_reuses_and_says_so(tmp_path, capsys):
     second = capsys.readouterr().out
     assert "reused the existing CA" in second
     assert "acme: reused the existing key pair" in second and "bravo: created a new key pair" in second
+    assert "acme: reused the existing signing key" in second and "Consortium roster" in second
     after = _snapshot(out)
+    before.pop("roster.toml")  # gains bravo
     assert {k: after[k] for k in before} == before
 
 
@@ -244,3 +249,18 @@ def test_a_private_key_that_is_a_directory_is_refused(tmp_path):
     key.mkdir()
     with pytest.raises(CredentialsError, match=r"supernode\.key is not a regular file"):
         make_bank_keys(tmp_path / "banks", "acme")
+
+
+def test_certs_gives_each_bank_a_signing_key_once_and_writes_the_roster(tmp_path):
+    from fedcredit.identity.roster import load_roster
+
+    creds = make_credentials(tmp_path, ["127.0.0.1"], ["bank-a", "bank-b"])
+    key_a = creds.signing_keys["bank-a"]
+    assert stat.S_IMODE(key_a.stat().st_mode) == 0o600
+    first = key_a.read_bytes()
+    roster = load_roster(creds.roster)
+    assert set(roster.banks) == {"bank-a", "bank-b"}
+    again = make_credentials(tmp_path, ["127.0.0.1"], ["bank-a", "bank-c"])  # add a bank; never overwrite
+    assert again.signing_keys["bank-a"].read_bytes() == first
+    assert load_roster(again.roster).banks["bank-a"] == roster.banks["bank-a"]
+    assert set(load_roster(again.roster).banks) == {"bank-a", "bank-b", "bank-c"}

@@ -123,12 +123,15 @@ def test_secure_mode_over_tls_trains_the_same_model_as_plain_mode(tmp_path):
     csvs = split_builtin(tmp_path / "banks", 3, "iid")
     out = tmp_path / "out"
     config = {"num-server-rounds": 2, "local-epochs": 1, "hidden-units": "16", "round-timeout": 300.0}
-    with LocalDeployment(tmp_path / "dep", csvs) as dep:
+    with LocalDeployment(tmp_path / "dep", csvs, identity=True) as dep:  # with the roster: every reply signed
         dep.wait_for_nodes(3)
         plain = dep.run({**config, "output-dir": str(out / "plain")})
         secure = dep.run({**config, "output-dir": str(out / "secure"), "privacy.secure-aggregation": True})
+        logs = {bank: dep.egress_log(bank) for bank in csvs}
+        roster = dep.app_dir / "roster.toml"
     for result in (plain, secure):
         assert result.completed, f"{result.status}: {result.details}\n{result.logs[-3000:]}"
+    _assert_egress_logs_verify(logs, roster)
     (plain_dir, plain_history), (secure_dir, secure_history) = _history(out / "plain"), _history(out / "secure")
     assert all(r["aggregated"] for r in secure_history["rounds"][1:])
     assert secure_history["personalisation"]["banks"] == {}  # only sums reached the coordinator
@@ -152,6 +155,21 @@ def test_secure_mode_over_tls_trains_the_same_model_as_plain_mode(tmp_path):
     assert gap < 1e-5 and abs(auc["plain"] - auc["secure"]) < 0.005
     for run_dir, secure_mode in ((plain_dir, False), (secure_dir, True)):
         _assert_whole_validation_pack(run_dir, secure_mode)
+
+
+def _assert_egress_logs_verify(logs, roster) -> None:
+    """Each bank's egress log verifies with `fedcredit audit` and names both runs' training and evaluation."""
+    import contextlib
+    import io
+
+    from fedcredit.cli import main
+
+    for bank, path in logs.items():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["audit", str(path), "--roster", str(roster)])
+        assert code == 0, f"{bank}: {out.getvalue()}"
+        assert "train: " in out.getvalue() and "evaluate: " in out.getvalue() and f"banks: {bank};" in out.getvalue()
 
 
 def _assert_whole_validation_pack(run_dir, secure_mode: bool) -> None:

@@ -18,7 +18,7 @@ from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_
 from fedcredit.core.schema import LENDING_CLUB
 from fedcredit.deploy import inprocess
 from fedcredit.deploy.inprocess import InProcessGrid, serverapp_identity
-from fedcredit.federation import protocol, secure_bank, secure_sum, signed_keys
+from fedcredit.federation import protocol, secure_bank, secure_sum, signed_keys, signed_replies
 from fedcredit.federation.protocol import SECAGG, SECAGG_QUERY, ProtocolError
 from fedcredit.federation.secagg import BankSession, SecAggError
 from fedcredit.federation.statistics import collect_secure_statistics
@@ -42,6 +42,7 @@ def consortium(tmp_path, monkeypatch):
     keys = {name: Ed25519PrivateKey.generate() for name in NAMES}
     app = tmp_path / "app"
     app.mkdir()
+    (app / "pyproject.toml").write_bytes((inprocess.APP_DIR / "pyproject.toml").read_bytes())  # the run config
     (app / ROSTER_FILE).write_text(roster_text({n: public_bytes(k) for n, k in keys.items()}))
     pin = file_sha256(app / ROSTER_FILE)
     node_configs = {}
@@ -59,6 +60,7 @@ def consortium(tmp_path, monkeypatch):
             "bank-name": name,
             "signing-key": str(path),
             "roster-sha256": pin,
+            "egress-log": str(tmp_path / f"{name}.egress.jsonl"),
         }
     monkeypatch.setattr(inprocess.client_app(), "APP_DIR", app)  # where the secagg handler finds the roster
     return keys, node_configs
@@ -90,6 +92,8 @@ class Coordinator(InProcessGrid):
 
 
 def _statistics(grid):
+    """The coordinator's statistics exchange, every reply through its signature check (the app's roster, if any)."""
+    grid = signed_replies.signed_grid(grid, inprocess.client_app().APP_DIR)
     return collect_secure_statistics(grid, grid.get_node_ids(), 10.0, LENDING_CLUB, 0.6)
 
 
@@ -324,7 +328,7 @@ def test_a_whole_secure_run_with_a_roster_completes_every_sum_signed(consortium,
             signatures.append(len(record["signatures"]))
 
     grid.rewrite = spy
-    history = server.run(grid, config, "signed", inprocess.APP_DIR).to_json()
+    history = server.run(grid, config, "signed", inprocess.client_app().APP_DIR).to_json()  # the roster's app
     assert history["status"] == "completed" and history["rounds"][1]["aggregated"]
     kinds = {kind for kind, stage in grid.sent if stage == protocol.MASK}
     assert {"query", "train", "evaluate", protocol.PROFILE, protocol.PERSONALISE, protocol.REASONS} <= kinds, kinds

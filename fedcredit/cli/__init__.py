@@ -23,13 +23,14 @@ COMMANDS = {
         "fedcredit.cli.compare",
         "compare strategies, seeds and DP noise levels through the real Flower engine",
     ),
-    "certs": ("fedcredit.cli.certs", "create the consortium CA, SuperLink certificate and bank key pairs"),
+    "certs": ("fedcredit.cli.certs", "create the consortium CA, SuperLink certificate, bank key pairs and the roster"),
     "proxy": (
         "fedcredit.cli.proxy",
         "write the nginx configuration: banks reach only the Fleet API, the coordinator the Control API",
     ),
     "synth": ("fedcredit.cli.synth", "write a synthetic bank CSV of N rows (resampled embedded data, for benchmarks)"),
     "demo": ("fedcredit.cli.demo", "a TLS + authenticated deployment of N banks on this machine, end to end"),
+    "audit": ("fedcredit.cli.audit", "verify a bank's egress log and summarise what left the bank"),
 }
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fedcredit.deploy.certs import CredentialsError, make_credentials
+from fedcredit.identity.roster import file_sha256
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
@@ -56,5 +57,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"SuperLink certificate and key (coordinator only): {creds.superlink_cert}, {creds.superlink_key}")
     for bank, (private, public) in creds.bank_keys.items():
         print(f"{bank}: private key {private} (stays at the bank), public key {public} (register it)")
+    for bank, path in creds.signing_keys.items():
+        print(f"{bank}: signing key {path} (stays at the bank: node config signing-key)")
+    if creds.roster is not None:
+        sha = file_sha256(creds.roster)
+        print(
+            f"Consortium roster (copy into the app directory): {creds.roster}, SHA-256 {sha} (node config roster-sha256)"
+        )
     print(f"Keep {Path(args.out) / 'ca.key'} offline: it signs SuperLink certificates. Private keys are mode 0600.")
     return 0

@@ -25,14 +25,17 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedcredit.identity.roster import ROSTER_FILE, public_bytes, roster_text
 
 VALID_DAYS = 365
 PRIVATE_MODE = 0o600
@@ -50,6 +53,8 @@ class Credentials:
     superlink_cert: Path
     superlink_key: Path
     bank_keys: dict[str, tuple[Path, Path]]  # bank name -> (private key, public key)
+    signing_keys: dict[str, Path] = field(default_factory=dict)  # bank name -> Ed25519 private signing key
+    roster: Path | None = None  # the consortium roster (bank name -> public signing key), ships in the app
     notes: tuple[str, ...] = ()  # what was created, reused or re-issued, one sentence each, for the operator
 
 
@@ -100,7 +105,7 @@ def _write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def _read_private(path: Path, load):
+def _read_private(path: Path, load, kind: type = ec.EllipticCurvePrivateKey):
     """Load an existing private key and make its file 0600 (files from older versions may be 0644).
 
     The file is opened without following a link and its mode set through that descriptor, so
@@ -124,9 +129,9 @@ def _read_private(path: Path, load):
             f"{path} exists but is not an unencrypted private key ({err}); restore it from "
             "your backup, or move it away to create a new one"
         ) from err
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
+    if not isinstance(key, kind):
         raise CredentialsError(
-            f"{path} is a {type(key).__name__}, not an EC private key; move it away to create a new one"
+            f"{path} is a {type(key).__name__}, not a {kind.__name__}; move it away to create a new one"
         )
     return key
 
@@ -380,14 +385,49 @@ def make_bank_keys(out: Path, bank: str) -> tuple[Path, Path]:
     return private, public
 
 
+SIGNING_KEY_FILE = "signing.key"
+
+
+def signing_key(banks_dir: Path, bank: str) -> tuple[Path, bytes, str]:
+    """A bank's Ed25519 signing key (PEM, 0600), made once and never overwritten: (path, public key, note).
+
+    It signs the bank's replies and SecAgg+ keys (`fedcredit.identity`); its
+    public half goes on the consortium roster, the private key stays at the bank.
+    """
+    path = banks_dir / bank / SIGNING_KEY_FILE
+    _refuse_link(path)
+    if path.exists():
+        key = _read_private(path, serialization.load_pem_private_key, Ed25519PrivateKey)
+        return path, public_bytes(key), f"{bank}: reused the existing signing key (never overwritten)"
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_private(path, pem)
+    return path, public_bytes(key), f"{bank}: created a new signing key"
+
+
+def write_roster(out: Path) -> Path | None:
+    """The roster of every bank with a signing key under `out/banks` (so adding a bank keeps the others)."""
+    banks: dict[str, bytes] = {}
+    for path in sorted((out / "banks").glob(f"*/{SIGNING_KEY_FILE}")):
+        banks[path.parent.name] = public_bytes(
+            _read_private(path, serialization.load_pem_private_key, Ed25519PrivateKey)
+        )
+    if not banks:
+        return None
+    return _write_public(out / ROSTER_FILE, roster_text(banks).encode())
+
+
 def make_credentials(out: str | Path, hosts: list[str], banks: list[str]) -> Credentials:
     """Create what is missing in `out` and reuse what exists; `Credentials.notes` says which."""
     out = Path(out)
     ca_cert, ca_key, ca_note = load_or_make_ca(out)
     cert, key, server_note = make_server_cert(out, hosts, ca_cert, ca_key)
-    keys, notes = {}, [ca_note, server_note]
+    keys, signing, notes = {}, {}, [ca_note, server_note]
     for bank in dict.fromkeys(banks):
         private, public, note = bank_keys(out / "banks", bank)
         keys[bank] = (private, public)
         notes.append(note)
-    return Credentials(out / "ca.crt", cert, key, keys, tuple(notes))
+        signing[bank], _, note = signing_key(out / "banks", bank)
+        notes.append(note)
+    roster = write_roster(out)
+    return Credentials(out / "ca.crt", cert, key, keys, signing_keys=signing, roster=roster, notes=tuple(notes))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from typing import Any
 from fedcredit.deploy.certs import Credentials, make_bank_keys, make_credentials
 from fedcredit.deploy.localrun import APP_DIR, RunResult, _free_port, submit_run, wait_for_run
 from fedcredit.deploy.proxy import ProxySettings, nginx_command, write_nginx_config
+from fedcredit.identity.egress import EGRESS_FILE
+from fedcredit.identity.roster import ROSTER_FILE, file_sha256
 
 
 def _descendants(pid: int) -> list[int]:
@@ -68,6 +71,8 @@ class LocalDeployment:
     port: int = field(default_factory=_free_port)  # the SuperLink's own (loopback, reached only through nginx)
     bank_port: int = field(default_factory=_free_port)  # nginx's banks' listener: Fleet API only
     admin_port: int = field(default_factory=_free_port)  # nginx's admin listener: Control API only
+    # A consortium roster: the app (copied to workdir/app) ships it, each bank pins it, signs and logs its replies.
+    identity: bool = False
     credentials: Credentials | None = None
     banks: dict[str, Bank] = field(default_factory=dict)
     superlink: subprocess.Popen | None = None
@@ -84,11 +89,37 @@ class LocalDeployment:
         self.address = f"127.0.0.1:{self.bank_port}"  # what the banks dial
         self.admin_address = f"127.0.0.1:{self.admin_port}"  # what `flwr` dials
         self.proxy_dir = self.workdir / "proxy"
+        self.app_dir = APP_DIR
 
     # --- set-up -------------------------------------------------------------------
     def make_credentials(self) -> Credentials:
         self.credentials = make_credentials(self.workdir / "certs", ["localhost", "127.0.0.1"], list(self.bank_csvs))
+        if self.identity:
+            self.app_dir = self._app_with_roster()
         return self.credentials
+
+    def _app_with_roster(self) -> Path:
+        """A copy of the app that ships the consortium roster (never written into the source tree)."""
+        assert self.credentials is not None and self.credentials.roster is not None
+        app = self.workdir / "app"
+        skip = shutil.ignore_patterns(".git", "tests", "benchmarks", "__pycache__", "*.egg-info", ".*cache", "outputs")
+        shutil.copytree(APP_DIR, app, ignore=skip, dirs_exist_ok=True)
+        shutil.copy(self.credentials.roster, app / ROSTER_FILE)
+        return app
+
+    def egress_log(self, bank: str) -> Path:
+        """Where `bank` keeps its egress log in this deployment (node config egress-log)."""
+        return self.workdir / "banks" / bank / EGRESS_FILE
+
+    def _identity_config(self, bank: str) -> dict[str, str]:
+        if not self.identity or self.credentials is None or bank not in self.credentials.signing_keys:
+            return {}
+        assert self.credentials.roster is not None
+        return {
+            "signing-key": str(self.credentials.signing_keys[bank]),
+            "roster-sha256": file_sha256(self.credentials.roster),
+            "egress-log": str(self.egress_log(bank)),
+        }
 
     def write_flower_config(self) -> Path:
         """The coordinator's Flower config: TLS connections to the admin listener and (tests) the banks' one."""
@@ -205,7 +236,12 @@ class LocalDeployment:
         assert self.credentials is not None
         key = key if key is not None else self.credentials.bank_keys.get(bank, (None,))[0]
         csv = csv if csv is not None else self.bank_csvs[bank]
-        entries = {"data-path": str(csv), "bank-name": bank, **self.node_configs.get(bank, {})}
+        entries = {
+            "data-path": str(csv),
+            "bank-name": bank,
+            **self._identity_config(bank),
+            **self.node_configs.get(bank, {}),
+        }
         node_config = " ".join(f'{k}="{v}"' for k, v in entries.items())
         args = [
             "flower-supernode",
@@ -268,8 +304,8 @@ class LocalDeployment:
                 raise TimeoutError(f"fewer than {count} SuperNodes online after {timeout:.0f} s")
             time.sleep(1)
 
-    def submit(self, run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> str:
-        return submit_run(self.flwr, app_dir, run_config, [CONNECTION])
+    def submit(self, run_config: Mapping[str, Any], app_dir: Path | None = None) -> str:
+        return submit_run(self.flwr, app_dir or self.app_dir, run_config, [CONNECTION])
 
     def wait(self, run_id: str, started: float, timeout: float = 1200) -> RunResult:
         return wait_for_run(self.flwr, run_id, started, timeout, [CONNECTION])

@@ -34,7 +34,7 @@ from fedcredit.core.config import KEYS, RunConfig, app_defaults, check_overrides
 from fedcredit.core.groups import group_names
 from fedcredit.core.schema import Schema, resolve_schema_path
 from fedcredit.core.stats import Preprocessing, preprocessing_from_stats
-from fedcredit.federation import accounting, protocol, resume
+from fedcredit.federation import accounting, protocol, resume, signed_replies
 from fedcredit.federation.errors import FederationError
 from fedcredit.federation.exchange import short_reason
 from fedcredit.federation.history import BankRecord, History, ResumedFrom, StrategyRecord
@@ -97,6 +97,7 @@ def run(
     so it is not refused).
     """
     state = _start(run_config, run_id, app_dir, variant)
+    grid = signed_replies.signed_grid(grid, app_dir)  # with a roster: every reply verified before it is read
     started = time.monotonic()
     try:
         if app_dir is not None and variant is None:  # a key given with --run-config this strategy ignores
