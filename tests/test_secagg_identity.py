@@ -333,3 +333,5 @@ def test_a_whole_secure_run_with_a_roster_completes_every_sum_signed(consortium,
     kinds = {kind for kind, stage in grid.sent if stage == protocol.MASK}
     assert {"query", "train", "evaluate", protocol.PROFILE, protocol.PERSONALISE, protocol.REASONS} <= kinds, kinds
     assert signatures and set(signatures) == {BANKS}  # every share stage relayed four signed advertisements
+    pins = {ctx.node_config["roster-sha256"] for ctx in grid.contexts.values()}
+    assert [history["roster-sha256"]] == list(pins)  # the roster every reply was verified against, on record

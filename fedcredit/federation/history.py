@@ -366,6 +366,7 @@ class History:
     config: dict[str, Any] = field(default_factory=dict)
     output_dir: str | None = None
     schema_sha256: str | None = None  # the data schema every bank had to share
+    roster_sha256: str | None = None  # the consortium roster every reply was verified against (None: no roster)
     banks: dict[str, BankRecord] = field(default_factory=dict)
     statistics_failed: dict[str, str] = field(default_factory=dict)  # node-N -> why it sent no statistics
     strategy: StrategyRecord | None = None
@@ -421,6 +422,7 @@ class History:
                 config=keys.take("config", _object, {}),
                 output_dir=keys.take("output-dir", _or_null(_str), None),
                 schema_sha256=keys.take("schema-sha256", _or_null(_str), None),
+                roster_sha256=keys.take("roster-sha256", _or_null(_str), None),
                 banks=keys.take("banks", _mapping(BankRecord._parse), {}),
                 statistics_failed=keys.take("statistics-failed", _reasons, {}),
                 strategy=keys.take("strategy", _or_null(StrategyRecord._parse), None),
@@ -451,6 +453,7 @@ class History:
             "config": self.config,
             "output-dir": self.output_dir,
             "schema-sha256": self.schema_sha256,
+            "roster-sha256": self.roster_sha256,
             "banks": {b: r.to_json() for b, r in self.banks.items()},
             "rounds": [r.to_json() for r in self.rounds],
             "statistics-failed": dict(self.statistics_failed),

@@ -98,6 +98,7 @@ def run(
     """
     state = _start(run_config, run_id, app_dir, variant)
     grid = signed_replies.signed_grid(grid, app_dir)  # with a roster: every reply verified before it is read
+    state.history.roster_sha256 = grid.roster.sha256 if grid.roster is not None else None
     started = time.monotonic()
     try:
         if app_dir is not None and variant is None:  # a key given with --run-config this strategy ignores

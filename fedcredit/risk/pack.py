@@ -440,6 +440,7 @@ def model(run: Run, model_info: dict[str, Any] | None, model_sha256: str | None)
         "architecture": model_info,
         "config": {k: run.config.get(k) for k in MODEL_KEYS if k in run.config},
         "schema-sha256": h.schema_sha256,
+        "roster-sha256": h.roster_sha256,
         "model-final-sha256": h.model_final_sha256,
         "model-file-matches": model_sha256 is not None and model_sha256 == h.model_final_sha256,
         "software": h.software,

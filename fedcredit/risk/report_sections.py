@@ -49,6 +49,10 @@ def summary_section(run: Run, model_sha256: str | None) -> str:
         ["final model SHA-256", f"{recorded or 'not recorded'} ({check})"],
         ["schema SHA-256 (every bank's matched it)", h.schema_sha256 or "not recorded"],
         [
+            "consortium roster SHA-256 (every reply was signed by a bank on it)",
+            h.roster_sha256 or "none: replies were not signed (no roster in the app)",
+        ],
+        [
             "ignored config keys (not used by this strategy / privacy mode)",
             ", ".join(h.ignored_keys or []) or "none",
         ],
