@@ -153,3 +153,19 @@ def test_fedcredit_audit_verifies_a_log_and_fails_an_edited_one(consortium, caps
     path.write_text(path.read_text().replace('"bank-info":', '"raw-rows":'))
     assert main(["audit", str(path), "--roster", str(app / ROSTER_FILE)]) == 1
     assert "FAILED line 1" in capsys.readouterr().out
+
+
+def test_an_error_reply_is_logged_without_records_and_still_verifies(consortium):
+    """What a failing bank sends (an error and its text) left the bank too: one line, no records, the error's kind."""
+    _, grid, app, tmp_path = consortium
+    config = grid.contexts[11].node_config
+    del config["partition-id"], config["num-partitions"]
+    config["data-path"] = str(tmp_path / "no-such-loans.csv")
+    _, federation = _gather(grid, app)
+    assert 11 in federation.failed and len(federation.banks) == 2
+    lines = _log(tmp_path, "bank-0").read_text().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["records"] == {} and entry["error"] and "no-such-loans" not in lines[0]
+    result = egress.audit(lines, load_roster(app / ROSTER_FILE))
+    assert not result.problems and result.errors == {"query": 1} and result.bytes == 0

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"banks: {', '.join(sorted(result.banks)) or '-'}; runs: {', '.join(map(str, sorted(result.runs))) or '-'}")
     print(f"first: {result.first or '-'}; last: {result.last or '-'}; bytes sent: {result.bytes}")
     for kind, count in sorted(result.kinds.items()):
-        print(f"  {kind}: {count} message(s)")
+        errors = result.errors.get(kind, 0)
+        print(f"  {kind}: {count} message(s)" + (f", {errors} of them error replies" if errors else ""))
     for name, count in sorted(result.records.items()):
         print(f"  record {name}: in {count} message(s){'' if name in allowed_records() else '  NOT IN THE PROTOCOL'}")
     for problem in result.problems:

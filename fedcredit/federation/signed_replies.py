@@ -56,6 +56,19 @@ def _entry(reply: Message, digest: str) -> dict[str, Any]:
     }
 
 
+def _error_entry(msg: Message, error: str) -> dict[str, Any]:
+    """An error reply's line: no records left, only the error's kind (its text may quote the bank's data)."""
+    meta = msg.metadata
+    return {
+        "run": int(meta.run_id),
+        "kind": str(meta.message_type),
+        "round": str(meta.group_id),
+        "reply-to": str(meta.message_id),
+        "records": {},
+        "error": error,
+    }
+
+
 def _size(record: Any) -> int:
     """Bytes of a record as Flower serialises it (its deflated form is what is hashed)."""
     return len(record.deflate())
@@ -70,11 +83,20 @@ def make_identity_mod(app_dir: Callable[[], str | Path]) -> Callable[[Message, C
         except RosterError as err:
             log(WARNING, "fedcredit bank: run refused: %s", err)
             return Message(Error(code=protocol.ERROR_CODE, reason=f"{REFUSED}: {err}"), reply_to=msg)
-        reply = call_next(msg, context)
-        if identity is None or reply.has_error():
+        log_path = egress_path(context.node_config)
+        try:
+            reply = call_next(msg, context)
+        except Exception as err:  # Flower turns it into an error reply carrying its text: that leaves the bank too
+            if identity is not None:
+                egress.append(log_path, identity.key, identity.name, _error_entry(msg, type(err).__name__))
+            raise
+        if identity is None:
+            return reply
+        if reply.has_error():
+            egress.append(log_path, identity.key, identity.name, _error_entry(msg, f"error code {reply.error.code}"))
             return reply
         digest = sign_reply(identity.key, identity.name, identity.roster, reply)
-        egress.append(egress_path(context.node_config), identity.key, identity.name, _entry(reply, digest))
+        egress.append(log_path, identity.key, identity.name, _entry(reply, digest))
         return reply
 
     return identity_mod

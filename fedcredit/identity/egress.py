@@ -74,6 +74,7 @@ class Audit:
     problems: list[str] = field(default_factory=list)
     runs: set[int] = field(default_factory=set)
     kinds: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # kind -> error replies (no records, only the error's kind)
     records: Counter = field(default_factory=Counter)
     bytes: int = 0
     first: str | None = None
@@ -104,6 +105,8 @@ def audit(lines: Iterable[str], roster: Roster) -> Audit:
         out.banks.add(bank)
         out.runs.add(int(entry.get("run", 0)))
         out.kinds[str(entry.get("kind"))] += 1
+        if entry.get("error"):
+            out.errors[str(entry.get("kind"))] += 1
         for name, size in dict(entry.get("records", {})).items():
             out.records[str(name)] += 1
             out.bytes += int(size)
