@@ -43,30 +43,21 @@ def egress_path(node_config: dict[str, Any] | Any) -> Path:
     return Path(egress.EGRESS_FILE).resolve()
 
 
-def _entry(reply: Message, digest: str) -> dict[str, Any]:
-    meta = reply.metadata
-    records = {name: _size(record) for name, record in reply.content.items() if name != IDENTITY}
-    return {
-        "run": int(meta.run_id),
-        "kind": str(meta.message_type),
-        "round": str(meta.group_id),
-        "reply-to": str(meta.reply_to_message_id),
-        "records": records,
-        "content": digest,
-    }
-
-
-def _error_entry(msg: Message, error: str) -> dict[str, Any]:
-    """An error reply's line: no records left, only the error's kind (its text may quote the bank's data)."""
-    meta = msg.metadata
+def _entry(request: Message, records: dict[str, int], **outcome: str) -> dict[str, Any]:
+    """One log line's fields for the reply to `request`: what was asked, and what left (records, digest or error)."""
+    meta = request.metadata
     return {
         "run": int(meta.run_id),
         "kind": str(meta.message_type),
         "round": str(meta.group_id),
         "reply-to": str(meta.message_id),
-        "records": {},
-        "error": error,
+        "records": records,
+        **outcome,
     }
+
+
+def _records(reply: Message) -> dict[str, int]:
+    return {name: _size(record) for name, record in reply.content.items() if name != IDENTITY}
 
 
 def _size(record: Any) -> int:
@@ -88,15 +79,17 @@ def make_identity_mod(app_dir: Callable[[], str | Path]) -> Callable[[Message, C
             reply = call_next(msg, context)
         except Exception as err:  # Flower turns it into an error reply carrying its text: that leaves the bank too
             if identity is not None:
-                egress.append(log_path, identity.key, identity.name, _error_entry(msg, type(err).__name__))
+                egress.append(log_path, identity.key, identity.name, _entry(msg, {}, error=type(err).__name__))
             raise
         if identity is None:
             return reply
         if reply.has_error():
-            egress.append(log_path, identity.key, identity.name, _error_entry(msg, f"error code {reply.error.code}"))
+            egress.append(
+                log_path, identity.key, identity.name, _entry(msg, {}, error=f"error code {reply.error.code}")
+            )
             return reply
         digest = sign_reply(identity.key, identity.name, identity.roster, reply)
-        egress.append(log_path, identity.key, identity.name, _entry(reply, digest))
+        egress.append(log_path, identity.key, identity.name, _entry(msg, _records(reply), content=digest))
         return reply
 
     return identity_mod
