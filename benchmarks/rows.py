@@ -9,7 +9,9 @@ child, as `RUSAGE_CHILDREN` would in the parent):
 - `bank`: a later message's data load (cache mapped), statistics, one local epoch
   (`client.train`) and evaluation (`client.evaluate`) at the batch size;
 - `plain`: the same Keras model (`build_model`) compiled and fitted for one epoch on the same
-  rows in a plain script (`model.fit` on `to_inputs`), for the throughput ratio.
+  rows in a plain script (`model.fit` on `to_inputs`), for the throughput ratio; on the first
+  `--plain-rows` training rows only (default 1M: plain Keras at batch 64 takes minutes per
+  million rows), so the ratio compares seconds per row.
 
 Prints a table, a straight-line fit of seconds per million rows for each
 column, and the load average beside them. `--auc` runs the hold-out AUC check
@@ -48,7 +50,7 @@ def _prep(cfg, node) -> str:
     return preprocessing_from_stats(merge_stats([stats]), cfg.min_category_count).to_json()
 
 
-def child(case: str, csv: str, cache_dir: str, batch: int) -> dict[str, float]:
+def child(case: str, csv: str, cache_dir: str, batch: int, plain_rows: int = 0) -> dict[str, float]:
     """One case in this (fresh) process; seconds per step and this process's peak RSS."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from fedcredit.core.banks import load_bank
@@ -69,7 +71,7 @@ def child(case: str, csv: str, cache_dir: str, batch: int) -> dict[str, float]:
         _, model, _ = client._model(cfg, prep)
         weights = model.get_weights()
         t = time.perf_counter()
-        client.train(cfg, node, weights, prep, 1)
+        out["rows"] = client.train(cfg, node, weights, prep, 1)[2]
         out["epoch"] = time.perf_counter() - t
         t = time.perf_counter()
         client.evaluate(cfg, node, weights, prep)
@@ -85,8 +87,10 @@ def child(case: str, csv: str, cache_dir: str, batch: int) -> dict[str, float]:
         schema = schema_of(cfg)
         model = mdl.build_model(Preprocessing.from_json(prep), mdl.ModelSpec.of(cfg, schema))
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
-        inputs = mdl.to_inputs(bank.train, model)
-        labels = bank.train[schema.target].to_numpy().astype(np.float32)
+        rows = bank.train.iloc[:plain_rows] if plain_rows else bank.train
+        inputs = mdl.to_inputs(rows, model)
+        labels = rows[schema.target].to_numpy().astype(np.float32)
+        out["rows"] = len(rows)
         t = time.perf_counter()
         model.fit(inputs, labels, batch_size=batch, epochs=1, shuffle=True, verbose=0)
         out["epoch"] = time.perf_counter() - t
@@ -110,8 +114,8 @@ def auc_check(csv: str, work: Path, batch: int) -> dict[str, float]:
     return {"auc-cached": a["auc"], "auc-csv": b["auc"], "equal": float(a == b)}
 
 
-def run_case(case: str, csv: Path, cache_dir: Path, batch: int) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", case, str(csv), str(cache_dir), str(batch)]
+def run_case(case: str, csv: Path, cache_dir: Path, batch: int, plain_rows: int = 0) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", case, str(csv), str(cache_dir), str(batch), str(plain_rows)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{case} {csv.name} batch {batch} failed:\n{done.stderr[-3000:]}")
@@ -134,11 +138,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1024])
     parser.add_argument("--work", type=Path, default=Path("/tmp/fedcredit-rows"))
     parser.add_argument("--auc", type=int, default=0, help="rows of the AUC check (0: skip)")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-rows", type=int, default=1_000_000, help="training rows of the plain Keras fit")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        case, csv, cache_dir, batch = args.child
-        print(json.dumps(child(case, csv, cache_dir, int(batch))))
+        case, csv, cache_dir, batch, plain_rows = args.child
+        print(json.dumps(child(case, csv, cache_dir, int(batch), int(plain_rows))))
         return
     from fedcredit.core.synth import synthesise
 
@@ -156,7 +161,7 @@ def main() -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
             first = run_case("first", csv, cache_dir, batch)
             bank = run_case("bank", csv, cache_dir, batch)
-            plain = run_case("plain", csv, cache_dir, batch)
+            plain = run_case("plain", csv, cache_dir, batch, args.plain_rows)
             row = {
                 "rows": size,
                 "batch": batch,
@@ -166,7 +171,8 @@ def main() -> None:
                 "epoch": bank["epoch"],
                 "eval": bank["eval"],
                 "plain": plain["epoch"],
-                "ratio": bank["epoch"] / plain["epoch"],
+                "plain_rows": plain["rows"],
+                "ratio": (bank["epoch"] / bank["rows"]) / (plain["epoch"] / plain["rows"]),
                 "rss_first": first["rss_mb"],
                 "rss_bank": bank["rss_mb"],
                 "rss_plain": plain["rss_mb"],
@@ -174,18 +180,21 @@ def main() -> None:
             }
             rows_out.append(row)
             print(json.dumps(row), flush=True)
-    head = "| rows | batch | first msg s | cached load s | stats s | epoch s | eval s | plain Keras epoch s | ratio | peak RSS MB (first / bank / plain) | load 1 min |"
+    head = (
+        "| rows | batch | first msg s | cached load s | stats s | epoch s | eval s | plain Keras epoch s (rows) "
+        "| ratio per row | peak RSS MB (first / bank / plain) | load 1 min |"
+    )
     print("\n" + head + "\n|" + "---|" * 11)
     for r in rows_out:
         print(
             f"| {r['rows']:,} | {r['batch']} | {r['first']:.2f} | {r['load']:.2f} | {r['stats']:.2f} | "
-            f"{r['epoch']:.2f} | {r['eval']:.2f} | {r['plain']:.2f} | {r['ratio']:.2f} | "
+            f"{r['epoch']:.2f} | {r['eval']:.2f} | {r['plain']:.2f} ({r['plain_rows']:,}) | {r['ratio']:.2f} | "
             f"{r['rss_first']:.0f} / {r['rss_bank']:.0f} / {r['rss_plain']:.0f} | {r['loadavg']:.1f} |"
         )
     for batch in args.batch_sizes:
         sel = [r for r in rows_out if r["batch"] == batch]
         xs = [r["rows"] for r in sel]
-        fits = {k: fit(xs, [r[k] for r in sel]) for k in ("first", "load", "stats", "epoch", "eval", "plain")}
+        fits = {k: fit(xs, [r[k] for r in sel]) for k in ("first", "load", "stats", "epoch", "eval")}
         print(f"batch {batch}: seconds per million rows " + ", ".join(f"{k} {s:.2f}" for k, (s, _) in fits.items()))
     if args.auc:
         csv = args.work / f"bank-{args.auc}.csv"

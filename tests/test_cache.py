@@ -14,6 +14,7 @@ from fedcredit.cli import main
 from fedcredit.core.banks import load_bank
 from fedcredit.core.config import parse_run_config
 from fedcredit.core.loading import DataValidationError, load_csv
+from fedcredit.core.partition import stratified_positions
 from fedcredit.core.schema import load_schema
 from fedcredit.core.synth import synthesise
 from fedcredit.federation import client
@@ -83,8 +84,32 @@ def test_cache_is_used_then_rebuilt_when_the_csv_or_the_schema_changes(bank, mon
     assert len(calls) == 3
 
 
+def halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return stratified_positions(labels, 0.3, 7)
+
+
+def test_split_reading_gives_the_parts_of_the_frame_with_numbers_as_float32(bank, monkeypatch):
+    path, where = bank
+    monkeypatch.setattr(cache, "CHUNK_ROWS", 128)
+    train, val = cache.load_cached_split(path, SCHEMA, halves, cache_dir=where)
+    whole = load_csv(path, SCHEMA)
+    rest, sample = halves(whole[SCHEMA.target].to_numpy())
+    assert len(train) == len(rest) and len(val) == len(sample) and len(val) == round(0.3 * len(whole))
+    for part, rows in ((train, rest), (val, sample)):
+        expected = whole.iloc[rows].reset_index(drop=True)
+        for col in SCHEMA.numeric:
+            assert part[col].dtype == np.float32, col
+            assert np.array_equal(part[col], expected[col].astype(np.float32), equal_nan=True), col
+        for col in [*SCHEMA.categorical, SCHEMA.target]:
+            assert part[col].dtype == expected[col].dtype and part[col].tolist() == expected[col].tolist(), col
+    # Without a writable cache the CSV is cut the same way.
+    for got, want in zip(cache.cut_frame(whole, SCHEMA.target, halves), (train, val), strict=True):
+        same(got, want)
+
+
+@pytest.mark.parametrize("reader", ["frame", "split"])
 @pytest.mark.parametrize("damage", ["truncate", "corrupt", "manifest"])
-def test_truncated_or_corrupt_cache_is_detected_and_rebuilt(bank, monkeypatch, caplog, damage):
+def test_truncated_or_corrupt_cache_is_detected_and_rebuilt(bank, monkeypatch, caplog, damage, reader):
     path, where = bank
     cache.load_cached(path, SCHEMA, cache_dir=where)
     (directory,) = where.iterdir()
@@ -98,10 +123,16 @@ def test_truncated_or_corrupt_cache_is_detected_and_rebuilt(bank, monkeypatch, c
         (directory / cache.MANIFEST).write_text("{", encoding="utf-8")
     calls = builds(monkeypatch)
     with caplog.at_level(logging.WARNING):
-        frame = cache.load_cached(path, SCHEMA, cache_dir=where)
+        if reader == "frame":
+            frames = [cache.load_cached(path, SCHEMA, cache_dir=where)]
+            expected = [load_csv(path, SCHEMA)]
+        else:
+            frames = cache.load_cached_split(path, SCHEMA, halves, cache_dir=where)
+            expected = cache.cut_frame(load_csv(path, SCHEMA), SCHEMA.target, halves)
     assert len(calls) == 1 and "rebuilding" in caplog.text
     assert str(where) not in caplog.text and str(path) not in caplog.text
-    same(frame, load_csv(path, SCHEMA))
+    for got, want in zip(frames, expected, strict=True):
+        same(got, want)
 
 
 def test_unwritable_cache_dir_falls_back_to_the_csv(bank, caplog, tmp_path):

@@ -8,8 +8,9 @@ simulation a common hold-out test set is kept out of every bank, for the
 ServerApp's evaluation only.
 
 A deployed bank's file is read through its cache (`fedcredit.core.cache`;
-node config `cache = "off"` reads the CSV in every message as before);
-simulation never uses it.
+node config `cache = "off"` reads the CSV in every message as before) and
+its numbers are held as float32, the precision the model reads them at;
+simulation never uses the cache and keeps the embedded data's float64.
 
 The frames (a bank's training and validation rows, the hold-out set) carry
 the schema's protected columns beside the features and the target, as
@@ -28,11 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from fedcredit.core.cache import cache_setting, load_cached
+from fedcredit.core.cache import cache_setting, cut_frame, load_cached_split
 from fedcredit.core.config import ConfigError, RunConfig
 from fedcredit.core.limits import Limits
 from fedcredit.core.loading import DEFAULT_LIMITS, load_csv
-from fedcredit.core.partition import partition, stratified_split
+from fedcredit.core.partition import partition, stratified_positions, stratified_split
 from fedcredit.core.schema import Schema, SchemaError, load_schema
 
 
@@ -58,11 +59,25 @@ def _load(
 
 @lru_cache(maxsize=4)
 def _load_file(
-    path: str, schema_path: str, mtime: float, limits: Limits, cache_dir: str | None
-) -> tuple[Schema, pd.DataFrame]:
-    """A deployed bank's file through its on-disk cache (`fedcredit.core.cache`): parsed once per file, not per message."""
+    path: str, schema_path: str, mtime: float, limits: Limits, cache: tuple[bool, str | None], split: tuple[float, int]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A deployed bank's (training, validation) rows, numbers held as float32, the precision the model reads.
+
+    Through its on-disk cache (`fedcredit.core.cache`: parsed once per file,
+    not per message, and cut column by column so memory holds the rows once)
+    unless node config `cache = "off"`.
+    """
     schema = load_schema(schema_path)
-    return schema, load_cached(path, schema, limits, cache_dir)
+
+    def cut(labels):
+        return stratified_positions(labels, *split)
+
+    use_cache, cache_dir = cache
+    if use_cache:
+        train, val = load_cached_split(path, schema, cut, limits, cache_dir)
+    else:
+        train, val = cut_frame(load_csv(path, schema, limits), schema.target, cut)
+    return train, val
 
 
 @lru_cache(maxsize=4)
@@ -113,13 +128,10 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
     if "data-path" in node_config:
         path = str(node_config["data-path"])
         mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-        use_cache, cache_dir = cache_setting(node_config)
-        if use_cache:
-            _, frame = _load_file(path, cfg.schema_path, mtime, cfg.limits, cache_dir)
-        else:
-            _, frame = _load(path, cfg.schema_path, mtime, cfg.limits)
-        name = node_bank_name(node_config)
-    elif "partition-id" in node_config and "num-partitions" in node_config:
+        split = (cfg.val_fraction, cfg.seed)
+        train, val = _load_file(path, cfg.schema_path, mtime, cfg.limits, cache_setting(node_config), split)
+        return BankData(node_bank_name(node_config), train, val)
+    if "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
         _, banks = simulation_split(
             cfg.data_path,
@@ -132,10 +144,9 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
             cfg.limits,
         )
         name, frame = banks[pid]
-    else:
-        raise ValueError(
-            "this SuperNode has no data: start it with --node-config 'data-path=\"/path/to/loans.csv\"' "
-            f"(node config seen: {dict(node_config)})"
-        )
-    train, val = stratified_split(frame, schema.target, cfg.val_fraction, cfg.seed)
-    return BankData(name, train, val)
+        train, val = stratified_split(frame, schema.target, cfg.val_fraction, cfg.seed)
+        return BankData(name, train, val)
+    raise ValueError(
+        "this SuperNode has no data: start it with --node-config 'data-path=\"/path/to/loans.csv\"' "
+        f"(node config seen: {dict(node_config)})"
+    )

@@ -35,9 +35,10 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,11 @@ CHUNK_ROWS = 250_000
 DIR_NAME = ".fedcredit-cache"
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
+
+
+# What cuts a bank's rows into parts (training, validation): its target column -> each part's row positions.
+T = TypeVar("T")
+Split = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 
 class CacheError(RuntimeError):
@@ -147,12 +153,12 @@ def _write(frame: pd.DataFrame, target: Path, vocab: dict[str, dict[str, int]], 
             data.tofile(handle)
 
 
-def build(path: Path, schema: Schema, limits: Limits, target: Path, csv_sha256: str) -> pd.DataFrame | None:
-    """Write the cache into `target` (a fresh directory); returns the frame when the whole file had to be loaded."""
+def build(path: Path, schema: Schema, limits: Limits, target: Path, csv_sha256: str) -> None:
+    """Write the cache into `target` (a fresh directory)."""
     names = _plain_header(path)
     vocab: dict[str, dict[str, int]] = {}
     dtypes: dict[str, str] = {}
-    rows, whole, ok = 0, None, names is not None
+    rows, ok = 0, names is not None
     for frame in _chunks(path, schema, limits, names) if names else []:
         if frame is None:
             ok = False
@@ -184,11 +190,14 @@ def build(path: Path, schema: Schema, limits: Limits, target: Path, csv_sha256: 
         "vocabulary": {c: list(words) for c, words in vocab.items()},
     }
     (target / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-    return whole
 
 
-def open_cache(directory: Path, csv_sha256: str, schema: Schema, limits: Limits) -> pd.DataFrame:
-    """The cached frame, its columns memory-mapped; CacheError when anything does not match the manifest."""
+def _columns(directory: Path, csv_sha256: str, schema: Schema, limits: Limits):
+    """(rows, [(column, a checked loader of its values)]); CacheError when the manifest does not match.
+
+    Each loader memory-maps its column only when called, so a caller that
+    converts one column at a time holds one mapped column, not the file.
+    """
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -197,41 +206,76 @@ def open_cache(directory: Path, csv_sha256: str, schema: Schema, limits: Limits)
     found = (manifest.get("format"), manifest.get("csv-sha256"), manifest.get("schema-sha256"), manifest.get("limits"))
     if found != expected:
         raise CacheError("built for another file, schema, limits or format")
-    rows, data = int(manifest["rows"]), {}
-    for col, info in manifest["columns"].items():
-        file = directory / f"{col}.bin"
-        dtype = np.dtype(info["dtype"])
-        size = file.stat().st_size if file.is_file() else -1
-        if size != info["bytes"] or size != rows * dtype.itemsize:
-            raise CacheError(f"a column file has {size} bytes, the manifest says {info['bytes']}")
-        if _crc32(file) != info["crc32"]:
-            raise CacheError("a column file does not match its checksum")
-        mapped = np.memmap(file, dtype=dtype, mode="r", shape=(rows,)) if rows else np.empty(0, dtype)
-        if col in manifest["vocabulary"]:
-            words = np.array(manifest["vocabulary"][col], dtype=object)
-            data[col] = pd.Series(words[mapped], dtype="str")
-        else:
-            data[col] = pd.Series(mapped, copy=False)
+    rows = int(manifest["rows"])
+
+    def loader(col: str, info: dict[str, Any]):
+        def load() -> tuple[np.ndarray, np.ndarray | None]:
+            file = directory / f"{col}.bin"
+            dtype = np.dtype(info["dtype"])
+            size = file.stat().st_size if file.is_file() else -1
+            if size != info["bytes"] or size != rows * dtype.itemsize:
+                raise CacheError(f"a column file has {size} bytes, the manifest says {info['bytes']}")
+            if _crc32(file) != info["crc32"]:
+                raise CacheError("a column file does not match its checksum")
+            mapped = np.memmap(file, dtype=dtype, mode="r", shape=(rows,)) if rows else np.empty(0, dtype)
+            words = manifest["vocabulary"].get(col)
+            return mapped, None if words is None else np.array(words, dtype=object)
+
+        return load
+
+    return rows, [(col, loader(col, info)) for col, info in manifest["columns"].items()]
+
+
+def open_cache(directory: Path, csv_sha256: str, schema: Schema, limits: Limits) -> pd.DataFrame:
+    """The cached frame, its columns memory-mapped; CacheError when anything does not match the manifest."""
+    _, columns = _columns(directory, csv_sha256, schema, limits)
+    data = {}
+    for col, load in columns:
+        mapped, words = load()
+        data[col] = pd.Series(mapped, copy=False) if words is None else pd.Series(words[mapped], dtype="str")
     return pd.DataFrame(data, copy=False)
 
 
-def load_cached(
-    csv_path: str | Path, schema: Schema, limits: Limits = DEFAULT_LIMITS, cache_dir: str | Path | None = None
-) -> pd.DataFrame:
-    """The validated frame of a bank's CSV, from its cache when one matches, else parsed once and cached.
+def _compact(values: np.ndarray, words: np.ndarray | None) -> pd.Series:
+    if words is not None:
+        return pd.Series(words[values], dtype="str")
+    return pd.Series(values.astype(np.float32) if values.dtype == np.float64 else np.array(values))
 
-    Falls back to `load_csv` (logging why, never a path or value of the data)
-    when the cache cannot be written. Validation errors are those of `load_csv`.
+
+def open_cache_split(
+    directory: Path, csv_sha256: str, schema: Schema, limits: Limits, split: Split
+) -> list[pd.DataFrame]:
+    """The cached rows cut by `split` (the target column -> row positions of each part), numbers as float32.
+
+    One column is mapped and converted at a time, so memory holds the parts
+    (the data once, at the model's precision) and one mapped column.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        return load_csv(path, schema, limits)  # the usual missing-file error
+    _, columns = _columns(directory, csv_sha256, schema, limits)
+    target, _ = dict(columns)[schema.target]()
+    parts = split(np.asarray(target))
+    data: list[dict[str, pd.Series]] = [{} for _ in parts]
+    for col, load in columns:
+        mapped, words = load()
+        for part, positions in zip(data, parts, strict=True):
+            part[col] = _compact(mapped[positions], words)
+        del mapped
+    return [pd.DataFrame(part, copy=False) for part in data]
+
+
+def _through_cache(
+    path: Path, schema: Schema, limits: Limits, cache_dir: str | Path | None, read: Callable[[Path, str], T]
+) -> T | None:
+    """`read(cache directory, the CSV's SHA-256)` of a matching cache, built (or rebuilt) if need be.
+
+    None when the cache cannot be written (logging why, never a path or
+    value of the data). Validation errors are those of `load_csv`.
+    """
     digest = _sha256(path)
     root = Path(cache_dir) if cache_dir else default_cache_dir(path)
     directory = root / cache_key(digest, schema, limits)
     if directory.is_dir():
         try:
-            return open_cache(directory, digest, schema, limits)
+            return read(directory, digest)
         except CacheError as err:
             log.warning("bank data cache unusable (%s): rebuilding it from the CSV", err)
     try:
@@ -239,19 +283,62 @@ def load_cached(
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     except OSError as err:
         log.warning("bank data cache not written (%s): reading the CSV in this message", type(err).__name__)
-        return load_csv(path, schema, limits)
+        return None
     try:
-        whole = build(path, schema, limits, staging, digest)
+        build(path, schema, limits, staging, digest)
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(staging, directory)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         log.warning("bank data cache not written (%s): reading the CSV in this message", type(err).__name__)
-        return load_csv(path, schema, limits)
+        return None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return whole if whole is not None else open_cache(directory, digest, schema, limits)
+    return read(directory, digest)
+
+
+def load_cached(
+    csv_path: str | Path, schema: Schema, limits: Limits = DEFAULT_LIMITS, cache_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """The validated frame of a bank's CSV (as `load_csv` gives it), from its cache when one matches, else parsed once and cached."""
+    path = Path(csv_path)
+    if path.is_file():
+        frame = _through_cache(path, schema, limits, cache_dir, lambda d, digest: open_cache(d, digest, schema, limits))
+        if frame is not None:
+            return frame
+    return load_csv(path, schema, limits)  # the usual missing-file error, or no cache can be written
+
+
+def load_cached_split(
+    csv_path: str | Path,
+    schema: Schema,
+    split: Split,
+    limits: Limits = DEFAULT_LIMITS,
+    cache_dir: str | Path | None = None,
+) -> list[pd.DataFrame]:
+    """A bank's rows cut by `split` (target column -> row positions per part) through its cache, numbers as float32.
+
+    What a deployed bank trains and validates on: its rows held once, at the
+    precision the model reads them (`to_inputs` makes float32), instead of
+    the float64 frame and its parts side by side; at 5 million rows of the
+    default schema that is 0.55 GB instead of 1.8. Without a usable cache the
+    CSV is read whole and cut the same way.
+    """
+    path = Path(csv_path)
+    if path.is_file():
+        parts = _through_cache(
+            path, schema, limits, cache_dir, lambda d, digest: open_cache_split(d, digest, schema, limits, split)
+        )
+        if parts is not None:
+            return parts
+    return cut_frame(load_csv(path, schema, limits), schema.target, split)
+
+
+def cut_frame(frame: pd.DataFrame, target: str, split: Split) -> list[pd.DataFrame]:
+    """A loaded frame cut as `load_cached_split` cuts the cache: the same parts, numbers as float32."""
+    floats = {c: np.float32 for c in frame.columns if frame[c].dtype == np.float64}
+    return [frame.iloc[p].reset_index(drop=True).astype(floats) for p in split(frame[target].to_numpy())]
 
 
 def cache_setting(node_config: dict[str, Any] | Any) -> tuple[bool, str | None]:

@@ -48,7 +48,8 @@ import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -413,6 +414,33 @@ def ordered_levels(model: keras.Model) -> dict[str, list[str]]:
     }
 
 
+CHUNK_ROWS = 65_536  # rows made into model inputs at a time: bounds memory whatever a bank's size
+HELD_FEATURES_BYTES = 128 << 20  # a bank's training features are kept across epochs up to this size, else streamed
+
+
+@dataclass(frozen=True)
+class FrameRows:
+    """Rows kept as a frame and made into model inputs `CHUNK_ROWS` at a time.
+
+    How a bank hands its rows to `Trainer` and `predict`: memory then holds
+    one chunk's inputs (strings as TensorFlow tensors take ~40 bytes a cell),
+    not every row's. Scores are the whole frame's to the last bit, as
+    `predict` scores in chunks of the same size anyway.
+    """
+
+    frame: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def chunks(self, model: keras.Model, order: np.ndarray | None = None) -> Iterator[dict[str, tf.Tensor]]:
+        """The model inputs of consecutive chunks of rows, in `order` (positions) or the frame's."""
+        n = len(self.frame)
+        for start in range(0, max(n, 1), CHUNK_ROWS):  # an empty frame too: to_inputs checks its columns
+            rows = slice(start, start + CHUNK_ROWS) if order is None else order[start : start + CHUNK_ROWS]
+            yield to_inputs(self.frame.iloc[rows], model)
+
+
 class Trainer:
     """Trains a fedcredit model, freshly built or loaded from a `.keras` file.
 
@@ -481,7 +509,41 @@ class Trainer:
         """
         if isinstance(inputs, tf.Tensor):
             return inputs
+        if isinstance(inputs, FrameRows):
+            return tf.concat([self.features(part) for part in inputs.chunks(self.model)], axis=0)
         return self._features(dict(inputs), training=False)
+
+    @property
+    def width(self) -> int:
+        """Features per row: standardised numerics plus one column per category level."""
+        return int(self.head.inputs[0].shape[-1])
+
+    def holds(self, rows: int) -> bool:
+        """Whether `rows` rows' features fit `HELD_FEATURES_BYTES` (kept across epochs) or are streamed."""
+        return rows * self.width * 4 <= HELD_FEATURES_BYTES
+
+    def stream(self, rows: FrameRows, labels: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Shuffled batches of (features, label), made a chunk of rows at a time; each epoch its own order.
+
+        Batches are consecutive slices of one permutation of all rows per
+        epoch, as `fit(shuffle=True)` draws them, so streamed and held
+        training differ only in which permutation.
+        """
+        epochs, y = itertools.count(), labels.astype(np.float32)
+        per_chunk = max(1, CHUNK_ROWS // batch_size) * batch_size
+
+        def batches():
+            order = np.random.default_rng([seed, next(epochs)]).permutation(len(rows))
+            for start in range(0, len(order), per_chunk):
+                take = order[start : start + per_chunk]
+                features = self._features(to_inputs(rows.frame.iloc[take], self.model), training=False)
+                for at in range(0, len(take), batch_size):
+                    yield features[at : at + batch_size], y[take[at : at + batch_size]]
+
+        spec = (tf.TensorSpec((None, self.width), tf.float32), tf.TensorSpec((None,), tf.float32))
+        steps = -(-len(rows) // batch_size)  # known, so that Keras runs every epoch, not just the first
+        data = tf.data.Dataset.from_generator(batches, output_signature=spec)
+        return data.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
     def fit(
         self,
@@ -517,6 +579,10 @@ class Trainer:
                 options.seed,
             )
         class_weight = {0: 1.0, 1: float(options.positive_weight)} if options.positive_weight != 1.0 else None
+        if isinstance(inputs, FrameRows) and not self.holds(len(inputs)):
+            data = self.stream(inputs, labels, options.batch_size, options.seed)
+            hist = self.head.fit(data, epochs=options.epochs, class_weight=class_weight, shuffle=False, verbose=0)
+            return float(hist.history["loss"][-1])
         hist = self.head.fit(
             self.features(inputs),
             tf.constant(labels.astype(np.float32)),
@@ -550,8 +616,13 @@ def to_inputs(frame: pd.DataFrame, model: keras.Model) -> dict[str, tf.Tensor]:
     return out
 
 
-def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int = 65536) -> np.ndarray:
+def predict(
+    model: keras.Model, inputs: Mapping[str, tf.Tensor] | FrameRows, batch_size: int = CHUNK_ROWS
+) -> np.ndarray:
     """Scores by calling the model directly: no per-shape tracing as in `Model.predict`."""
+    if isinstance(inputs, FrameRows):
+        parts = [predict(model, part, batch_size) for part in inputs.chunks(model)]
+        return np.concatenate(parts) if parts else np.zeros(0)
     names = list(inputs)
     n = int(inputs[names[0]].shape[0])
     parts = [
@@ -561,8 +632,8 @@ def predict(model: keras.Model, inputs: Mapping[str, tf.Tensor], batch_size: int
 
 
 def score(model: keras.Model, frame: pd.DataFrame) -> np.ndarray:
-    """Probability of default for each row of a raw applicant DataFrame."""
-    return predict(model, to_inputs(frame, model))
+    """Probability of default for each row of a raw applicant DataFrame (made into inputs a chunk at a time)."""
+    return predict(model, FrameRows(frame))
 
 
 class ModelFileError(ValueError):

@@ -61,13 +61,25 @@ class Bank:
     rows: np.ndarray
 
 
-def stratified_split(frame: pd.DataFrame, target: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rest, sample) with `fraction` of each class in the sample."""
+def stratified_positions(labels: pd.Series | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, sample): row positions, each ascending, with `fraction` of each class in the sample.
+
+    Depends on the labels alone, so a bank can split its cached columns one at
+    a time (`fedcredit.core.cache.load_cached_split`) without holding the frame twice.
+    """
     if not 0.0 < fraction < 1.0:
         raise PartitionError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
-    sample = frame.groupby(target, group_keys=False).sample(frac=fraction, random_state=seed)
-    rest = frame.drop(index=sample.index)
-    return rest.reset_index(drop=True), sample.sort_index().reset_index(drop=True)
+    frame = pd.DataFrame({"label": np.asarray(labels)})
+    sample = np.sort(frame.groupby("label", group_keys=False).sample(frac=fraction, random_state=seed).index)
+    keep = np.ones(len(frame), dtype=bool)
+    keep[sample] = False
+    return np.flatnonzero(keep), sample
+
+
+def stratified_split(frame: pd.DataFrame, target: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, sample) with `fraction` of each class in the sample, each in the frame's row order."""
+    rest, sample = stratified_positions(frame[target], fraction, seed)
+    return frame.iloc[rest].reset_index(drop=True), frame.iloc[sample].reset_index(drop=True)
 
 
 SPLIT_TOLERANCE = 0.15  # how far (share of its target) a bank may miss its size to end at a state border

@@ -73,13 +73,20 @@ def _model(cfg: RunConfig, prep_json: str, simulation: bool = False) -> tuple[st
 
 
 def _inputs(key: str, bank: BankData, split: str, trainer: mdl.Trainer):
-    """The bank's model inputs (validation) or features (training), computed once per process."""
+    """The bank's model inputs (validation) or features (training), computed once per process.
+
+    A bank too big for that (`Trainer.holds`) gets its rows as `FrameRows`:
+    trained on and scored a chunk at a time, so memory does not grow with
+    its rows beyond the rows themselves.
+    """
     from fedcredit.core import model as mdl
 
     cache_key = (key, bank.name, split)
     if cache_key not in _INPUTS:
-        inputs = mdl.to_inputs(getattr(bank, split), trainer.model)
-        _INPUTS[cache_key] = trainer.features(inputs) if split == "train" else inputs
+        rows = mdl.FrameRows(getattr(bank, split))
+        if not trainer.holds(len(rows)):
+            return rows
+        _INPUTS[cache_key] = trainer.features(rows) if split == "train" else mdl.to_inputs(rows.frame, trainer.model)
     return _INPUTS[cache_key]
 
 
@@ -347,9 +354,9 @@ def personalise(
     seed = message_seed(cfg, cfg.num_server_rounds + 1, bank.name)
     models = {name: mdl.build_model(prep, spec) for name in CANDIDATES}
     models["global"].set_weights(list(weights))
-    x_train = mdl.to_inputs(bank.train, models["global"])
+    rows = mdl.FrameRows(bank.train)
     tuner = mdl.Trainer(models["personalised"], cfg.personalize_learning_rate, layers=cfg.personalize_layers)
-    features = tuner.features(x_train)
+    features = tuner.features(rows) if tuner.holds(len(rows)) else rows  # a big bank's rows are streamed
     tuner.fit(
         weights, features, y_train, mdl.FitOptions(cfg.personalize_epochs, cfg.batch_size, cfg.positive_weight, seed)
     )
@@ -361,12 +368,12 @@ def personalise(
         y_train,
         mdl.FitOptions(epochs, cfg.batch_size, cfg.positive_weight, seed),
     )
-    x_val = mdl.to_inputs(bank.val, models["global"])
+    x_val = mdl.FrameRows(bank.val)  # made into inputs a chunk at a time: the same scores, bounded memory
     summaries = {name: _summary(cfg, model, x_val, y_val) for name, model in models.items()}
     kept = choose(summaries)
     own = _own_holdout(cfg, bank) if "partition-id" in node_config and cfg.holdout_eval else None
     if own is not None:
-        x_own, y_own = mdl.to_inputs(own, models["global"]), own[schema.target].to_numpy()
+        x_own, y_own = mdl.FrameRows(own), own[schema.target].to_numpy()
         summaries.update({f"holdout-{name}": _summary(cfg, model, x_own, y_own) for name, model in models.items()})
     aucs = " / ".join(f"{summaries[n]['auc']:.4f}" for n in CANDIDATES)
     print(
