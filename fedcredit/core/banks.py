@@ -21,7 +21,7 @@ model inputs reads them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,12 +36,28 @@ from fedcredit.core.loading import DEFAULT_LIMITS, load_csv
 from fedcredit.core.partition import partition, stratified_positions, stratified_split
 from fedcredit.core.schema import Schema, SchemaError, load_schema
 
+PARTS = ("train", "val")  # a bank's rows: training, validation (the order of `stratified_positions`' parts)
+
 
 @dataclass(frozen=True)
 class BankData:
+    """A bank's name and its training and validation rows, each read when first used.
+
+    A deployed bank runs each message in its own process, and most messages
+    need one part only (training: the training rows; evaluation: the
+    validation rows), so that process holds only the rows it uses.
+    """
+
     name: str
-    train: pd.DataFrame
-    val: pd.DataFrame
+    part: Callable[[str], pd.DataFrame]  # "train" or "val" -> those rows
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.part("train")
+
+    @property
+    def val(self) -> pd.DataFrame:
+        return self.part("val")
 
 
 @lru_cache(maxsize=4)
@@ -59,25 +75,31 @@ def _load(
 
 @lru_cache(maxsize=4)
 def _load_file(
-    path: str, schema_path: str, mtime: float, limits: Limits, cache: tuple[bool, str | None], split: tuple[float, int]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A deployed bank's (training, validation) rows, numbers held as float32, the precision the model reads.
+    path: str,
+    schema_path: str,
+    mtime: float,
+    limits: Limits,
+    cache: tuple[bool, str | None],
+    split: tuple[float, int],
+    part: str,
+) -> pd.DataFrame:
+    """A deployed bank's training or validation rows (`part`), numbers held as float32, the precision the model reads.
 
     Through its on-disk cache (`fedcredit.core.cache`: parsed once per file,
-    not per message, and cut column by column so memory holds the rows once)
-    unless node config `cache = "off"`.
+    not per message, and read column by column, only this part's rows) unless
+    node config `cache = "off"`.
     """
     schema = load_schema(schema_path)
 
     def cut(labels):
-        return stratified_positions(labels, *split)
+        return [stratified_positions(labels, *split)[PARTS.index(part)]]
 
     use_cache, cache_dir = cache
     if use_cache:
-        train, val = load_cached_split(path, schema, cut, limits, cache_dir)
+        (rows,) = load_cached_split(path, schema, cut, limits, cache_dir)
     else:
-        train, val = cut_frame(load_csv(path, schema, limits), schema.target, cut)
-    return train, val
+        (rows,) = cut_frame(_load(path, schema_path, mtime, limits)[1], schema.target, cut)
+    return rows
 
 
 @lru_cache(maxsize=4)
@@ -128,9 +150,8 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
     if "data-path" in node_config:
         path = str(node_config["data-path"])
         mtime = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-        split = (cfg.val_fraction, cfg.seed)
-        train, val = _load_file(path, cfg.schema_path, mtime, cfg.limits, cache_setting(node_config), split)
-        return BankData(node_bank_name(node_config), train, val)
+        args = (path, cfg.schema_path, mtime, cfg.limits, cache_setting(node_config), (cfg.val_fraction, cfg.seed))
+        return BankData(node_bank_name(node_config), lambda part: _load_file(*args, part))
     if "partition-id" in node_config and "num-partitions" in node_config:
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
         _, banks = simulation_split(
@@ -144,8 +165,8 @@ def load_bank(cfg: RunConfig, node_config: Mapping[str, Any]) -> BankData:
             cfg.limits,
         )
         name, frame = banks[pid]
-        train, val = stratified_split(frame, schema.target, cfg.val_fraction, cfg.seed)
-        return BankData(name, train, val)
+        parts = dict(zip(PARTS, stratified_split(frame, schema.target, cfg.val_fraction, cfg.seed), strict=True))
+        return BankData(name, parts.__getitem__)
     raise ValueError(
         "this SuperNode has no data: start it with --node-config 'data-path=\"/path/to/loans.csv\"' "
         f"(node config seen: {dict(node_config)})"
