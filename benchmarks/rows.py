@@ -18,8 +18,8 @@ child, as `RUSAGE_CHILDREN` would in the parent):
 
 Prints a table, a straight-line fit of seconds per million rows for each
 column, and the load average beside them. `--auc` runs the hold-out AUC check
-instead: evaluation of the same weights on a bank's validation rows with and
-without the cache must agree exactly.
+too: a bank's whole message sequence with and without the cache must agree
+exactly. `--stages ROWS` prints where a train message's memory goes instead.
 
     python benchmarks/rows.py --sizes 10000 100000 1000000 5000000 --batch-sizes 64 1024
 """
@@ -142,6 +142,33 @@ def auc_check(csv: str, work: Path, batch: int) -> dict[str, float]:
     return {"auc-cached": a["auc"], "auc-csv": b["auc"], "equal": float(a == b), "largest-weight-gap": gap}
 
 
+def stages(csv: str, cache_dir: str, batch: int) -> None:
+    """Where a train message's memory goes: RSS and peak (`/proc/self/status`) after each step, in this process."""
+
+    def status() -> str:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        return " | ".join(f"{int(fields[k].split()[0]) // 1024:,}" for k in ("VmRSS", "VmHWM"))
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from fedcredit.core.banks import load_bank
+    from fedcredit.federation import client
+
+    cfg = _cfg(batch)
+    node = {"data-path": csv, "bank-name": "big", "cache-dir": cache_dir}
+    print("| step | RSS MiB | peak MiB |\n|---|---|---|")
+    print(f"| Python, pandas and Flower imported | {status()} |")
+    train = load_bank(cfg, node).train
+    deep = train.memory_usage(deep=False).sum() / 2**20
+    print(f"| the {len(train):,} training rows read ({deep:.1f} MiB, `memory_usage()`) | {status()} |")
+    prep = _prep(cfg, node)
+    print(f"| statistics | {status()} |")
+    _, model, _ = client._model(cfg, prep)
+    print(f"| TensorFlow imported, model built | {status()} |")
+    client.train(cfg, node, model.get_weights(), prep, 1)
+    print(f"| one epoch | {status()} |", flush=True)
+
+
 def run_case(case: str, csv: Path, cache_dir: Path, batch: int, plain_rows: int = 0) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", case, str(csv), str(cache_dir), str(batch), str(plain_rows)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -167,8 +194,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fedcredit-rows"))
     parser.add_argument("--auc", type=int, default=0, help="rows of the AUC check (0: skip)")
     parser.add_argument("--plain-rows", type=int, default=1_000_000, help="training rows of the plain Keras fit")
+    parser.add_argument("--stages", type=int, metavar="ROWS", help="where a train message's memory goes, at ROWS rows")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stages:
+        from fedcredit.core.synth import synthesise
+
+        csv = args.work / f"bank-{args.stages}.csv"
+        if not csv.exists():
+            args.work.mkdir(parents=True, exist_ok=True)
+            synthesise(csv, args.stages, seed=0)
+        stages(str(csv), str(args.work / f"cache-{args.stages}"), args.batch_sizes[-1])
+        return
     if args.child:
         case, csv, cache_dir, batch, plain_rows = args.child
         print(json.dumps(child(case, csv, cache_dir, int(batch), int(plain_rows))))
