@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from fedcredit.core import metrics
 from fedcredit.federation.history import PhaseRecord, RoundEntry
 from fedcredit.federation.rounds import best_round, leave_one_out_auc
 
@@ -57,3 +60,19 @@ def test_leave_one_out_pools_the_other_banks_summaries():
     loo = leave_one_out_auc({"p": perfect, "u": useless})
     assert loo == {"p": 0.5, "u": 1.0}
     assert leave_one_out_auc({"p": perfect}) == {}
+
+
+def test_leave_one_out_equals_pooling_the_other_banks_afresh():
+    rng = np.random.default_rng(0)
+
+    def summary() -> dict:
+        bad, good = rng.integers(0, 6, size=10).tolist(), rng.integers(0, 40, size=10).tolist()
+        n, b = sum(bad) + sum(good), sum(bad)
+        return {
+            "num-examples": n, "num-bad": b, "tp": 0, "fp": 0, "tn": n - b, "fn": b,
+            "sum-brier": 0.0, "sum-logloss": 0.0, "sum-score": 0.0, "hist-bad": bad, "hist-good": good,
+        }  # fmt: skip
+
+    summaries = {f"bank-{i}": summary() for i in range(25)}
+    expected = {b: metrics.pooled([s for o, s in summaries.items() if o != b])["auc"] for b in summaries}
+    assert leave_one_out_auc(summaries) == expected

@@ -262,3 +262,13 @@ def test_an_update_pointing_away_from_the_others_has_a_negative_cosine_with_thei
     cosines = update_directions(updates, glob)
     assert cosines[9] < -0.5 and cosines[8] < -0.5
     assert all(cosines[n] > 0.5 for n in range(4))
+
+
+@pytest.mark.parametrize("banks", [2, 3, 4, 7, 10])
+def test_the_median_of_the_other_banks_is_numpys_median_of_the_others(banks):
+    from fedcredit.federation.updates import medians_without_each
+
+    rng = np.random.default_rng(banks)
+    for rows in (rng.normal(size=(banks, 9)), np.round(rng.normal(size=(banks, 9))).astype(np.float32)):  # ties too
+        expected = np.stack([np.median(np.delete(rows, i, axis=0), axis=0) for i in range(banks)])
+        assert np.array_equal(medians_without_each(rows), expected)

@@ -399,11 +399,20 @@ def final_checks(cfg: RunConfig, tracker: Tracker, history: History) -> None:
 
 
 def leave_one_out_auc(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Pooled AUC of a round with each bank's summary left out ({} with fewer than two banks)."""
+    """Pooled AUC of a round with each bank's summary left out ({} with fewer than two banks).
+
+    The AUC `metrics.pooled` gives the other banks' summed histograms, got as
+    all banks' sum less the bank's own (the same integers): linear in the
+    banks, where pooling the others afresh for each bank was quadratic
+    (13.5 s a round at 300 banks).
+    """
     if len(summaries) < 2:
         return {}
+    bad, good = (np.array([np.asarray(s[k], dtype=np.int64) for s in summaries.values()]) for k in metrics.HIST_KEYS)
+    all_bad, all_good = bad.sum(axis=0), good.sum(axis=0)
     return {
-        bank: float(metrics.pooled([s for other, s in summaries.items() if other != bank])["auc"]) for bank in summaries
+        bank: float(metrics.histogram_auc_ks(all_bad - b, all_good - g)[0])
+        for bank, b, g in zip(summaries, bad, good, strict=True)
     }
 
 

@@ -51,9 +51,36 @@ def update_directions(updates: dict[int, list[np.ndarray]], global_weights: list
     update comes out negative.
     """
     flat = {n: protocol.flatten(ws) - protocol.flatten(global_weights) for n, ws in updates.items()}
+    if len(flat) < 2:
+        return {node: 0.0 for node in flat}
+    medians = medians_without_each(np.stack(list(flat.values())))
     out = {}
-    for node, update in flat.items():
-        others = np.median(np.stack([v for n, v in flat.items() if n != node]), axis=0)
+    for (node, update), others in zip(flat.items(), medians, strict=True):
         norms = float(np.linalg.norm(update) * np.linalg.norm(others))
         out[node] = float(update @ others / norms) if norms > 0 else 0.0
     return out
+
+
+def medians_without_each(rows: np.ndarray) -> np.ndarray:
+    """Row i: the coordinate-wise median of all rows but row i (`np.median` of the others, exactly).
+
+    One sort per coordinate instead of one median of n-1 rows per row: with
+    the rows sorted, leaving out the one at rank r leaves the median of the
+    n-1 others at sorted position k (r > k) or k+1 (r <= k), for odd n-1, and
+    the mean of two such neighbours for even n-1. Linear in the banks after
+    the sort, where the per-bank medians were quadratic (4.8 s a round at 300 banks).
+    """
+    n = len(rows)
+    order = np.argsort(rows, axis=0, kind="stable")
+    ordered = np.take_along_axis(rows, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[:, None], axis=0)
+
+    def others_at(k: int) -> np.ndarray:
+        """The k-th smallest (from 0) of the other rows, per row and coordinate."""
+        return np.where(rank > k, ordered[k], ordered[min(k + 1, n - 1)])
+
+    m = n - 1
+    if m % 2:
+        return others_at(m // 2)
+    return (others_at(m // 2 - 1) + others_at(m // 2)) / 2
