@@ -433,12 +433,10 @@ class FrameRows:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def chunks(self, model: keras.Model, order: np.ndarray | None = None) -> Iterator[dict[str, tf.Tensor]]:
-        """The model inputs of consecutive chunks of rows, in `order` (positions) or the frame's."""
-        n = len(self.frame)
-        for start in range(0, max(n, 1), CHUNK_ROWS):  # an empty frame too: to_inputs checks its columns
-            rows = slice(start, start + CHUNK_ROWS) if order is None else order[start : start + CHUNK_ROWS]
-            yield to_inputs(self.frame.iloc[rows], model)
+    def chunks(self, model: keras.Model) -> Iterator[dict[str, tf.Tensor]]:
+        """The model inputs of consecutive chunks of rows, in the frame's order."""
+        for start in range(0, max(len(self.frame), 1), CHUNK_ROWS):  # an empty frame too: to_inputs checks its columns
+            yield to_inputs(self.frame.iloc[start : start + CHUNK_ROWS], model)
 
 
 class Trainer:
