@@ -195,7 +195,7 @@ def build(path: Path, schema: Schema, limits: Limits, target: Path, csv_sha256: 
 
 
 def _columns(directory: Path, csv_sha256: str, schema: Schema, limits: Limits):
-    """(rows, [(column, a checked loader of its values)]); CacheError when the manifest does not match.
+    """[(column, a checked loader of its values)]; CacheError when the manifest does not match.
 
     Each loader memory-maps its column only when called, so a caller that
     converts one column at a time holds one mapped column, not the file.
@@ -225,12 +225,12 @@ def _columns(directory: Path, csv_sha256: str, schema: Schema, limits: Limits):
 
         return load
 
-    return rows, [(col, loader(col, info)) for col, info in manifest["columns"].items()]
+    return [(col, loader(col, info)) for col, info in manifest["columns"].items()]
 
 
 def open_cache(directory: Path, csv_sha256: str, schema: Schema, limits: Limits) -> pd.DataFrame:
     """The cached frame, its columns memory-mapped; CacheError when anything does not match the manifest."""
-    _, columns = _columns(directory, csv_sha256, schema, limits)
+    columns = _columns(directory, csv_sha256, schema, limits)
     data = {}
     for col, load in columns:
         mapped, words = load()
@@ -252,12 +252,12 @@ def open_cache_split(
     One column is mapped and converted at a time, so memory holds the parts
     (the data once, at the model's precision) and one mapped column.
     """
-    _, columns = _columns(directory, csv_sha256, schema, limits)
-    target, _ = dict(columns)[schema.target]()
-    parts = split(np.asarray(target))
+    columns = _columns(directory, csv_sha256, schema, limits)
+    target = dict(columns)[schema.target]()
+    parts = split(np.asarray(target[0]))
     data: list[dict[str, pd.Series]] = [{} for _ in parts]
     for col, load in columns:
-        mapped, words = load()
+        mapped, words = target if col == schema.target else load()  # the target is checked and mapped once
         for part, positions in zip(data, parts, strict=True):
             part[col] = _compact(mapped[positions], words)
         del mapped
